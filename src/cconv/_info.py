@@ -1,0 +1,53 @@
+"""What the op set runs on: version, ISA, OpenMP runtime, threads and caches."""
+import os
+import platform
+
+from . import _runtime
+
+
+def _cache_sizes():
+    sizes = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            path = os.path.join(base, entry)
+            with open(os.path.join(path, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(path, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(path, "size")) as f:
+                size = f.read().strip()
+            if kind != "Instruction":
+                sizes[f"L{level}" + ("d" if kind == "Data" else "")] = size
+    except OSError:
+        pass
+    return sizes
+
+
+def _openmp_runtime():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for pool in threadpool_info():
+        if pool.get("user_api") == "openmp":
+            return {"library": pool.get("prefix"), "path": pool.get("filepath"),
+                    "version": pool.get("version")}
+    return None
+
+
+def info():
+    """A dict describing the build and the machine as the kernels see them."""
+    from . import __version__
+    return {
+        "version": __version__,
+        "machine": platform.machine(),
+        "isa": _runtime.get_isa(),
+        "available_isas": list(_runtime.available_isas()),
+        "openmp": _openmp_runtime(),
+        "num_threads": _runtime.get_num_threads(),
+        "physical_cores": _runtime.physical_cores(),
+        "caches": _cache_sizes(),
+    }

@@ -1,0 +1,97 @@
+"""Runtime state of the op set: which SIMD instruction set runs, and how many OpenMP threads.
+
+The ISA is chosen once at import (the best the CPU supports, capped by ``FASTCNN_ISA``) and can be
+capped again with :func:`set_isa`; every op module reads it through ``current_isa()``, and each op
+family's kernel table (``kernels/*.h``) maps it to micro-kernels in one place.
+"""
+import os
+
+cimport openmp
+
+cdef extern from "isa.h":
+    unsigned cconv_supported_isas() nogil
+
+ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
+# Preference order, best first, of the ISAs that can exist on one machine.
+_PREFERENCE = ("avx512", "avx2", "neon", "scalar")
+
+cdef int _isa = 0
+
+
+cdef int current_isa() noexcept nogil:
+    return _isa
+
+
+def available_isas():
+    """The instruction sets this machine can run, best first."""
+    cdef unsigned mask = cconv_supported_isas()
+    return tuple(name for name in _PREFERENCE if mask & (1u << ISA_NAMES.index(name)))
+
+
+def set_isa(name):
+    """Use at most ISA ``name`` ('avx512', 'avx2', 'neon' or 'scalar'); returns the ISA chosen.
+
+    A cap above what the machine supports selects the best supported set below it.
+    """
+    global _isa
+    name = str(name).lower()
+    if name not in ISA_NAMES:
+        raise ValueError(f"unknown ISA {name!r}: choose one of {', '.join(ISA_NAMES)}")
+    available = available_isas()
+    order = {"avx512": 3, "avx2": 2, "neon": 2, "scalar": 1}
+    chosen = next(isa for isa in available if order[isa] <= order[name])
+    _isa = ISA_NAMES.index(chosen)
+    return chosen
+
+
+def get_isa():
+    """Name of the instruction set the kernels use now."""
+    return ISA_NAMES[_isa]
+
+
+def physical_cores():
+    """Number of physical cores available to this process (logical CPUs when unknown)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def set_num_threads(int n):
+    """Set the number of OpenMP threads the kernels use (for the calling thread)."""
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    openmp.omp_set_num_threads(n)
+
+
+def get_num_threads():
+    """Number of OpenMP threads the kernels will use (threadpoolctl's limits included)."""
+    return openmp.omp_get_max_threads()
+
+
+cpdef int resolve_threads(n_threads) except -1:
+    """Thread count for one op call: ``n_threads`` if given, else :func:`get_num_threads`."""
+    if n_threads is None:
+        return openmp.omp_get_max_threads()
+    if int(n_threads) < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    return int(n_threads)
+
+
+def _init():
+    cap = os.environ.get("FASTCNN_ISA", "").strip().lower()
+    set_isa(cap or "avx512")
+    if not os.environ.get("OMP_NUM_THREADS"):
+        # libgomp defaults to logical CPUs; SMT siblings only slow FMA-bound kernels down.
+        openmp.omp_set_num_threads(physical_cores())
+
+
+_init()

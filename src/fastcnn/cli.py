@@ -1,0 +1,38 @@
+"""The ``fastcnn`` command line."""
+import argparse
+import json
+import sys
+
+
+def _cmd_info(args):
+    import fastcnn
+    info = fastcnn.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    openmp = info["openmp"] or {}
+    print(f"fastcnn {info['version']} on {info['machine']}")
+    print(f"  ISA:        {info['isa']} (available: {', '.join(info['available_isas'])})")
+    print(f"  OpenMP:     {openmp.get('library', 'not found')} {openmp.get('version') or ''}".rstrip())
+    print(f"  threads:    {info['num_threads']} (physical cores: {info['physical_cores']})")
+    caches = ", ".join(f"{k} {v}" for k, v in info["caches"].items())
+    print(f"  caches:     {caches or 'unknown'}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="fastcnn", description="Fast CNNs on the CPU.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="version, SIMD instruction set, OpenMP runtime, threads")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

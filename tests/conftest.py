@@ -1,0 +1,57 @@
+"""Shared fixtures: every ISA path of this machine, thread counts, and an error ledger.
+
+The ledger records the worst relative error each op showed against the float64 reference and
+prints it at the end of the run, so a test run reports the accuracy it saw, not just pass/fail.
+"""
+import collections
+
+import numpy as np
+import pytest
+
+import cconv
+
+ISAS = cconv.available_isas()
+_worst_error = collections.defaultdict(float)
+_case_count = collections.Counter()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run the test once per ISA this machine supports (FASTCNN_ISA-style cap)."""
+    previous = cconv.get_isa()
+    cconv.set_isa(request.param)
+    yield request.param
+    cconv.set_isa(previous)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| / max(|expected|, tiny): error relative to the output's magnitude."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != expected {expected.shape}"
+    if expected.size == 0:
+        return 0.0
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    return float(np.max(np.abs(actual - expected))) / scale
+
+
+def assert_close(op, actual, expected, tol=1e-5):
+    """Assert ``actual`` matches the float64 ``expected`` within ``tol`` of its max magnitude."""
+    err = relative_error(actual, expected)
+    _worst_error[op] = max(_worst_error[op], err)
+    _case_count[op] += 1
+    assert np.all(np.isfinite(actual)), f"{op}: non-finite values in result"
+    assert err <= tol, f"{op}: relative error {err:.3g} > {tol:.1g}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _worst_error:
+        return
+    terminalreporter.section("worst relative error against the float64 reference, per op")
+    for op in sorted(_worst_error):
+        terminalreporter.write_line(f"{op:38s} {_worst_error[op]:9.2e}   ({_case_count[op]} checks)")

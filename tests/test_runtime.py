@@ -1,0 +1,75 @@
+"""ISA dispatch, thread control and the info report."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cconv
+import fastcnn
+
+
+def test_available_isas_include_scalar():
+    isas = cconv.available_isas()
+    assert isas[-1] == "scalar"
+    assert cconv.get_isa() in isas
+
+
+def test_set_isa_caps_the_choice(isa):
+    assert cconv.get_isa() == isa
+    assert cconv.set_isa("scalar") == "scalar"
+    assert cconv.get_isa() == "scalar"
+
+
+def test_set_isa_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown ISA"):
+        cconv.set_isa("sse9")
+
+
+@pytest.mark.parametrize("cap", ["scalar", "avx2", "avx512"])
+def test_fastcnn_isa_environment_variable_caps_dispatch(cap):
+    env = dict(os.environ, FASTCNN_ISA=cap)
+    out = subprocess.run([sys.executable, "-c", "import cconv; print(cconv.get_isa())"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    rank = {"scalar": 0, "avx2": 1, "neon": 1, "avx512": 2}
+    assert rank[out] <= rank[cap]
+    if cap in cconv.available_isas():
+        assert out == cap
+
+
+def test_omp_num_threads_is_respected():
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", "import fastcnn; print(fastcnn.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "3"
+
+
+def test_set_num_threads_round_trip():
+    before = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(1)
+        assert fastcnn.get_num_threads() == 1
+    finally:
+        fastcnn.set_num_threads(before)
+    with pytest.raises(ValueError):
+        fastcnn.set_num_threads(0)
+
+
+def test_threadpoolctl_sees_and_limits_the_openmp_runtime():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    apis = {pool["user_api"] for pool in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    fastcnn.set_num_threads(2)
+    with threadpoolctl.threadpool_limits(1):
+        assert fastcnn.get_num_threads() == 1
+    assert fastcnn.get_num_threads() == 2
+
+
+def test_info_reports_isa_and_openmp():
+    info = fastcnn.info()
+    assert info["isa"] in info["available_isas"]
+    assert info["openmp"] is not None
+    assert info["num_threads"] >= 1
+    out = subprocess.run([sys.executable, "-m", "fastcnn", "info"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "ISA:" in out and "OpenMP:" in out
