@@ -1,9 +1,31 @@
-"""fastcnn: train and run convolutional neural networks fast on the CPU."""
+"""fastcnn: train and run convolutional neural networks fast on the CPU.
+
+    import fastcnn as fc
+    model = fc.models.lenet5()
+    model.compile(optimizer=fc.Adam(lr=2e-3), loss=fc.CrossEntropyLoss())
+    (x, y), (x_test, y_test) = fc.datasets.load_mnist()
+    model.fit(x, y, epochs=5, batch_size=64)
+    model.evaluate(x_test, y_test)
+
+Activations are NHWC float32; parameters are in PyTorch order, so PyTorch state dicts load as
+they are. ``fc.manual_seed(n)`` seeds weight initialisation and dropout.
+"""
 from cconv import get_isa, get_num_threads, set_isa, set_num_threads
 
 from . import reference
 
 __version__ = "0.1.0"
+
+from . import callbacks, data, datasets, losses, models, optim  # noqa: E402
+from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint  # noqa: E402
+from .data import DataLoader  # noqa: E402
+from .io import load, save  # noqa: E402
+from .layers import (AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,  # noqa: E402
+                     GlobalAvgPool2d, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU,
+                     Residual, Sigmoid, Softmax, SumPool2d, Tanh, manual_seed)
+from .losses import CrossEntropyLoss, MSELoss  # noqa: E402
+from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR  # noqa: E402
+from .sequential import Sequential  # noqa: E402
 
 
 def info():

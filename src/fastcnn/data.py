@@ -1,0 +1,184 @@
+"""Batches and augmentation.
+
+:class:`DataLoader` cuts arrays into (seeded, shuffled) batches. The augmentations work on a
+whole NHWC batch at once with vectorised numpy (no Python loop over images); each takes
+``(x, rng)`` and returns a new array, and :class:`Compose` chains them::
+
+    augment = fc.data.Compose([fc.data.RandomCrop(28, padding=2), fc.data.RandomRotation(10)])
+    model.fit(x, y, augment=augment)          # or DataLoader(x, y, transform=augment)
+"""
+import numpy as np
+
+
+class DataLoader:
+    """Iterate over ``(x_batch, y_batch)`` (or ``x_batch`` when y is None).
+
+    ``shuffle`` draws a new permutation every epoch from a generator seeded with ``seed``, so a
+    run is reproducible; ``drop_last`` drops a final batch smaller than ``batch_size``;
+    ``transform(x_batch, rng)`` is applied to each batch (augmentation), with its own generator
+    derived from the same seed.
+    """
+
+    def __init__(self, x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False,
+                 transform=None):
+        self.x = np.asarray(x)
+        self.y = None if y is None else np.asarray(y)
+        if self.y is not None and len(self.y) != len(self.x):
+            raise ValueError(f"DataLoader: x has {len(self.x)} samples but y has {len(self.y)}")
+        if int(batch_size) < 1:
+            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
+        self.transform = transform
+        self.seed = seed
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self._order_rng = np.random.default_rng(seeds[0])
+        self._augment_rng = np.random.default_rng(seeds[1])
+
+    def __len__(self):
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = self._order_rng.permutation(n) if self.shuffle else None
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if order is None:
+                xb = self.x[lo:hi]
+                yb = None if self.y is None else self.y[lo:hi]
+            else:
+                idx = order[lo:hi]
+                xb = self.x[idx]
+                yb = None if self.y is None else self.y[idx]
+            if self.transform is not None:
+                xb = self.transform(xb, self._augment_rng)
+            yield xb if yb is None else (xb, yb)
+
+
+def _rng(rng):
+    if rng is None:
+        from .layers import _rng as global_rng
+        return global_rng()
+    return rng
+
+
+def _nhwc(name, x):
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected an NHWC batch (N, H, W, C), got shape {x.shape}")
+    return x
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, x, rng=None):
+        rng = _rng(rng)
+        for t in self.transforms:
+            x = t(x, rng)
+        return x
+
+    def __repr__(self):
+        return f"Compose({self.transforms!r})"
+
+
+class RandomHorizontalFlip:
+    """Mirror each image left-right with probability p."""
+
+    def __init__(self, p=0.5):
+        self.p = float(p)
+
+    def __call__(self, x, rng=None):
+        x = _nhwc("RandomHorizontalFlip", x)
+        flip = _rng(rng).random(len(x)) < self.p
+        out = x.copy()
+        out[flip] = x[flip, :, ::-1]
+        return out
+
+    def __repr__(self):
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomCrop:
+    """Pad each side by ``padding`` (with ``fill``) and cut a random ``size`` window per image."""
+
+    def __init__(self, size, padding=0, fill=0.0):
+        self.size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+        self.padding, self.fill = int(padding), fill
+
+    def __call__(self, x, rng=None):
+        x = _nhwc("RandomCrop", x)
+        rng = _rng(rng)
+        n, p = len(x), self.padding
+        if p:
+            x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=self.fill)
+        (h, w), (hp, wp) = self.size, x.shape[1:3]
+        if h > hp or w > wp:
+            raise ValueError(f"RandomCrop: crop {self.size} is larger than the padded image {(hp, wp)}")
+        top = rng.integers(0, hp - h + 1, size=n)
+        left = rng.integers(0, wp - w + 1, size=n)
+        rows = top[:, None] + np.arange(h)
+        cols = left[:, None] + np.arange(w)
+        return x[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+    def __repr__(self):
+        return f"RandomCrop(size={self.size}, padding={self.padding})"
+
+
+class RandomRotation:
+    """Rotate each image about its centre by an angle drawn uniformly in [-degrees, degrees],
+    with bilinear interpolation; pixels from outside the image take ``fill``."""
+
+    def __init__(self, degrees=10.0, fill=0.0):
+        self.degrees, self.fill = float(degrees), float(fill)
+
+    def __call__(self, x, rng=None):
+        x = _nhwc("RandomRotation", x)
+        n, h, w, _ = x.shape
+        theta = np.deg2rad(_rng(rng).uniform(-self.degrees, self.degrees, size=n))
+        cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+        i = np.arange(h, dtype=np.float64)[None, :, None] - cy
+        j = np.arange(w, dtype=np.float64)[None, None, :] - cx
+        src_y = cos * i - sin * j + cy          # inverse rotation of each output pixel
+        src_x = sin * i + cos * j + cx
+        y0, x0 = np.floor(src_y).astype(np.int64), np.floor(src_x).astype(np.int64)
+        wy, wx = (src_y - y0)[..., None], (src_x - x0)[..., None]
+        batch = np.arange(n)[:, None, None]
+        src = x.astype(np.float32, copy=False)
+
+        def tap(yy, xx):
+            inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w))[..., None]
+            v = src[batch, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+            return np.where(inside, v, np.float32(self.fill))
+
+        out = ((1 - wy) * ((1 - wx) * tap(y0, x0) + wx * tap(y0, x0 + 1))
+               + wy * ((1 - wx) * tap(y0 + 1, x0) + wx * tap(y0 + 1, x0 + 1)))
+        return out.astype(np.float32)
+
+    def __repr__(self):
+        return f"RandomRotation(degrees={self.degrees})"
+
+
+class GaussianNoise:
+    """Add N(0, std^2) noise to every pixel; ``clip=(lo, hi)`` clips the result."""
+
+    def __init__(self, std=0.05, clip=None):
+        self.std, self.clip = float(std), clip
+
+    def __call__(self, x, rng=None):
+        x = np.asarray(x, dtype=np.float32)
+        out = x + _rng(rng).standard_normal(x.shape, dtype=np.float32) * np.float32(self.std)
+        if self.clip is not None:
+            np.clip(out, self.clip[0], self.clip[1], out=out)
+        return out
+
+    def __repr__(self):
+        return f"GaussianNoise(std={self.std}, clip={self.clip})"
+
+
+__all__ = ["DataLoader", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomRotation",
+           "GaussianNoise"]

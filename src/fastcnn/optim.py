@@ -1,0 +1,277 @@
+"""Optimizers (SGD, Adam, AdamW) with PyTorch's update rules, and learning-rate schedules.
+
+Build an optimizer Keras-style, ``fc.SGD(lr=0.05, momentum=0.9)`` and let ``model.compile`` bind
+it to the model's parameters, or PyTorch-style, ``fc.SGD(model.parameters(), lr=0.05)``.
+
+Regularisation:
+- ``weight_decay`` is PyTorch's: added to the gradient as ``weight_decay * w`` (SGD, Adam), or
+  decoupled, ``w -= lr * weight_decay * w`` (AdamW); it applies to every parameter.
+- ``l1`` and ``l2`` are penalties ``l1 * sum|w| + l2 * sum w^2`` (Keras's definition) on the
+  weights only (parameters with two or more dimensions, not biases or batch-norm scales); their
+  gradients ``l1 * sign(w) + 2 * l2 * w`` are added before the update. The loss that ``fit``
+  reports does not include them.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .callbacks import Callback
+
+
+class Optimizer:
+    defaults = {}
+
+    def __init__(self, params=None, **hyper):
+        if isinstance(params, numbers.Real):  # fc.SGD(0.1): a learning rate, not parameters
+            hyper["lr"] = float(params)
+            params = None
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown arguments {sorted(unknown)}")
+        self.hyper = {**self.defaults, **hyper}
+        if self.hyper["lr"] < 0:
+            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {self.hyper['lr']}")
+        self.initial_lr = float(self.hyper["lr"])
+        self.params = []
+        self.state = []
+        if params is not None:
+            self.bind(params)
+
+    def bind(self, params):
+        """Attach the parameters to update (model.compile does this)."""
+        params = list(params)
+        if self.params and [id(p) for p in params] == [id(p) for p in self.params]:
+            return self
+        self.params = params
+        self.state = [{} for _ in params]
+        return self
+
+    @property
+    def lr(self):
+        return self.hyper["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        self.hyper["lr"] = float(value)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def _penalised_grad(self, p):
+        g = p.grad
+        l1, l2 = self.hyper.get("l1", 0.0), self.hyper.get("l2", 0.0)
+        if (l1 or l2) and p.data.ndim >= 2:
+            g = g + np.float32(l1) * np.sign(p.data) + np.float32(2.0 * l2) * p.data
+        return g
+
+    def step(self):
+        if not self.params:
+            raise RuntimeError(f"{type(self).__name__}.step: no parameters (pass them, or compile a model)")
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            g = np.asarray(self._penalised_grad(p), dtype=np.float32)
+            if g.shape != p.data.shape:
+                raise ValueError(f"{type(self).__name__}: gradient shape {g.shape} != parameter "
+                                 f"shape {p.data.shape}")
+            state["step"] = state.get("step", 0) + 1
+            self._update(p, g, state)
+
+    def _update(self, p, g, state):
+        raise NotImplementedError
+
+    # --- persistence -----------------------------------------------------------------------------
+    def get_config(self):
+        return dict(self.hyper, initial_lr=self.initial_lr)
+
+    def state_arrays(self):
+        """[{slot: array}] per parameter, in parameter order ('step' as an int64 array)."""
+        return [{k: (np.array(v, dtype=np.int64) if k == "step" else v) for k, v in s.items()}
+                for s in self.state]
+
+    def load_state_arrays(self, states):
+        if len(states) != len(self.params):
+            raise ValueError(f"{type(self).__name__}: state for {len(states)} parameters, "
+                             f"optimizer has {len(self.params)}")
+        new = []
+        for p, s in zip(self.params, states):
+            entry = {}
+            for k, v in s.items():
+                if k == "step":
+                    entry[k] = int(v)
+                else:
+                    v = np.asarray(v, dtype=np.float32)
+                    if v.shape != p.data.shape:
+                        raise ValueError(f"{type(self).__name__}: state {k} has shape {v.shape}, "
+                                         f"parameter has {p.data.shape}")
+                    entry[k] = v.copy()
+            new.append(entry)
+        self.state = new
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening and Nesterov momentum (PyTorch's)."""
+
+    defaults = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                    l1=0.0, l2=0.0)
+
+    def __init__(self, params=None, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, l1=0.0, l2=0.0):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, l1=l1, l2=l2)
+
+    def _update(self, p, g, state):
+        h = self.hyper
+        if h["weight_decay"]:
+            g = g + np.float32(h["weight_decay"]) * p.data
+        mu = h["momentum"]
+        if mu:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= np.float32(mu)
+                buf += np.float32(1.0 - h["dampening"]) * g
+            g = g + np.float32(mu) * buf if h["nesterov"] else buf
+        p.data -= np.float32(h["lr"]) * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's bias correction and epsilon placement; ``weight_decay``
+    is added to the gradient (L2), as in PyTorch's Adam."""
+
+    defaults = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, l1=0.0, l2=0.0)
+    _decoupled = False
+
+    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 l1=0.0, l2=0.0):
+        super().__init__(params, lr=lr, betas=tuple(float(b) for b in betas), eps=eps,
+                         weight_decay=weight_decay, l1=l1, l2=l2)
+
+    def _update(self, p, g, state):
+        h = self.hyper
+        lr, wd = h["lr"], h["weight_decay"]
+        beta1, beta2 = h["betas"]
+        if wd:
+            if self._decoupled:
+                p.data *= np.float32(1.0 - lr * wd)
+            else:
+                g = g + np.float32(wd) * p.data
+        if "exp_avg" not in state:
+            state["exp_avg"] = np.zeros_like(p.data)
+            state["exp_avg_sq"] = np.zeros_like(p.data)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m += (g - m) * np.float32(1.0 - beta1)
+        v *= np.float32(beta2)
+        v += np.float32(1.0 - beta2) * g * g
+        t = state["step"]
+        step_size = lr / (1.0 - beta1 ** t)
+        denom = np.sqrt(v) / np.float32(math.sqrt(1.0 - beta2 ** t))
+        denom += np.float32(h["eps"])
+        p.data -= np.float32(step_size) * (m / denom)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["betas"] = list(cfg["betas"])
+        return cfg
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), default 0.01 as PyTorch."""
+
+    defaults = dict(Adam.defaults, weight_decay=1e-2)
+    _decoupled = True
+
+    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 l1=0.0, l2=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l1=l1, l2=l2)
+
+
+OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+
+
+def get(optimizer):
+    """An optimizer from an instance or a name ('sgd', 'adam', 'adamw'; default settings)."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        for name, cls in OPTIMIZERS.items():
+            if name.lower() == optimizer.lower():
+                return cls()
+    raise ValueError(f"unknown optimizer {optimizer!r}: use fastcnn.SGD(...), fastcnn.Adam(...), "
+                     f"fastcnn.AdamW(...) or 'sgd' / 'adam' / 'adamw'")
+
+
+def from_config(name, config):
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}")
+    config = dict(config)
+    initial_lr = config.pop("initial_lr", None)
+    opt = OPTIMIZERS[name](**config)
+    if initial_lr is not None:
+        opt.initial_lr = float(initial_lr)
+    return opt
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules: per epoch, usable as fit callbacks or stepped by hand (PyTorch style)
+# ---------------------------------------------------------------------------------------------
+class LRScheduler(Callback):
+    """Sets ``optimizer.lr`` from the epoch count. Pass it in ``fit(callbacks=[...])`` (it binds
+    to the model's optimizer and steps after every epoch) or call ``step()`` after each epoch."""
+
+    def __init__(self, optimizer=None):
+        self.optimizer = None
+        self.last_epoch = 0
+        if optimizer is not None:
+            self._bind(optimizer)
+
+    def _bind(self, optimizer):
+        self.optimizer = optimizer
+        self.base_lr = optimizer.initial_lr
+        optimizer.lr = self.get_lr(self.last_epoch)
+
+    def on_train_begin(self, logs=None):
+        if self.optimizer is None:
+            self._bind(self.model.optimizer)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step()
+
+    def step(self):
+        self.last_epoch += 1
+        self.optimizer.lr = self.get_lr(self.last_epoch)
+
+    def get_lr(self, epoch):
+        raise NotImplementedError
+
+
+class StepLR(LRScheduler):
+    """lr = initial_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer=None, step_size=10, gamma=0.1):
+        self.step_size, self.gamma = int(step_size), float(gamma)
+        super().__init__(optimizer)
+
+    def get_lr(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+
+    def __init__(self, optimizer=None, T_max=10, eta_min=0.0):
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
+        super().__init__(optimizer)
+
+    def get_lr(self, epoch):
+        e = min(epoch, self.T_max)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2

@@ -1,0 +1,299 @@
+"""Sequential: a stack of layers that is itself a layer, with a Keras-style training loop."""
+import time
+
+import numpy as np
+
+import cconv
+
+from . import callbacks as _callbacks
+from . import losses as _losses
+from . import optim as _optim
+from .data import DataLoader
+from .layers import Conv2d, Layer, ReLU, Sigmoid, Softmax
+from .progress import ProgressBar
+
+
+class Sequential(Layer):
+    """Layers applied in order: ``Sequential(fc.Conv2d(1, 6, 5), fc.ReLU(), ...)``.
+
+    State-dict keys are PyTorch ``nn.Sequential``'s: ``"0.weight"``, ``"3.running_mean"``,
+    ``"5.body.0.weight"``. ``input_shape`` (H, W, C) is optional; it is recorded on the first
+    forward pass and used by :meth:`summary` and by ``fastcnn predict``.
+    """
+
+    def __init__(self, *layers, input_shape=None):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is not a layer: {layer!r}")
+        self.layers = list(layers)
+        self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+        self.optimizer = None
+        self.loss = None
+        self.history = None
+        self.stop_training = False
+
+    # --- container -----------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Sequential(*self.layers[i])
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def append(self, layer):
+        self.layers.append(layer)
+        return self
+
+    def named_children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    # --- forward / backward --------------------------------------------------------------------
+    def _first_channels(self):
+        first = self.layers[0] if self.layers else None
+        return getattr(first, "in_channels", getattr(first, "num_features", None))
+
+    def _prepare(self, x):
+        """Convert the input once at the model boundary: float32, contiguous, NHWC."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim == 3 and (self._first_channels() == 1 or
+                            (self.input_shape is not None and self.input_shape[-1:] == (1,)
+                             and len(self.input_shape) == 3)):
+            x = x[..., None]
+        return x
+
+    def forward(self, x):
+        x = self._prepare(x)
+        if self.input_shape is None and x.ndim >= 2:
+            self.input_shape = tuple(x.shape[1:])
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if type(layer) is Conv2d and type(nxt) is ReLU:
+                # Fused convolution + ReLU: the ReLU keeps the output its backward needs.
+                x = layer.forward(x, activation="relu")
+                nxt._y = x
+                i += 2
+                continue
+            x = layer.forward(x)
+            i += 1
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    # --- description ---------------------------------------------------------------------------
+    def get_config(self):
+        from .io import layer_to_config
+        cfg = {"layers": [layer_to_config(layer) for layer in self.layers]}
+        if self.input_shape is not None:
+            cfg["input_shape"] = list(self.input_shape)
+        return cfg
+
+    def output_shape(self, shape):
+        for layer in self.layers:
+            shape = tuple(layer.output_shape(tuple(shape)))
+        return shape
+
+    def flops(self, shape):
+        total = 0
+        for layer in self.layers:
+            total += layer.flops(tuple(shape))
+            shape = layer.output_shape(tuple(shape))
+        return total
+
+    def summary(self, input_shape=None, print_fn=print):
+        """Print each layer with its output shape, parameter count and forward FLOPs per image.
+
+        ``input_shape`` is one sample's (H, W, C); by default the model's ``input_shape``.
+        """
+        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        rows = [("#", "Layer (type)", "Output shape", "Params", "FLOPs")]
+        total_flops = 0
+        for i, layer in enumerate(self.layers):
+            if shape is not None:
+                flops = layer.flops(shape)
+                shape = tuple(layer.output_shape(shape))
+                total_flops += flops
+                shape_text, flops_text = str(shape), f"{flops:,}"
+            else:
+                shape_text = flops_text = "?"
+            rows.append((str(i), type(layer).__name__, shape_text, f"{layer.num_parameters():,}",
+                         flops_text))
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        line = "-" * (sum(widths) + 8)
+
+        def fmt(r):
+            return (f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                    f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}")
+
+        out = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
+        total = self.num_parameters()
+        first = self.input_shape if input_shape is None else tuple(input_shape)
+        out.append(f"Input shape: {first if first is not None else 'unknown (pass input_shape)'}")
+        out.append(f"Total params: {total:,} ({total * 4 / 1024:.1f} KiB as float32)")
+        if first is not None:
+            out.append(f"Forward FLOPs per image: {total_flops:,} ({total_flops / 1e6:.2f} MFLOP)")
+        print_fn("\n".join(out))
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
+
+    # --- training ------------------------------------------------------------------------------
+    def compile(self, optimizer="adam", loss="cross_entropy"):
+        """Choose the optimizer (an instance, or 'sgd' / 'adam' / 'adamw') and the loss (an
+        instance, or 'cross_entropy' / 'mse'). Accuracy is reported with CrossEntropyLoss."""
+        self.optimizer = _optim.get(optimizer)
+        self.optimizer.bind(self.parameters())
+        self.loss = _losses.get(loss)
+        return self
+
+    def _classification(self):
+        return isinstance(self.loss, _losses.CrossEntropyLoss)
+
+    def train_step(self, x, y):
+        """One optimisation step on a batch; returns (loss, number of correct predictions)."""
+        out = self.forward(x)
+        loss = self.loss.forward(out, y)
+        self.zero_grad()
+        self.backward(self.loss.backward())
+        self.optimizer.step()
+        correct = int(np.count_nonzero(out.argmax(axis=1) == y)) if self._classification() else 0
+        return loss, correct
+
+    def fit(self, x, y=None, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
+            validation_data=None, callbacks=(), verbose=1, augment=None, drop_last=False):
+        """Train for ``epochs`` passes over (x, y); returns a :class:`~fastcnn.callbacks.History`.
+
+        ``x`` may also be a :class:`~fastcnn.data.DataLoader` (then ``y``, ``batch_size``,
+        ``shuffle``, ``seed`` and ``augment`` are the loader's). ``shuffle`` draws a new
+        permutation each epoch from a generator seeded with ``seed``; ``shuffle=False`` takes
+        the batches in order. ``validation_split`` holds out the last fraction of (x, y)
+        (before shuffling, as Keras); ``validation_data=(x_val, y_val)`` gives them explicitly.
+        ``augment`` is a batch transform (see :mod:`fastcnn.data`). ``verbose``: 0 silent,
+        1 a progress bar (plain lines when the output is not a terminal), 2 one line per epoch.
+        """
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("Sequential.fit: call model.compile(optimizer=..., loss=...) first")
+        if isinstance(x, DataLoader):
+            loader = x
+        else:
+            x = self._prepare(x)
+            y = np.asarray(y)
+            if len(x) != len(y):
+                raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
+            if validation_data is None and validation_split:
+                if not 0.0 < validation_split < 1.0:
+                    raise ValueError(f"fit: validation_split must be in (0, 1), got {validation_split}")
+                n_val = int(round(len(x) * validation_split))
+                if n_val == 0 or n_val == len(x):
+                    raise ValueError(f"fit: validation_split={validation_split} leaves no "
+                                     f"training or no validation samples out of {len(x)}")
+                validation_data = (x[-n_val:], y[-n_val:])
+                x, y = x[:-n_val], y[:-n_val]
+            loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                drop_last=drop_last, transform=augment)
+        if self.input_shape is None:
+            self.input_shape = tuple(loader.x.shape[1:])
+
+        history = _callbacks.History()
+        cbs = _callbacks.CallbackList([history] + list(callbacks), self)
+        self.stop_training = False
+        self.train()
+        cbs.on_train_begin({})
+        for epoch in range(epochs):
+            cbs.on_epoch_begin(epoch, {})
+            bar = ProgressBar(len(loader.x) if not loader.drop_last else
+                              len(loader) * loader.batch_size,
+                              epoch=epoch, epochs=epochs, verbose=verbose,
+                              accuracy=self._classification())
+            total_loss, total_correct, seen = 0.0, 0, 0
+            self.train()
+            for step, (xb, yb) in enumerate(loader):
+                loss, correct = self.train_step(xb, yb)
+                n = len(xb)
+                total_loss += loss * n
+                total_correct += correct
+                seen += n
+                logs = {"loss": total_loss / seen}
+                if self._classification():
+                    logs["accuracy"] = total_correct / seen
+                bar.update(seen, logs)
+                cbs.on_train_batch_end(step, {"loss": loss, "size": n})
+                if not np.isfinite(loss):
+                    self.stop_training = True
+                    break
+            logs = {"loss": total_loss / max(seen, 1)}
+            if self._classification():
+                logs["accuracy"] = total_correct / max(seen, 1)
+            if validation_data is not None:
+                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+                self.train()
+            logs["lr"] = self.optimizer.lr
+            logs["images_per_s"] = bar.rate()
+            bar.finish(logs)
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end({})
+        self.eval()
+        self.history = history
+        return history
+
+    def _batches(self, x, batch_size):
+        for start in range(0, len(x), batch_size):
+            yield x[start:start + batch_size]
+
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """{'loss': mean loss, 'accuracy': fraction correct (classification)} in eval mode."""
+        if self.loss is None:
+            raise RuntimeError("Sequential.evaluate: call model.compile(...) first (the loss)")
+        x = self._prepare(x)
+        y = np.asarray(y)
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"evaluate: x has {len(x)} samples and y has {len(y)}")
+        was_training = self.training
+        self.eval()
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = self.forward(xb)
+            total_loss += self.loss.forward(out, yb) * len(xb)
+            if self._classification():
+                correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
+        self.train(was_training)
+        result = {"loss": total_loss / len(x)}
+        if self._classification():
+            result["accuracy"] = correct / len(x)
+        if verbose:
+            print("  ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        return result
+
+    def predict(self, x, batch_size=256):
+        """Outputs for x in eval mode, in batches: softmax probabilities for a classifier.
+
+        Softmax is applied unless the model ends in Softmax or Sigmoid or was compiled with
+        MSELoss; ``model(x)`` gives the raw outputs (logits).
+        """
+        x = self._prepare(x)
+        was_training = self.training
+        self.eval()
+        outs = [self.forward(xb) for xb in self._batches(x, batch_size)]
+        self.train(was_training)
+        out = np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+        last = self.layers[-1] if self.layers else None
+        if (out.ndim == 2 and not isinstance(last, (Softmax, Sigmoid))
+                and not isinstance(self.loss, _losses.MSELoss)):
+            out = cconv.softmax(out)
+        return out
