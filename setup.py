@@ -65,7 +65,9 @@ def extensions():
         exts.append(Extension(
             name, [pyx],
             include_dirs=[KERNELS],
-            extra_compile_args=COMMON_CFLAGS + openmp + ["-Wno-unreachable-code"],
+            # Cython's generated C trips these warnings by design.
+            extra_compile_args=COMMON_CFLAGS + openmp + ["-Wno-sign-compare", "-Wno-maybe-uninitialized",
+                                                         "-Wno-array-bounds", "-Wno-unreachable-code"],
             extra_link_args=link,
         ))
     return cythonize(exts, language_level=3, compiler_directives={

@@ -1,0 +1,412 @@
+"""Direct convolution (implicit GEMM through indirection pointers), its transpose, and linear.
+
+Layers of the implementation, BLIS style:
+  micro-kernel  kernels/f32_igemm_*__ISA.c  registers only, chosen in kernels/igemm.h
+  tiles         kernels/conv_direct.c       indirection pointers for one tile, loop over panels
+  this module   argument checks, weight packing, OpenMP over independent tiles
+Every output element is computed inside one tile with a fixed summation order, so results are
+bitwise identical for any number of threads.
+"""
+import numpy as np
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport INFINITY
+
+from cconv._runtime cimport current_isa, resolve_threads
+from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, conv_output_size,
+                               conv_padding, pair)
+
+cdef extern from "isa.h":
+    unsigned cconv_ftz_enter() nogil
+    void cconv_ftz_restore(unsigned) nogil
+
+cdef extern from "igemm.h":
+    ctypedef void (*f32_igemm_ukernel_fn)(size_t, size_t, size_t, size_t, const float* const*,
+                                          size_t, const float*, const float*, const float*,
+                                          float* const*, size_t, int, float, float) noexcept nogil
+    struct f32_igemm_config:
+        f32_igemm_ukernel_fn ukernel
+        size_t mr
+        size_t nr
+    f32_igemm_config f32_igemm_select(int isa) nogil
+
+cdef extern from "conv_direct.h":
+    struct fc_conv_shape:
+        size_t batch, in_h, in_w, in_c
+        size_t out_h, out_w, out_c
+        size_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w
+        ptrdiff_t pad_top, pad_left
+        size_t groups
+    struct fc_conv_phase:
+        size_t ih0, iw0, rows, cols, n_taps
+        const size_t* tap_kh
+        const size_t* tap_kw
+    void fc_conv2d_forward_tile(const fc_conv_shape*, const f32_igemm_config*, const float*,
+                                const float*, const float*, float*, const float*, size_t, float,
+                                float, const float**, float**) nogil
+    void fc_conv2d_backward_data_tile(const fc_conv_shape*, const f32_igemm_config*,
+                                      const fc_conv_phase*, const float*, const float*, float*,
+                                      const float*, size_t, const float**, float**) nogil
+    void fc_conv2d_backward_weight_tile(const fc_conv_shape*, const f32_igemm_config*,
+                                        const float*, const float*, float*, size_t, size_t, float*,
+                                        const float**, float**) nogil
+    void fc_sum_rows(size_t, size_t, const float*, size_t, size_t, float*) nogil
+
+# Pixels per chunk of the backward-weight reduction: fixed, so sums do not depend on threads.
+DEF WEIGHT_GRAD_CHUNK = 256
+_ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
+
+
+# ----------------------------------------------------------------------------- argument handling
+
+cdef class _Conv:
+    """Validated geometry of one convolution y = conv(x, w) (x: its input, y: its output)."""
+    cdef fc_conv_shape s
+    cdef readonly tuple in_shape, out_shape, kernel
+    cdef readonly Py_ssize_t groups
+
+
+def _geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
+    """Check a convolution's arguments and return its _Conv (shapes in the forward direction)."""
+    if len(w_shape) != 4:
+        raise ValueError(f"{op}: weight must be (out_channels, in_channels/groups, kh, kw), "
+                         f"got shape {tuple(w_shape)}")
+    if groups < 1 or x_shape[3] % groups or w_shape[0] % groups:
+        raise ValueError(f"{op}: groups={groups} must divide in_channels ({x_shape[3]}) and "
+                         f"out_channels ({w_shape[0]})")
+    if w_shape[1] * groups != x_shape[3]:
+        raise ValueError(f"{op}: input has {x_shape[3]} channels but weight {tuple(w_shape)} with "
+                         f"groups={groups} expects {w_shape[1] * groups} (input shape {tuple(x_shape)})")
+    if 0 in w_shape:
+        raise ValueError(f"{op}: weight has an empty dimension, shape {tuple(w_shape)}")
+    kernel = (int(w_shape[2]), int(w_shape[3]))
+    stride = pair(op, "stride", stride, minimum=1)
+    dilation = pair(op, "dilation", dilation, minimum=1)
+    pads = conv_padding(op, padding, kernel, stride, dilation, x_shape[1:3])
+    out_hw = conv_output_size(op, x_shape[1:3], kernel, stride, pads, dilation, x_shape)
+    g = _Conv()
+    g.s.batch, g.s.in_h, g.s.in_w, g.s.in_c = x_shape
+    g.s.out_h, g.s.out_w, g.s.out_c = out_hw[0], out_hw[1], w_shape[0]
+    g.s.kernel_h, g.s.kernel_w = kernel
+    g.s.stride_h, g.s.stride_w = stride
+    g.s.dilation_h, g.s.dilation_w = dilation
+    g.s.pad_top, g.s.pad_left = pads[0][0], pads[1][0]
+    g.s.groups = groups
+    g.in_shape = tuple(int(v) for v in x_shape)
+    g.out_shape = (int(x_shape[0]), out_hw[0], out_hw[1], int(w_shape[0]))
+    g.kernel = kernel
+    g.groups = groups
+    return g
+
+
+def _pack_panels(a, size_t nr):
+    """(groups, taps, k, n) -> (groups, n_panels, taps, k, nr): NR-wide panels, zero-padded."""
+    groups, taps, k, n = a.shape
+    panels = -(-n // nr)
+    out = np.zeros((groups, taps, k, panels * nr), np.float32)
+    out[..., :n] = a
+    return np.ascontiguousarray(out.reshape(groups, taps, k, panels, nr).transpose(0, 3, 1, 2, 4))
+
+
+def _check_algo(op, algo):
+    if algo not in ("auto", "direct"):
+        raise ValueError(f"{op}: algo must be 'auto' or 'direct', got {algo!r}")
+
+
+# ----------------------------------------------------------------------------- the three passes
+
+cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa())
+    cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
+    cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 3, 2, 1)
+    packed = _pack_panels(wt, cfg.nr)
+    cdef const float[::1] pw = packed.reshape(-1)
+    cdef const float[::1] pb
+    cdef const float* bias_ptr = NULL
+    if b is not None:
+        pb = _pack_panels(b.reshape(groups, 1, 1, cout_g), cfg.nr).reshape(-1)
+        bias_ptr = &pb[0]
+    y = np.empty(g.out_shape, np.float32)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef const float[::1] zero = np.zeros(max(cin_g, 1), np.float32)
+    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
+    cdef Py_ssize_t tiles = ((pixels + cfg.mr - 1) // cfg.mr) * groups
+    cdef size_t[::1] a_scratch = np.empty(n_threads * taps * cfg.mr, np.uintp)
+    cdef size_t[::1] c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef Py_ssize_t tile
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for tile in prange(tiles, schedule="static"):
+            fc_conv2d_forward_tile(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0], tile,
+                                   cmin, cmax, <const float**>&a_scratch[tid * taps * cfg.mr],
+                                   <float**>&c_scratch[tid * cfg.mr])
+        cconv_ftz_restore(ftz)
+    return y
+
+
+cdef _backward_data(_Conv g, dy, w, int n_threads):
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa())
+    cdef size_t groups = g.s.groups
+    cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    w5 = w.reshape(groups, cout_g, cin_g, g.s.kernel_h, g.s.kernel_w)
+    dx = np.zeros(g.in_shape, np.float32)
+    cdef float[::1] dxv = dx.reshape(-1)
+    cdef const float[::1] dyv = dy.reshape(-1)
+    cdef const float[::1] zero = np.zeros(max(cout_g, 1), np.float32)
+    cdef size_t[::1] kh_list, kw_list
+    cdef const float[::1] pw
+    cdef fc_conv_phase phase
+    cdef size_t[::1] a_scratch, c_scratch
+    cdef Py_ssize_t tiles, tile
+    cdef int tid
+    cdef unsigned ftz
+    # Input pixel ih receives tap k iff ih + pad - k*dilation is a multiple of the stride: split
+    # the input pixels into stride_h x stride_w phases, each a dense convolution over its taps.
+    for ih0 in range(min(g.s.stride_h, g.s.in_h)):
+        taps_h = [k for k in range(g.s.kernel_h)
+                  if (ih0 + g.s.pad_top - k * g.s.dilation_h) % g.s.stride_h == 0]
+        for iw0 in range(min(g.s.stride_w, g.s.in_w)):
+            taps_w = [k for k in range(g.s.kernel_w)
+                      if (iw0 + g.s.pad_left - k * g.s.dilation_w) % g.s.stride_w == 0]
+            if not taps_h or not taps_w:
+                continue  # no tap reaches these pixels: their gradient stays zero
+            kh_list = np.repeat(np.array(taps_h, np.uintp), len(taps_w))
+            kw_list = np.tile(np.array(taps_w, np.uintp), len(taps_h))
+            wt = w5[:, :, :, np.asarray(kh_list), np.asarray(kw_list)]  # (g, cout_g, cin_g, T)
+            pw = _pack_panels(wt.transpose(0, 3, 1, 2), cfg.nr).reshape(-1)
+            phase.ih0, phase.iw0 = ih0, iw0
+            phase.rows = (g.s.in_h - ih0 + g.s.stride_h - 1) // g.s.stride_h
+            phase.cols = (g.s.in_w - iw0 + g.s.stride_w - 1) // g.s.stride_w
+            phase.n_taps = kh_list.shape[0]
+            phase.tap_kh, phase.tap_kw = &kh_list[0], &kw_list[0]
+            tiles = ((g.s.batch * phase.rows * phase.cols + cfg.mr - 1) // cfg.mr) * groups
+            a_scratch = np.empty(n_threads * phase.n_taps * cfg.mr, np.uintp)
+            c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+            with nogil, parallel(num_threads=n_threads):
+                tid = threadid()
+                ftz = cconv_ftz_enter()
+                for tile in prange(tiles, schedule="static"):
+                    fc_conv2d_backward_data_tile(
+                        &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], &zero[0], tile,
+                        <const float**>&a_scratch[tid * phase.n_taps * cfg.mr],
+                        <float**>&c_scratch[tid * cfg.mr])
+                cconv_ftz_restore(ftz)
+    return dx
+
+
+cdef _backward_weight(_Conv g, x, dy, int n_threads):
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa())
+    cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
+    cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
+    dy_t = dy.reshape(1, pixels, groups, cout_g).transpose(2, 0, 1, 3)
+    cdef const float[::1] packed_dy = _pack_panels(dy_t, cfg.nr).reshape(-1)
+    cdef const float[::1] xv = x.reshape(-1)
+    dw_tmp = np.empty((groups, taps * cin_g, cout_g), np.float32)
+    cdef float[::1] dwv = dw_tmp.reshape(-1)
+    cdef size_t chunk = min(<size_t>WEIGHT_GRAD_CHUNK, pixels)
+    cdef float[::1] a_scratch = np.empty(n_threads * cfg.mr * chunk, np.float32)
+    cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef size_t[::1] c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef Py_ssize_t tiles = ((taps * cin_g + cfg.mr - 1) // cfg.mr) * groups
+    cdef Py_ssize_t tile
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for tile in prange(tiles, schedule="static"):
+            fc_conv2d_backward_weight_tile(&g.s, &cfg, &xv[0], &packed_dy[0], &dwv[0], tile, chunk,
+                                           &a_scratch[tid * cfg.mr * chunk],
+                                           <const float**>&a_rows[tid * cfg.mr],
+                                           <float**>&c_scratch[tid * cfg.mr])
+        cconv_ftz_restore(ftz)
+    dw = dw_tmp.reshape(groups, g.s.kernel_h, g.s.kernel_w, cin_g, cout_g).transpose(0, 4, 3, 1, 2)
+    return np.ascontiguousarray(dw.reshape(g.s.out_c, cin_g, g.s.kernel_h, g.s.kernel_w))
+
+
+# ----------------------------------------------------------------------------- public functions
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=None,
+           algo="auto", n_threads=None):
+    """2-D convolution of NHWC ``x`` with ``w`` (out, in/groups, kh, kw), plus bias.
+
+    padding: int, pair, ((top, bottom), (left, right)), 'same' or 'valid'.
+    activation: None or 'relu', fused into the store. Returns y (N, Ho, Wo, out).
+    """
+    op = "conv2d"
+    x = as_nhwc(op, "input", x)
+    w = as_float32(op, "weight", w)
+    _check_algo(op, algo)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    g = _geometry(op, x.shape, w.shape, stride, padding, dilation, groups)
+    check_finite(op, "weight", w)
+    if b is not None:
+        b = as_float32(op, "bias", b)
+        check_shape(op, "bias", b, (w.shape[0],))
+        check_finite(op, "bias", b)
+    cmin, cmax = _ACTIVATIONS[activation]
+    return _forward(g, x, w, b, cmin, cmax, resolve_threads(n_threads))
+
+
+def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, groups=1,
+                         n_threads=None):
+    """Gradient of conv2d with respect to its input: dx with shape ``input_shape``."""
+    op = "conv2d_backward_data"
+    w = as_float32(op, "weight", w)
+    input_shape = tuple(int(v) for v in input_shape)
+    if len(input_shape) != 4 or 0 in input_shape:
+        raise ValueError(f"{op}: input_shape must be a non-empty NHWC shape, got {input_shape}")
+    g = _geometry(op, input_shape, w.shape, stride, padding, dilation, groups)
+    dy = as_nhwc(op, "grad_output", dy)
+    check_shape(op, "grad_output", dy, g.out_shape)
+    return _backward_data(g, dy, w, resolve_threads(n_threads))
+
+
+def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                           n_threads=None):
+    """Gradient of conv2d with respect to its weight, in PyTorch order (out, in/groups, kh, kw)."""
+    op = "conv2d_backward_weight"
+    x = as_nhwc(op, "input", x)
+    dy = as_nhwc(op, "grad_output", dy)
+    kh, kw = pair(op, "kernel_size", kernel_size, minimum=1)
+    if groups < 1 or x.shape[3] % groups:
+        raise ValueError(f"{op}: groups={groups} must divide in_channels ({x.shape[3]})")
+    w_shape = (dy.shape[3], x.shape[3] // groups, kh, kw)
+    g = _geometry(op, x.shape, w_shape, stride, padding, dilation, groups)
+    check_shape(op, "grad_output", dy, g.out_shape)
+    return _backward_weight(g, x, dy, resolve_threads(n_threads))
+
+
+def bias_backward(dy, n_threads=None):
+    """Gradient of a bias: dy summed over every axis but the last (float64 sums, fixed order)."""
+    op = "bias_backward"
+    dy = as_float32(op, "grad_output", dy)
+    if dy.ndim < 1 or dy.shape[dy.ndim - 1] == 0:
+        raise ValueError(f"{op}: grad_output needs a non-empty last axis, got shape {dy.shape}")
+    cdef size_t cols = dy.shape[dy.ndim - 1], rows = dy.size // cols
+    db = np.zeros(cols, np.float32)
+    if rows == 0:
+        return db
+    cdef const float[::1] dyv = dy.reshape(-1)
+    cdef float[::1] dbv = db
+    cdef Py_ssize_t blocks = (cols + 15) // 16, blk
+    cdef int n = resolve_threads(n_threads)
+    # Threads split the channels, each summing all rows of its channels in row order.
+    for blk in prange(blocks, nogil=True, num_threads=n, schedule="static"):
+        fc_sum_rows(rows, cols, &dyv[0], blk * 16, min((blk + 1) * 16, cols), &dbv[0])
+    return db
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+                     n_threads=None):
+    """Transposed convolution: ``w`` is (in, out/groups, kh, kw) as in PyTorch's ConvTranspose2d.
+
+    It is conv2d's backward-data pass, run on x as if x were a convolution's output gradient.
+    """
+    op = "conv_transpose2d"
+    x = as_nhwc(op, "input", x)
+    w = as_float32(op, "weight", w)
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must be (in_channels, out_channels/groups, kh, kw), got {w.shape}")
+    if groups < 1 or w.shape[0] % groups:
+        raise ValueError(f"{op}: groups={groups} must divide in_channels ({w.shape[0]})")
+    if x.shape[3] != w.shape[0]:
+        raise ValueError(f"{op}: input has {x.shape[3]} channels but weight {w.shape} expects "
+                         f"{w.shape[0]} (input shape {x.shape})")
+    check_finite(op, "weight", w)
+    out_shape = conv_transpose2d_output_shape(op, x.shape, w.shape, stride, padding,
+                                              output_padding, dilation, groups)
+    y = conv2d_backward_data(x, w, out_shape, stride, padding, dilation, groups, n_threads)
+    if b is not None:
+        b = as_float32(op, "bias", b)
+        check_shape(op, "bias", b, (out_shape[3],))
+        check_finite(op, "bias", b)
+        y += b
+    return y
+
+
+def conv_transpose2d_output_shape(op, x_shape, w_shape, stride, padding, output_padding, dilation,
+                                  groups):
+    """(N, Ho, Wo, out) of a transposed convolution, PyTorch's formula."""
+    stride = pair(op, "stride", stride, minimum=1)
+    dilation = pair(op, "dilation", dilation, minimum=1)
+    pad = pair(op, "padding", padding, minimum=0)
+    out_pad = pair(op, "output_padding", output_padding, minimum=0)
+    for s, d, p in zip(stride, dilation, out_pad):
+        if p >= s and p >= d:
+            raise ValueError(f"{op}: output_padding {out_pad} must be smaller than stride "
+                             f"{stride} or dilation {dilation}")
+    out = []
+    for size, k, s, p, d, op_ in zip(x_shape[1:3], w_shape[2:4], stride, pad, dilation, out_pad):
+        o = (size - 1) * s - 2 * p + d * (k - 1) + op_ + 1
+        if o < 1:
+            raise ValueError(f"{op}: output would be empty: input {tuple(x_shape)}, weight "
+                             f"{tuple(w_shape)}, stride {stride}, padding {pad}")
+        out.append(o)
+    return (x_shape[0], out[0], out[1], w_shape[1] * groups)
+
+
+def conv_transpose2d_backward_data(dy, w, stride=1, padding=0, dilation=1, groups=1,
+                                   n_threads=None):
+    """Gradient of conv_transpose2d with respect to its input: a plain conv2d of dy."""
+    return conv2d(dy, w, None, stride, padding, dilation, groups, n_threads=n_threads)
+
+
+def conv_transpose2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1,
+                                     groups=1, n_threads=None):
+    """Gradient of conv_transpose2d's weight (in, out/groups, kh, kw): conv2d's weight gradient
+    with the roles of input and output swapped."""
+    op = "conv_transpose2d_backward_weight"
+    x = as_nhwc(op, "input", x)
+    dy = as_nhwc(op, "grad_output", dy)
+    if groups < 1 or dy.shape[3] % groups or x.shape[3] % groups:
+        raise ValueError(f"{op}: groups={groups} must divide the channels of input {x.shape} "
+                         f"and grad_output {dy.shape}")
+    return conv2d_backward_weight(dy, x, kernel_size, stride, padding, dilation, groups, n_threads)
+
+
+def linear(x, w, b=None, n_threads=None):
+    """y = x w^T + b for x (N, in), w (out, in): a 1x1 convolution of a 1x1 image."""
+    op = "linear"
+    x = as_float32(op, "input", x, ndim=2)
+    w = as_float32(op, "weight", w, ndim=2)
+    if x.shape[0] == 0:
+        raise ValueError(f"{op}: empty batch, input shape {x.shape}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"{op}: input has {x.shape[1]} features but weight {w.shape} expects "
+                         f"{w.shape[1]} (input shape {x.shape})")
+    y = conv2d(x.reshape(x.shape[0], 1, 1, x.shape[1]), w.reshape(w.shape[0], w.shape[1], 1, 1),
+               b, n_threads=n_threads)
+    return y.reshape(x.shape[0], w.shape[0])
+
+
+def linear_backward_data(dy, w, n_threads=None):
+    """dx = dy w for linear's output gradient dy (N, out) and weight w (out, in)."""
+    op = "linear_backward_data"
+    dy = as_float32(op, "grad_output", dy, ndim=2)
+    w = as_float32(op, "weight", w, ndim=2)
+    if dy.shape[1] != w.shape[0]:
+        raise ValueError(f"{op}: grad_output {dy.shape} does not match weight {w.shape}")
+    dx = conv2d_backward_data(dy.reshape(dy.shape[0], 1, 1, dy.shape[1]),
+                              w.reshape(w.shape[0], w.shape[1], 1, 1),
+                              (dy.shape[0], 1, 1, w.shape[1]), n_threads=n_threads)
+    return dx.reshape(dy.shape[0], w.shape[1])
+
+
+def linear_backward_weight(x, dy, n_threads=None):
+    """dw = dy^T x, shape (out, in)."""
+    op = "linear_backward_weight"
+    x = as_float32(op, "input", x, ndim=2)
+    dy = as_float32(op, "grad_output", dy, ndim=2)
+    if x.shape[0] != dy.shape[0]:
+        raise ValueError(f"{op}: input {x.shape} and grad_output {dy.shape} differ in batch size")
+    dw = conv2d_backward_weight(x.reshape(x.shape[0], 1, 1, x.shape[1]),
+                                dy.reshape(dy.shape[0], 1, 1, dy.shape[1]), 1, n_threads=n_threads)
+    return dw.reshape(dy.shape[1], x.shape[1])

@@ -1,0 +1,147 @@
+#include "conv_direct.h"
+
+#include <math.h>
+
+static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                            const float* x, const float* packed_w, const float* packed_bias,
+                            float* y, const float* zero, size_t tile, float cmin, float cmax,
+                            const float** a_scratch, float** c_scratch) {
+    const size_t MR = cfg->mr, NR = cfg->nr;
+    const size_t group = tile % s->groups, m0 = (tile / s->groups) * MR;
+    const size_t pixels = s->batch * s->out_h * s->out_w;
+    const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
+    const size_t taps = s->kernel_h * s->kernel_w;
+    const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+
+    for (size_t i = 0; i < MR; i++) {
+        if (i >= mr) {  /* rows past the end read zeros and are never stored */
+            for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
+            c_scratch[i] = c_scratch[0];
+            continue;
+        }
+        const size_t m = m0 + i;
+        const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
+        c_scratch[i] = y + m * s->out_c;
+        for (size_t ky = 0; ky < s->kernel_h; ky++) {
+            const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+            for (size_t kx = 0; kx < s->kernel_w; kx++) {
+                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + kx * s->dilation_w) - s->pad_left;
+                const int inside = ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                a_scratch[(ky * s->kernel_w + kx) * MR + i] =
+                    inside ? x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c : zero;
+            }
+        }
+    }
+    const size_t panels = ceil_div(cout_g, NR);
+    const size_t panel_size = taps * cin_g * NR;
+    for (size_t p = 0; p < panels; p++) {
+        const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
+        const size_t panel = group * panels + p;
+        cfg->ukernel(mr, nc, cin_g, taps, a_scratch, group * cin_g, zero,
+                     packed_w + panel * panel_size, packed_bias ? packed_bias + panel * NR : NULL,
+                     c_scratch, group * cout_g + p * NR, 0, cmin, cmax);
+    }
+}
+
+void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                  const struct fc_conv_phase* phase, const float* dy,
+                                  const float* packed_w, float* dx, const float* zero, size_t tile,
+                                  const float** a_scratch, float** c_scratch) {
+    const size_t MR = cfg->mr, NR = cfg->nr;
+    const size_t group = tile % s->groups, m0 = (tile / s->groups) * MR;
+    const size_t pixels = s->batch * phase->rows * phase->cols;
+    const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
+    const size_t taps = phase->n_taps;
+    const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+
+    for (size_t i = 0; i < MR; i++) {
+        if (i >= mr) {
+            for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
+            c_scratch[i] = c_scratch[0];
+            continue;
+        }
+        const size_t m = m0 + i;
+        const size_t l = m % phase->cols, j = (m / phase->cols) % phase->rows;
+        const size_t n = m / (phase->cols * phase->rows);
+        const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
+        c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
+        for (size_t t = 0; t < taps; t++) {
+            /* ih = oh*stride - pad + kh*dilation  =>  oh = (ih + pad - kh*dilation) / stride,
+             * exact for every tap of this phase. */
+            const ptrdiff_t num_h = (ptrdiff_t)ih + s->pad_top - (ptrdiff_t)(phase->tap_kh[t] * s->dilation_h);
+            const ptrdiff_t num_w = (ptrdiff_t)iw + s->pad_left - (ptrdiff_t)(phase->tap_kw[t] * s->dilation_w);
+            const ptrdiff_t oh = num_h / (ptrdiff_t)s->stride_h, ow = num_w / (ptrdiff_t)s->stride_w;
+            const int inside = num_h >= 0 && num_w >= 0 && oh < (ptrdiff_t)s->out_h && ow < (ptrdiff_t)s->out_w;
+            a_scratch[t * MR + i] =
+                inside ? dy + ((n * s->out_h + (size_t)oh) * s->out_w + (size_t)ow) * s->out_c : zero;
+        }
+    }
+    const size_t panels = ceil_div(cin_g, NR);
+    const size_t panel_size = taps * cout_g * NR;
+    for (size_t p = 0; p < panels; p++) {
+        const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
+        cfg->ukernel(mr, nc, cout_g, taps, a_scratch, group * cout_g, zero,
+                     packed_w + (group * panels + p) * panel_size, NULL, c_scratch,
+                     group * cin_g + p * NR, 0, -INFINITY, INFINITY);
+    }
+}
+
+void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                    const float* x, const float* packed_dy, float* dw_tmp,
+                                    size_t tile, size_t chunk, float* a_scratch,
+                                    const float** a_rows, float** c_scratch) {
+    const size_t MR = cfg->mr, NR = cfg->nr;
+    const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+    const size_t rows = s->kernel_h * s->kernel_w * cin_g;
+    const size_t group = tile % s->groups, r0 = (tile / s->groups) * MR;
+    const size_t mr = rows - r0 < MR ? rows - r0 : MR;
+    const size_t pixels = s->batch * s->out_h * s->out_w;
+    const size_t panels = ceil_div(cout_g, NR);
+
+    for (size_t i = 0; i < MR; i++) {
+        a_rows[i] = a_scratch + i * chunk;
+        c_scratch[i] = dw_tmp + (group * rows + r0 + (i < mr ? i : 0)) * cout_g;
+    }
+    for (size_t p0 = 0; p0 < pixels; p0 += chunk) {
+        const size_t pc = pixels - p0 < chunk ? pixels - p0 : chunk;
+        /* Gather the tile's rows of the (transposed, tap-shifted) input for this chunk. */
+        for (size_t i = 0; i < MR; i++) {
+            float* row = a_scratch + i * chunk;
+            if (i >= mr) {
+                for (size_t q = 0; q < pc; q++) row[q] = 0.0f;
+                continue;
+            }
+            const size_t r = r0 + i, tap = r / cin_g, ci = group * cin_g + r % cin_g;
+            const size_t ky = tap / s->kernel_w, kx = tap % s->kernel_w;
+            for (size_t q = 0; q < pc; q++) {
+                const size_t m = p0 + q;
+                const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
+                const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + kx * s->dilation_w) - s->pad_left;
+                const int inside = ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                row[q] = inside ? x[((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + ci] : 0.0f;
+            }
+        }
+        for (size_t p = 0; p < panels; p++) {
+            const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
+            cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL,
+                         packed_dy + ((group * panels + p) * pixels + p0) * NR, NULL, c_scratch,
+                         p * NR, p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+        }
+    }
+}
+
+void fc_sum_rows(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out) {
+    double acc[64];
+    for (size_t b = c0; b < c1; b += 64) {
+        const size_t width = c1 - b < 64 ? c1 - b : 64;
+        for (size_t c = 0; c < width; c++) acc[c] = 0.0;
+        for (size_t r = 0; r < rows; r++) {
+            const float* row = x + r * cols + b;
+            for (size_t c = 0; c < width; c++) acc[c] += row[c];
+        }
+        for (size_t c = 0; c < width; c++) out[b + c] = (float)acc[c];
+    }
+}

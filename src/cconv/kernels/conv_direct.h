@@ -1,0 +1,60 @@
+/* Direct convolution: the tile-level loops between the micro-kernel and the threads (BLIS's
+ * macro-kernel). Each function computes one independent tile, builds its own indirection
+ * pointers in caller-provided scratch, and calls the selected igemm micro-kernel; the Cython
+ * layer (_conv.pyx) distributes tiles over OpenMP threads. ISA-independent C.
+ */
+#ifndef CCONV_CONV_DIRECT_H
+#define CCONV_CONV_DIRECT_H
+
+#include <stddef.h>
+#include "igemm.h"
+
+/* Geometry of a convolution y = conv(x, w), NHWC; the *_c sizes count all groups' channels. */
+struct fc_conv_shape {
+    size_t batch, in_h, in_w, in_c;
+    size_t out_h, out_w, out_c;
+    size_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+    ptrdiff_t pad_top, pad_left;
+    size_t groups;
+};
+
+/* Forward: tile = m_tile * groups + group, with m_tile over MR-pixel rows of y.
+ * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
+ * a_scratch: kh*kw*MR pointers; c_scratch: MR pointers. */
+void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                            const float* x, const float* packed_w, const float* packed_bias,
+                            float* y, const float* zero, size_t tile, float cmin, float cmax,
+                            const float** a_scratch, float** c_scratch);
+
+/* One stride phase of the backward-data pass: the input pixels (ih0 + j*stride_h,
+ * iw0 + l*stride_w), j < rows, l < cols, receive dx = sum over the phase's taps of dy * w.
+ * tap_kh/tap_kw list the n_taps taps whose dilation*k is congruent to the phase mod the stride.
+ * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
+ * tile = m_tile * groups + group, m_tile over MR pixels of the phase. */
+struct fc_conv_phase {
+    size_t ih0, iw0, rows, cols, n_taps;
+    const size_t* tap_kh;
+    const size_t* tap_kw;
+};
+
+void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                  const struct fc_conv_phase* phase, const float* dy,
+                                  const float* packed_w, float* dx, const float* zero, size_t tile,
+                                  const float** a_scratch, float** c_scratch);
+
+/* Backward-weight: dw_tmp[group][tap * (in_c/groups) + ci][co] = sum over all output pixels of
+ * x(tap-shifted)[ci] * dy[co], for the MR rows of tile = row_tile * groups + group. Pixels are
+ * summed in chunks of `chunk` in a fixed order, so the result does not depend on the thread count.
+ * packed_dy: [group][panel over out_c/groups][pixels][NR]. a_scratch: MR * chunk floats. */
+void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                    const float* x, const float* packed_dy, float* dw_tmp,
+                                    size_t tile, size_t chunk, float* a_scratch,
+                                    const float** a_rows, float** c_scratch);
+
+
+
+/* Bias gradient: out[c] = sum over rows r of x[r * cols + c], for c in [c0, c1), in float64 and
+ * in row order (so the result depends only on the data, not on how columns are split). */
+void fc_sum_rows(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out);
+
+#endif

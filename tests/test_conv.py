@@ -1,0 +1,281 @@
+"""conv2d, conv_transpose2d, linear and bias gradients against the float64 reference."""
+import numpy as np
+import pytest
+
+import cconv
+from fastcnn import reference as ref
+
+from conftest import assert_close
+from gradcheck import directional_check
+
+TOL = 1e-5
+
+
+def _sweep(count, seed=2024):
+    """Seeded random geometries that cover every option and the tails of every register tile:
+    channel counts below, at and above 4/8/16/32 (SIMD widths, NR, MR), odd sizes, batch 1."""
+    rng = np.random.default_rng(seed)
+    channels = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40]
+    cases = []
+    while len(cases) < count:
+        groups = int(rng.choice([1, 1, 1, 2, 3, "dw"], p=[.3, .15, .15, .15, .1, .15])
+                     if False else rng.choice([1, 1, 1, 2, 3, 0]))
+        cin_g, cout_g = int(rng.choice(channels)), int(rng.choice(channels))
+        if groups == 0:  # depthwise
+            groups = cin_g * int(rng.choice([1, 2]))
+            cin_g, cout_g = 1, 1
+        k = (int(rng.choice([1, 2, 3, 3, 5, 7])), int(rng.choice([1, 3, 3, 5])))
+        stride = (int(rng.choice([1, 1, 2, 3])), int(rng.choice([1, 1, 2])))
+        dilation = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 3])))
+        padding = [0, 1, 2, (1, 0), ((0, 2), (1, 0)), "same", "valid"][int(rng.integers(7))]
+        if padding == "same" and stride != (1, 1):
+            padding = 1
+        n = int(rng.choice([1, 1, 2, 3]))
+        h, w = int(rng.integers(1, 14)), int(rng.integers(1, 14))
+        x_shape = (n, h, w, cin_g * groups)
+        w_shape = (cout_g * groups, cin_g, *k)
+        try:
+            ref._conv_setup(x_shape, w_shape, stride, padding, dilation)
+            y_shape = cconv.conv2d(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32),
+                                   None, stride, padding, dilation, groups).shape
+        except ValueError:
+            continue  # kernel larger than the padded input: covered by the bad-input tests
+        cases.append(dict(x_shape=x_shape, w_shape=w_shape, stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, y_shape=y_shape))
+    return cases
+
+
+CASES = _sweep(48)
+CASE_IDS = [f"x{c['x_shape']}-w{c['w_shape']}-s{c['stride']}-p{c['padding']}-d{c['dilation']}-g{c['groups']}"
+            .replace(" ", "") for c in CASES]
+
+
+def _data(case, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case["x_shape"])
+    w = rng.standard_normal(case["w_shape"])
+    b = rng.standard_normal(case["w_shape"][0])
+    dy = rng.standard_normal(case["y_shape"])
+    return x, w, b, dy
+
+
+def _geom(case):
+    return case["stride"], case["padding"], case["dilation"], case["groups"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_conv2d_matches_reference(isa, case):
+    x, w, b, dy = _data(case)
+    s, p, d, g = _geom(case)
+    expected = ref.conv2d(x, w, b, s, p, d, g)
+    assert_close("conv2d", cconv.conv2d(x, w, b, s, p, d, g), expected, TOL)
+    assert_close("conv2d+relu", cconv.conv2d(x, w, b, s, p, d, g, activation="relu"),
+                 np.maximum(expected, 0), TOL)
+    assert_close("conv2d_backward_data", cconv.conv2d_backward_data(dy, w, x.shape, s, p, d, g),
+                 ref.conv2d_backward_data(dy, w, x.shape, s, p, d, g), TOL)
+    kernel = case["w_shape"][2:]
+    assert_close("conv2d_backward_weight", cconv.conv2d_backward_weight(x, dy, kernel, s, p, d, g),
+                 ref.conv2d_backward_weight(x, dy, kernel, s, p, d, g), TOL)
+
+
+@pytest.mark.parametrize("case", CASES[:12], ids=CASE_IDS[:12])
+def test_reference_conv2d_gradients_match_finite_differences(case, rng):
+    x, w, b, dy = _data(case, seed=1)
+    s, p, d, g = _geom(case)
+    grads = [ref.conv2d_backward_data(dy, w, x.shape, s, p, d, g),
+             ref.conv2d_backward_weight(x, dy, case["w_shape"][2:], s, p, d, g),
+             ref.bias_backward(dy)]
+    directional_check(lambda x_, w_, b_: ref.conv2d(x_, w_, b_, s, p, d, g), [x, w, b], grads, dy, rng)
+
+
+def test_large_channel_counts_and_batch_tails(isa):
+    """K long enough to matter for accumulation error, M and N tails in the same call."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 11, 13, 70))
+    w = rng.standard_normal((45, 70, 3, 3))
+    dy = rng.standard_normal((3, 11, 13, 45))
+    assert_close("conv2d", cconv.conv2d(x, w, None, 1, 1), ref.conv2d(x, w, None, 1, 1), TOL)
+    assert_close("conv2d_backward_data", cconv.conv2d_backward_data(dy, w, x.shape, 1, 1),
+                 ref.conv2d_backward_data(dy, w, x.shape, 1, 1), TOL)
+    assert_close("conv2d_backward_weight", cconv.conv2d_backward_weight(x, dy, 3, 1, 1),
+                 ref.conv2d_backward_weight(x, dy, 3, 1, 1), TOL)
+
+
+def test_weight_gradient_over_many_chunks(isa):
+    """More output pixels than one reduction chunk: partial sums accumulate across chunks."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 20, 20, 5))
+    dy = rng.standard_normal((4, 20, 20, 7))
+    assert_close("conv2d_backward_weight", cconv.conv2d_backward_weight(x, dy, 3, 1, 1),
+                 ref.conv2d_backward_weight(x, dy, 3, 1, 1), TOL)
+
+
+TRANSPOSE_CASES = [
+    dict(x=(2, 5, 6, 4), w=(4, 3, 3, 3), stride=2, padding=1, output_padding=1, dilation=1, groups=1),
+    dict(x=(1, 4, 4, 6), w=(6, 2, 4, 4), stride=2, padding=1, output_padding=0, dilation=1, groups=3),
+    dict(x=(3, 3, 5, 5), w=(5, 17, 2, 3), stride=(3, 2), padding=0, output_padding=(2, 1), dilation=1, groups=1),
+    dict(x=(1, 6, 6, 8), w=(8, 8, 3, 3), stride=1, padding=2, output_padding=0, dilation=2, groups=1),
+    dict(x=(2, 7, 7, 16), w=(16, 1, 3, 3), stride=2, padding=1, output_padding=1, dilation=1, groups=16),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+def test_conv_transpose2d_matches_reference(isa, case):
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(case["x"]), rng.standard_normal(case["w"])
+    b = rng.standard_normal(case["w"][1] * case["groups"])
+    args = (case["stride"], case["padding"], case["output_padding"], case["dilation"], case["groups"])
+    y = cconv.conv_transpose2d(x, w, b, *args)
+    expected = ref.conv_transpose2d(x, w, b, *args)
+    assert_close("conv_transpose2d", y, expected, TOL)
+    dy = rng.standard_normal(expected.shape)
+    geom = (case["stride"], case["padding"], case["dilation"], case["groups"])
+    dx = cconv.conv_transpose2d_backward_data(dy, w, *geom)
+    assert_close("conv_transpose2d_backward_data", dx, ref.conv_transpose2d_backward_data(dy, w, *geom), TOL)
+    dw = cconv.conv_transpose2d_backward_weight(x, dy, case["w"][2:], *geom)
+    assert_close("conv_transpose2d_backward_weight", dw,
+                 ref.conv_transpose2d_backward_weight(x, dy, case["w"][2:], *geom), TOL)
+    directional_check(lambda x_, w_: ref.conv_transpose2d(x_, w_, None, *args), [x, w],
+                      [ref.conv_transpose2d_backward_data(dy, w, *geom),
+                       ref.conv_transpose2d_backward_weight(x, dy, case["w"][2:], *geom)], dy, rng)
+
+
+@pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (7, 33, 10), (64, 256, 120), (5, 17, 65)])
+def test_linear_matches_reference(isa, n, fin, fout, rng):
+    x, w, b = rng.standard_normal((n, fin)), rng.standard_normal((fout, fin)), rng.standard_normal(fout)
+    dy = rng.standard_normal((n, fout))
+    assert_close("linear", cconv.linear(x, w, b), ref.linear(x, w, b), TOL)
+    assert_close("linear_backward_data", cconv.linear_backward_data(dy, w), ref.linear_backward_data(dy, w), TOL)
+    assert_close("linear_backward_weight", cconv.linear_backward_weight(x, dy),
+                 ref.linear_backward_weight(x, dy), TOL)
+    directional_check(ref.linear, [x, w, b], [ref.linear_backward_data(dy, w),
+                                              ref.linear_backward_weight(x, dy), ref.bias_backward(dy)], dy, rng)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 4, 5, 17), (2, 300, 40), (70000, 3)])
+def test_bias_backward(shape, rng):
+    dy = rng.standard_normal(shape)
+    assert_close("bias_backward", cconv.bias_backward(dy), ref.bias_backward(dy), 1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[::6], ids=CASE_IDS[::6])
+def test_results_are_bitwise_identical_for_1_and_2_threads(isa, case):
+    x, w, b, dy = [a.astype(np.float32) for a in _data(case, seed=4)]
+    s, p, d, g = _geom(case)
+    k = case["w_shape"][2:]
+    for fn in (lambda n: cconv.conv2d(x, w, b, s, p, d, g, n_threads=n),
+               lambda n: cconv.conv2d_backward_data(dy, w, x.shape, s, p, d, g, n_threads=n),
+               lambda n: cconv.conv2d_backward_weight(x, dy, k, s, p, d, g, n_threads=n),
+               lambda n: cconv.bias_backward(dy, n_threads=n)):
+        one, two = fn(1), fn(2)
+        assert one.tobytes() == two.tobytes()
+
+
+def test_big_weight_gradient_is_identical_for_1_and_2_threads(isa):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((16, 16, 16, 16)).astype(np.float32)
+    dy = rng.standard_normal((16, 16, 16, 32)).astype(np.float32)
+    one = cconv.conv2d_backward_weight(x, dy, 3, 1, 1, n_threads=1)
+    two = cconv.conv2d_backward_weight(x, dy, 3, 1, 1, n_threads=2)
+    assert one.tobytes() == two.tobytes()
+
+
+def test_padding_forms():
+    """'same' keeps the size (odd and even kernels), 'valid' is no padding, pairs of pairs are
+    asymmetric and equal to an explicit np.pad."""
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((1, 9, 10, 3)), rng.standard_normal((4, 3, 4, 3))
+    assert cconv.conv2d(x, w, padding="same").shape == (1, 9, 10, 4)
+    assert cconv.conv2d(x, w, padding="valid").shape == (1, 6, 8, 4)
+    asym = cconv.conv2d(x, w, padding=((2, 0), (1, 3)))
+    explicit = cconv.conv2d(np.pad(x, ((0, 0), (2, 0), (1, 3), (0, 0))), w)
+    assert_close("conv2d", asym, explicit.astype(np.float64), TOL)
+
+
+def test_dtype_and_layout_are_converted():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 3, 6, 5)).transpose(0, 2, 3, 1)  # float64, not contiguous
+    w = rng.standard_normal((4, 3, 3, 3))
+    expected = cconv.conv2d(np.ascontiguousarray(x, np.float32), w.astype(np.float32), padding=1)
+    assert np.array_equal(cconv.conv2d(x, w, padding=1), expected)
+    assert cconv.conv2d(x.astype(np.float16), w).dtype == np.float32
+
+
+def test_nan_in_input_propagates(isa):
+    x = np.ones((1, 5, 5, 3), np.float32)
+    x[0, 2, 2, 1] = np.nan
+    w = np.ones((2, 3, 3, 3), np.float32)
+    y = cconv.conv2d(x, w, activation="relu")
+    assert np.isnan(y).sum() == 9 * 2 and np.isnan(y[0, 1:4, 1:4]).all()
+
+
+BAD = [
+    (dict(x=(2, 5, 5), w=(4, 3, 3, 3)), "NHWC"),
+    (dict(x=(2, 5, 5, 3), w=(4, 3, 3)), "weight"),
+    (dict(x=(2, 5, 5, 4), w=(4, 3, 3, 3)), "channels"),
+    (dict(x=(0, 5, 5, 3), w=(4, 3, 3, 3)), "empty"),
+    (dict(x=(1, 2, 2, 3), w=(4, 3, 3, 3)), "larger than the padded input"),
+    (dict(x=(1, 5, 5, 6), w=(4, 2, 3, 3), groups=3), "groups"),
+    (dict(x=(1, 5, 5, 3), w=(4, 3, 3, 3), stride=0), "stride"),
+    (dict(x=(1, 5, 5, 3), w=(4, 3, 3, 3), padding=-1), "padding"),
+    (dict(x=(1, 5, 5, 3), w=(4, 3, 3, 3), padding="full"), "padding"),
+    (dict(x=(1, 5, 5, 3), w=(4, 3, 3, 3), b=(5,)), "bias"),
+    (dict(x=(1, 5, 5, 3), w=(4, 3, 3, 3), algo="fft"), "algo"),
+    (dict(x=(1, 5, 5, 3), w=(4, 3, 3, 3), activation="gelu"), "activation"),
+]
+
+
+@pytest.mark.parametrize("case,match", BAD, ids=[m for _, m in BAD])
+def test_bad_conv2d_arguments_raise_value_error(case, match):
+    kwargs = {k: v for k, v in case.items() if k not in ("x", "w", "b")}
+    b = np.zeros(case["b"], np.float32) if "b" in case else None
+    with pytest.raises(ValueError, match=match) as info:
+        cconv.conv2d(np.zeros(case["x"], np.float32), np.zeros(case["w"], np.float32), b, **kwargs)
+    assert "conv2d" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_parameters_are_refused(bad):
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    w[1, 2, 0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        cconv.conv2d(x, w)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        cconv.conv2d(x, np.zeros_like(w), np.array([0, bad, 0, 0], np.float32))
+
+
+def test_bad_backward_and_linear_arguments():
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        cconv.conv2d_backward_data(np.zeros((1, 4, 4, 4)), w, (1, 5, 5, 3))
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        cconv.conv2d_backward_weight(np.zeros((1, 5, 5, 3)), np.zeros((1, 4, 4, 5)), 3)
+    with pytest.raises(ValueError, match="linear: input has 5 features"):
+        cconv.linear(np.zeros((2, 5)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="linear: empty batch"):
+        cconv.linear(np.zeros((0, 4)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="output_padding"):
+        cconv.conv_transpose2d(np.zeros((1, 3, 3, 4)), np.zeros((4, 2, 3, 3)), stride=2, output_padding=2)
+
+
+def test_matches_pytorch_when_installed():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    for (shape, wshape, kw) in [((2, 9, 8, 6), (4, 3, 3, 3), dict(stride=2, padding=1, groups=2)),
+                                ((1, 7, 7, 5), (5, 1, 3, 3), dict(padding="same", dilation=2, groups=5)),
+                                ((3, 10, 10, 3), (8, 3, 5, 5), dict(stride=(2, 1), padding=(2, 1)))]:
+        x, w = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(wshape).astype(np.float32)
+        b = rng.standard_normal(wshape[0]).astype(np.float32)
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
+        wt = torch.from_numpy(w).requires_grad_()
+        yt = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b), **kw)
+        y = cconv.conv2d(x, w, b, **kw)
+        assert_close("conv2d vs torch", y, yt.permute(0, 2, 3, 1).detach().numpy().astype(np.float64), 1e-5)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        yt.backward(torch.from_numpy(dy).permute(0, 3, 1, 2))
+        geom = (kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1), kw.get("groups", 1))
+        assert_close("conv2d_backward_data vs torch", cconv.conv2d_backward_data(dy, w, x.shape, *geom),
+                     xt.grad.permute(0, 2, 3, 1).numpy().astype(np.float64), 1e-5)
+        assert_close("conv2d_backward_weight vs torch", cconv.conv2d_backward_weight(x, dy, wshape[2:], *geom),
+                     wt.grad.numpy().astype(np.float64), 1e-5)
