@@ -13,19 +13,18 @@ they are. ``fc.manual_seed(n)`` seeds weight initialisation and dropout.
 from cconv import get_isa, get_num_threads, set_isa, set_num_threads
 
 from . import reference
-
-__version__ = "0.1.0"
-
-from . import callbacks, data, datasets, losses, models, optim  # noqa: E402
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint  # noqa: E402
-from .data import DataLoader  # noqa: E402
-from .io import load, save  # noqa: E402
-from .layers import (AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,  # noqa: E402
+from . import callbacks, data, datasets, losses, models, optim
+from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from .data import DataLoader
+from .io import load, save
+from .layers import (AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,
                      GlobalAvgPool2d, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU,
                      Residual, Sigmoid, Softmax, SumPool2d, Tanh, manual_seed)
-from .losses import CrossEntropyLoss, MSELoss  # noqa: E402
-from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR  # noqa: E402
-from .sequential import Sequential  # noqa: E402
+from .losses import CrossEntropyLoss, MSELoss
+from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
+from .sequential import Sequential
+
+__version__ = "0.1.0"
 
 
 def info():

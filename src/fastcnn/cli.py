@@ -20,12 +20,183 @@ def _cmd_info(args):
     return 0
 
 
+# --- train -----------------------------------------------------------------------------------
+TRAIN_DEFAULTS = dict(epochs=8, batch_size=64, lr=2e-3, optimizer="adam", seed=0)
+
+
+def _cmd_train(args):
+    import time
+
+    import fastcnn as fc
+    start = time.perf_counter()
+    if args.threads:
+        fc.set_num_threads(args.threads)
+    if args.data:
+        (x, y), (x_test, y_test) = fc.datasets.load_mnist(args.data)
+        source = f"MNIST IDX files in {args.data}"
+    else:
+        (x, y), (x_test, y_test) = fc.datasets.load_mnist(seed=args.seed)
+        source = "the bundled 5,000-digit MNIST subset"
+    if args.limit:
+        x, y = x[:args.limit], y[:args.limit]
+    fc.manual_seed(args.seed)
+    model = fc.models.lenet5() if args.model == "lenet5" else fc.models.small_cnn((28, 28, 1))
+    name = "LeNet-5" if args.model == "lenet5" else "small CNN"
+    optimizer = {"adam": fc.Adam, "sgd": lambda lr: fc.SGD(lr=lr, momentum=0.9, nesterov=True),
+                 "adamw": fc.AdamW}[args.optimizer](lr=args.lr)
+    model.compile(optimizer=optimizer, loss=fc.CrossEntropyLoss())
+    print(f"fastcnn {fc.__version__}: training {name} on {source} "
+          f"({len(x):,} training / {len(x_test):,} test digits)")
+    print(f"  {fc.get_num_threads()} threads, {fc.get_isa()} kernels; {args.epochs} epochs, "
+          f"batch {args.batch_size}, {type(optimizer).__name__} lr {args.lr:g}, seed {args.seed}")
+    t0 = time.perf_counter()
+    history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                        callbacks=[fc.CosineAnnealingLR(T_max=args.epochs)] if args.cosine else (),
+                        verbose=0 if args.quiet else 1)
+    train_time = time.perf_counter() - t0
+    result = model.evaluate(x_test, y_test)
+    fc.save(model, args.output)
+    images = len(x) * len(history.epoch)
+    wall = time.perf_counter() - start
+    print(f"test accuracy: {100 * result['accuracy']:.2f}% on {len(x_test):,} held-out digits "
+          f"(loss {result['loss']:.4f})")
+    print(f"speed: {images / train_time:,.0f} images/s training ({len(history.epoch)} epochs in "
+          f"{train_time:.1f} s); wall time {wall:.1f} s")
+    print(f"saved {args.output}; try: fastcnn predict {args.output} IMAGE.png|ARRAY.npy")
+    return 0
+
+
+# --- predict ---------------------------------------------------------------------------------
+def _load_inputs(path, input_shape, invert):
+    """A batch (N, H, W, C) from a .npy array or an image file, scaled like the training data."""
+    import numpy as np
+    h, w, c = input_shape
+    if path.lower().endswith(".npy"):
+        arr = np.load(path, allow_pickle=False)
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        arr = np.asarray(arr, dtype=np.float32)
+        if c == 1 and arr.shape[-1] != 1 and arr.shape[-2:] == (h, w):
+            arr = arr[..., None]
+        if arr.shape == (h, w, c):
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[1:] != (h, w, c):
+            raise ValueError(f"{path}: expected an array of shape ({h}, {w}, {c}) or "
+                             f"(N, {h}, {w}, {c}), got {arr.shape}")
+        return arr
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(f"{path}: reading images needs Pillow (pip install pillow); "
+                         f".npy arrays work without it") from None
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the image: {exc}") from None
+    arr = arr.reshape(1, h, w, c)
+    if invert == "yes" or (invert == "auto" and c == 1 and arr.mean() > 0.5):
+        arr = 1.0 - arr  # dark digit on a light background -> MNIST's light digit on black
+    return arr
+
+
+def _cmd_predict(args):
+    import numpy as np
+
+    import fastcnn as fc
+    if args.threads:
+        fc.set_num_threads(args.threads)
+    try:
+        model = fc.load(args.model)
+    except (OSError, ValueError) as exc:
+        print(f"fastcnn predict: {exc}", file=sys.stderr)
+        return 2
+    shape = getattr(model, "input_shape", None)
+    if shape is None or len(shape) != 3:
+        print(f"fastcnn predict: {args.model} does not record an image input shape",
+              file=sys.stderr)
+        return 2
+    status = 0
+    for path in args.files:
+        try:
+            x = _load_inputs(path, tuple(shape), args.invert)
+        except (OSError, ValueError) as exc:
+            print(f"fastcnn predict: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        probs = model.predict(x)
+        for i, p in enumerate(probs):
+            label = path if len(probs) == 1 else f"{path}[{i}]"
+            k = int(np.argmax(p))
+            print(f"{label}: class {k} (probability {float(p[k]):.3f})")
+    return status
+
+
+# --- bench -----------------------------------------------------------------------------------
+def _find_compare():
+    from pathlib import Path
+    here = Path(__file__).resolve()
+    for root in (Path.cwd(), here.parents[2]):
+        candidate = root / "benchmarks" / "compare.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _cmd_bench(args):
+    import subprocess
+    script = _find_compare()
+    if script is None:
+        print("fastcnn bench: the benchmark suite is not installed yet (no benchmarks/compare.py "
+              "in this checkout or the current folder).", file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, str(script)] + list(args.args))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="fastcnn", description="Fast CNNs on the CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="version, SIMD instruction set, OpenMP runtime, threads")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("train", help="train LeNet-5 on MNIST (the bundled subset by default) and save it",
+                       description="Train LeNet-5 on MNIST: by default the bundled 5,000-digit "
+                                   "subset (4,000 train / 1,000 test); prints progress, test "
+                                   "accuracy and speed, and saves the model.")
+    d = TRAIN_DEFAULTS
+    p.add_argument("--epochs", type=int, default=d["epochs"], help=f"passes over the data (default {d['epochs']})")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"default {d['batch_size']}")
+    p.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']:g})")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=d["optimizer"],
+                   help="adam (default), adamw, or sgd (Nesterov momentum 0.9)")
+    p.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    p.add_argument("--threads", type=int, default=0, help="threads (default: OMP_NUM_THREADS or physical cores)")
+    p.add_argument("--output", "-o", default="lenet5.fcnn", help="where to save the model (default lenet5.fcnn)")
+    p.add_argument("--data", metavar="FOLDER", help="read the four MNIST IDX files from FOLDER instead")
+    p.add_argument("--seed", type=int, default=d["seed"], help=f"seed of initialisation, split and shuffling (default {d['seed']})")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="train on the first N training digits only")
+    p.add_argument("--model", choices=("lenet5", "small_cnn"), default="lenet5", help="architecture (default lenet5)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="classify images (PNG/JPEG with Pillow) or .npy arrays",
+                       description="Print the predicted class and its probability for each image.")
+    p.add_argument("model", help="a model saved by fastcnn train or fastcnn.save")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help=".npy array (one image or a batch, NHWC or NHW) or an image file")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert grey-level images (auto: when mostly light, as a dark digit on paper)")
+    p.add_argument("--threads", type=int, default=0, help="threads")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("bench", help="run benchmarks/compare.py (fastcnn vs numpy vs PyTorch)",
+                       description="Run the benchmark comparison, when the benchmark suite is present.")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to compare.py")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

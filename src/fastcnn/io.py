@@ -58,7 +58,7 @@ def layer_from_config(cfg):
 def _npy_bytes(array):
     import io
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    np.lib.format.write_array(buf, np.asarray(array, order="C"), allow_pickle=False)
     return buf.getvalue()
 
 
