@@ -96,7 +96,8 @@ class _Monitor(Callback):
 
 
 class EarlyStopping(_Monitor):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs in a row (Keras's rule: patience=0 stops at the first epoch without improvement).
 
     With ``restore_best_weights`` the model gets back the weights (and batch-norm statistics) of
     its best epoch when training ends, whether it stopped early or not.
@@ -123,7 +124,7 @@ class EarlyStopping(_Monitor):
                 self.best_weights = self.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 

@@ -266,12 +266,12 @@ class StepLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    """lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+    """lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2 (past T_max
+    the cosine goes on, rising again, as in PyTorch)."""
 
     def __init__(self, optimizer=None, T_max=10, eta_min=0.0):
         self.T_max, self.eta_min = int(T_max), float(eta_min)
         super().__init__(optimizer)
 
     def get_lr(self, epoch):
-        e = min(epoch, self.T_max)
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
