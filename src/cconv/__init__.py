@@ -4,7 +4,8 @@ NHWC float32 activations, PyTorch-order parameters, forward and backward of ever
 micro-kernels (AVX-512, AVX2+FMA, scalar; NEON on ARM64) chosen at import, OpenMP threads.
 Every function takes an optional ``n_threads`` (default: :func:`get_num_threads`).
 """
-from ._runtime import (available_isas, get_isa, get_num_threads, physical_cores, set_isa,
+from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gflops,
+                       physical_cores, set_isa,
                        set_num_threads)
 from ._info import info
 

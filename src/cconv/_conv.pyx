@@ -28,7 +28,7 @@ cdef extern from "igemm.h":
         f32_igemm_ukernel_fn ukernel
         size_t mr
         size_t nr
-    f32_igemm_config f32_igemm_select(int isa) nogil
+    f32_igemm_config f32_igemm_select(int isa, size_t n) nogil
 
 cdef extern from "conv_direct.h":
     struct fc_conv_shape:
@@ -50,10 +50,17 @@ cdef extern from "conv_direct.h":
     void fc_conv2d_backward_weight_tile(const fc_conv_shape*, const f32_igemm_config*,
                                         const float*, const float*, float*, size_t, size_t, float*,
                                         const float**, float**) nogil
+    void fc_conv2d_backward_data_col2im(const fc_conv_shape*, const f32_igemm_config*,
+                                        const float*, const float*, float*, size_t, float*,
+                                        const float**, float**) nogil
     void fc_sum_rows(size_t, size_t, const float*, size_t, size_t, float*) nogil
 
-# Pixels per chunk of the backward-weight reduction: fixed, so sums do not depend on threads.
-DEF WEIGHT_GRAD_CHUNK = 256
+# Floats of one packed im2col chunk in the backward-weight GEMM (16 KiB: stays in L1 with the
+# dy rows). The chunk length in pixels depends on the tile width only, never on the thread count.
+DEF WEIGHT_GRAD_CHUNK_FLOATS = 4096
+# Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
+# across taps x input channels) below this many input channels per group.
+DEF COL2IM_MAX_CHANNELS = 8
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
 
 
@@ -116,9 +123,9 @@ def _check_algo(op, algo):
 # ----------------------------------------------------------------------------- the three passes
 
 cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
-    cdef f32_igemm_config cfg = f32_igemm_select(current_isa())
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cout_g)
     wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 3, 2, 1)
     packed = _pack_panels(wt, cfg.nr)
     cdef const float[::1] pw = packed.reshape(-1)
@@ -150,9 +157,11 @@ cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
 
 
 cdef _backward_data(_Conv g, dy, w, int n_threads):
-    cdef f32_igemm_config cfg = f32_igemm_select(current_isa())
     cdef size_t groups = g.s.groups
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    if cin_g < COL2IM_MAX_CHANNELS:
+        return _backward_data_col2im(g, dy, w, n_threads)
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cin_g)
     w5 = w.reshape(groups, cout_g, cin_g, g.s.kernel_h, g.s.kernel_w)
     dx = np.zeros(g.in_shape, np.float32)
     cdef float[::1] dxv = dx.reshape(-1)
@@ -166,7 +175,8 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     cdef int tid
     cdef unsigned ftz
     # Input pixel ih receives tap k iff ih + pad - k*dilation is a multiple of the stride: split
-    # the input pixels into stride_h x stride_w phases, each a dense convolution over its taps.
+    # the input pixels into stride_h x stride_w phases, each a dense convolution over its taps
+    # (no scatter, no atomics, no multiplications by the zeros a strided dilation would insert).
     for ih0 in range(min(g.s.stride_h, g.s.in_h)):
         taps_h = [k for k in range(g.s.kernel_h)
                   if (ih0 + g.s.pad_top - k * g.s.dilation_h) % g.s.stride_h == 0]
@@ -199,21 +209,51 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     return dx
 
 
-cdef _backward_weight(_Conv g, x, dy, int n_threads):
-    cdef f32_igemm_config cfg = f32_igemm_select(current_isa())
+cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
-    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
-    dy_t = dy.reshape(1, pixels, groups, cout_g).transpose(2, 0, 1, 3)
-    cdef const float[::1] packed_dy = _pack_panels(dy_t, cfg.nr).reshape(-1)
-    cdef const float[::1] xv = x.reshape(-1)
-    dw_tmp = np.empty((groups, taps * cin_g, cout_g), np.float32)
-    cdef float[::1] dwv = dw_tmp.reshape(-1)
-    cdef size_t chunk = min(<size_t>WEIGHT_GRAD_CHUNK, pixels)
-    cdef float[::1] a_scratch = np.empty(n_threads * cfg.mr * chunk, np.float32)
-    cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef size_t K = taps * cin_g
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), K)
+    wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 1, 3, 2).reshape(groups, 1, cout_g, K)
+    cdef const float[::1] pw = _pack_panels(wt, cfg.nr).reshape(-1)
+    dx = np.zeros(g.in_shape, np.float32)
+    cdef float[::1] dxv = dx.reshape(-1)
+    cdef const float[::1] dyv = dy.reshape(-1)
+    cdef size_t width = (K + cfg.nr - 1) // cfg.nr * cfg.nr
+    cdef float[::1] dcol = np.empty(n_threads * cfg.mr * width, np.float32)
+    cdef size_t[::1] a_scratch = np.empty(n_threads * cfg.mr, np.uintp)
     cdef size_t[::1] c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef Py_ssize_t tiles = ((taps * cin_g + cfg.mr - 1) // cfg.mr) * groups
+    cdef Py_ssize_t tiles = g.s.batch * groups, tile
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for tile in prange(tiles, schedule="static"):
+            fc_conv2d_backward_data_col2im(&g.s, &cfg, &dyv[0], &pw[0], &dxv[0], tile,
+                                           &dcol[tid * cfg.mr * width],
+                                           <const float**>&a_scratch[tid * cfg.mr],
+                                           <float**>&c_scratch[tid * cfg.mr])
+        cconv_ftz_restore(ftz)
+    return dx
+
+
+cdef _backward_weight(_Conv g, x, dy, int n_threads):
+    cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
+    cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    cdef size_t K = taps * cin_g
+    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), K)
+    cdef const float[::1] dy_t = np.ascontiguousarray(dy.reshape(pixels, g.s.out_c).T).reshape(-1)
+    cdef const float[::1] xv = x.reshape(-1)
+    dw_tmp = np.empty((g.s.out_c, K), np.float32)
+    cdef float[::1] dwv = dw_tmp.reshape(-1)
+    cdef size_t chunk = min(<size_t>WEIGHT_GRAD_CHUNK_FLOATS // cfg.nr, pixels)
+    cdef float[::1] b_scratch = np.empty(n_threads * cfg.nr * chunk, np.float32)
+    cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef Py_ssize_t tiles = (groups * ((K + cfg.nr - 1) // cfg.nr)
+                             * ((cout_g + cfg.mr - 1) // cfg.mr))
     cdef Py_ssize_t tile
     cdef int tid
     cdef unsigned ftz
@@ -221,13 +261,13 @@ cdef _backward_weight(_Conv g, x, dy, int n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
         for tile in prange(tiles, schedule="static"):
-            fc_conv2d_backward_weight_tile(&g.s, &cfg, &xv[0], &packed_dy[0], &dwv[0], tile, chunk,
-                                           &a_scratch[tid * cfg.mr * chunk],
+            fc_conv2d_backward_weight_tile(&g.s, &cfg, &xv[0], &dy_t[0], &dwv[0], tile, chunk,
+                                           &b_scratch[tid * cfg.nr * chunk],
                                            <const float**>&a_rows[tid * cfg.mr],
-                                           <float**>&c_scratch[tid * cfg.mr])
+                                           <float**>&c_rows[tid * cfg.mr])
         cconv_ftz_restore(ftz)
-    dw = dw_tmp.reshape(groups, g.s.kernel_h, g.s.kernel_w, cin_g, cout_g).transpose(0, 4, 3, 1, 2)
-    return np.ascontiguousarray(dw.reshape(g.s.out_c, cin_g, g.s.kernel_h, g.s.kernel_w))
+    dw = dw_tmp.reshape(g.s.out_c, g.s.kernel_h, g.s.kernel_w, cin_g).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(dw)
 
 
 # ----------------------------------------------------------------------------- public functions

@@ -38,10 +38,11 @@ def _openmp_runtime():
     return None
 
 
-def info():
-    """A dict describing the build and the machine as the kernels see them."""
+def info(measure_peak=False):
+    """A dict describing the build and the machine as the kernels see them; with
+    ``measure_peak`` also the measured FMA peak of one core and of all threads (GFLOP/s)."""
     from . import __version__
-    return {
+    result = {
         "version": __version__,
         "machine": platform.machine(),
         "isa": _runtime.get_isa(),
@@ -51,3 +52,8 @@ def info():
         "physical_cores": _runtime.physical_cores(),
         "caches": _cache_sizes(),
     }
+    if measure_peak:
+        result["peak_gflops_1_thread"] = round(_runtime.measure_peak_gflops(1), 1)
+        threads = _runtime.get_num_threads()
+        result["peak_gflops_all_threads"] = round(_runtime.measure_peak_gflops(threads), 1)
+    return result

@@ -5,11 +5,17 @@ capped again with :func:`set_isa`; every op module reads it through ``current_is
 family's kernel table (``kernels/*.h``) maps it to micro-kernels in one place.
 """
 import os
+import time
 
 cimport openmp
+from cython.parallel cimport parallel, threadid
 
 cdef extern from "isa.h":
     unsigned cconv_supported_isas() nogil
+
+cdef extern from "peak.h":
+    ctypedef double (*f32_fma_peak_fn)(size_t, float*) noexcept nogil
+    f32_fma_peak_fn f32_fma_peak_select(int isa) nogil
 
 ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
 # Preference order, best first, of the ISAs that can exist on one machine.
@@ -84,6 +90,34 @@ cpdef int resolve_threads(n_threads) except -1:
     if int(n_threads) < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     return int(n_threads)
+
+
+def measure_peak_gflops(n_threads=1, double seconds=0.1):
+    """Measured FMA throughput of ``n_threads`` cores with the current ISA, in GFLOP/s.
+
+    Every thread runs independent FMA chains from registers; the best of a few timed rounds counts.
+    """
+    cdef int nt = resolve_threads(n_threads)
+    cdef f32_fma_peak_fn probe = f32_fma_peak_select(_isa)
+    cdef float sink[256]
+    cdef size_t iterations = 1 << 16
+    cdef double flops = 0
+    cdef int tid
+    probe(iterations, &sink[0])  # warm up the clocks and the code
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            probe(iterations, &sink[tid % 256])
+        elapsed = time.perf_counter() - start
+        flops = probe(iterations, &sink[0]) * nt  # flops of one round on nt threads
+        best = max(best, flops / elapsed / 1e9)
+        if elapsed < 0.01:
+            iterations *= 2
+        elif time.perf_counter() > deadline:
+            return best
 
 
 def _init():

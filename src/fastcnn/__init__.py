@@ -27,7 +27,7 @@ from .sequential import Sequential
 __version__ = "0.1.0"
 
 
-def info():
-    """Version, ISA chosen and available, OpenMP runtime, threads, caches."""
+def info(measure_peak=False):
+    """Version, ISA chosen and available, OpenMP runtime, threads, caches (and measured peak)."""
     from cconv import info as _info
-    return _info()
+    return _info(measure_peak)

@@ -6,7 +6,7 @@ import sys
 
 def _cmd_info(args):
     import fastcnn
-    info = fastcnn.info()
+    info = fastcnn.info(measure_peak=True)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -17,6 +17,8 @@ def _cmd_info(args):
     print(f"  threads:    {info['num_threads']} (physical cores: {info['physical_cores']})")
     caches = ", ".join(f"{k} {v}" for k, v in info["caches"].items())
     print(f"  caches:     {caches or 'unknown'}")
+    print(f"  FMA peak:   {info['peak_gflops_1_thread']} GFLOP/s on 1 thread, "
+          f"{info['peak_gflops_all_threads']} GFLOP/s on {info['num_threads']} (measured, float32)")
     return 0
 
 

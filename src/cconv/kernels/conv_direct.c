@@ -89,46 +89,87 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
 }
 
 void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                    const float* x, const float* packed_dy, float* dw_tmp,
-                                    size_t tile, size_t chunk, float* a_scratch,
-                                    const float** a_rows, float** c_scratch) {
+                                    const float* x, const float* dy_t, float* dw_tmp, size_t tile,
+                                    size_t chunk, float* b_scratch, const float** a_rows,
+                                    float** c_rows) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
-    const size_t rows = s->kernel_h * s->kernel_w * cin_g;
-    const size_t group = tile % s->groups, r0 = (tile / s->groups) * MR;
-    const size_t mr = rows - r0 < MR ? rows - r0 : MR;
+    const size_t K = s->kernel_h * s->kernel_w * cin_g;
+    const size_t panels = ceil_div(K, NR), co_tiles = ceil_div(cout_g, MR);
+    const size_t co_tile = tile % co_tiles, panel = (tile / co_tiles) % panels;
+    const size_t group = tile / (co_tiles * panels);
+    const size_t co0 = group * cout_g + co_tile * MR;
+    const size_t mr = cout_g - co_tile * MR < MR ? cout_g - co_tile * MR : MR;
+    const size_t c0 = panel * NR, nc = K - c0 < NR ? K - c0 : NR;
     const size_t pixels = s->batch * s->out_h * s->out_w;
-    const size_t panels = ceil_div(cout_g, NR);
 
-    for (size_t i = 0; i < MR; i++) {
-        a_rows[i] = a_scratch + i * chunk;
-        c_scratch[i] = dw_tmp + (group * rows + r0 + (i < mr ? i : 0)) * cout_g;
-    }
+    for (size_t i = 0; i < MR; i++) c_rows[i] = dw_tmp + (co0 + (i < mr ? i : 0)) * K;
     for (size_t p0 = 0; p0 < pixels; p0 += chunk) {
         const size_t pc = pixels - p0 < chunk ? pixels - p0 : chunk;
-        /* Gather the tile's rows of the (transposed, tap-shifted) input for this chunk. */
-        for (size_t i = 0; i < MR; i++) {
-            float* row = a_scratch + i * chunk;
-            if (i >= mr) {
-                for (size_t q = 0; q < pc; q++) row[q] = 0.0f;
-                continue;
+        /* Pack this chunk's im2col rows, columns [c0, c0 + nc): contiguous runs of channels. */
+        for (size_t q = 0; q < pc; q++) {
+            const size_t m = p0 + q;
+            const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
+            float* row = b_scratch + q * NR;
+            for (size_t col = c0; col < c0 + nc;) {
+                const size_t tap = col / cin_g, ci = col % cin_g;
+                const size_t run = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
+                const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + (tap / s->kernel_w) * s->dilation_h) - s->pad_top;
+                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + (tap % s->kernel_w) * s->dilation_w) - s->pad_left;
+                float* out = row + (col - c0);
+                if (ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w) {
+                    const float* src = x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + group * cin_g + ci;
+                    for (size_t r = 0; r < run; r++) out[r] = src[r];
+                } else {
+                    for (size_t r = 0; r < run; r++) out[r] = 0.0f;
+                }
+                col += run;
             }
-            const size_t r = r0 + i, tap = r / cin_g, ci = group * cin_g + r % cin_g;
-            const size_t ky = tap / s->kernel_w, kx = tap % s->kernel_w;
-            for (size_t q = 0; q < pc; q++) {
-                const size_t m = p0 + q;
-                const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
-                const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
-                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + kx * s->dilation_w) - s->pad_left;
-                const int inside = ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w;
-                row[q] = inside ? x[((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + ci] : 0.0f;
-            }
+            for (size_t col = nc; col < NR; col++) row[col] = 0.0f;
         }
+        for (size_t i = 0; i < MR; i++) a_rows[i] = dy_t + (co0 + (i < mr ? i : 0)) * pixels + p0;
+        cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, c0,
+                     p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+    }
+}
+
+void fc_conv2d_backward_data_col2im(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                    const float* dy, const float* packed_w, float* dx,
+                                    size_t tile, float* dcol_scratch, const float** a_scratch,
+                                    float** c_rows) {
+    const size_t MR = cfg->mr, NR = cfg->nr;
+    const size_t group = tile % s->groups, n = tile / s->groups;
+    const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+    const size_t K = s->kernel_h * s->kernel_w * cin_g, panels = ceil_div(K, NR);
+    const size_t image_pixels = s->out_h * s->out_w;
+    const size_t width = panels * NR;
+
+    for (size_t i = 0; i < MR; i++) c_rows[i] = dcol_scratch + i * width;
+    for (size_t m0 = 0; m0 < image_pixels; m0 += MR) {
+        const size_t mr = image_pixels - m0 < MR ? image_pixels - m0 : MR;
+        for (size_t i = 0; i < MR; i++)
+            a_scratch[i] = dy + (n * image_pixels + m0 + (i < mr ? i : 0)) * s->out_c;
         for (size_t p = 0; p < panels; p++) {
-            const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
-            cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL,
-                         packed_dy + ((group * panels + p) * pixels + p0) * NR, NULL, c_scratch,
-                         p * NR, p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+            const size_t nc = K - p * NR < NR ? K - p * NR : NR;
+            cfg->ukernel(mr, nc, cout_g, 1, a_scratch, group * cout_g, NULL,
+                         packed_w + (group * panels + p) * cout_g * NR, NULL, c_rows, p * NR, 0,
+                         -INFINITY, INFINITY);
+        }
+        /* col2im: add each tap's column block to the input pixel the tap read. */
+        for (size_t i = 0; i < mr; i++) {
+            const size_t m = m0 + i, ow = m % s->out_w, oh = m / s->out_w;
+            const float* dcol = dcol_scratch + i * width;
+            for (size_t ky = 0; ky < s->kernel_h; ky++) {
+                const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+                if (ih < 0 || ih >= (ptrdiff_t)s->in_h) continue;
+                for (size_t kx = 0; kx < s->kernel_w; kx++) {
+                    const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + kx * s->dilation_w) - s->pad_left;
+                    if (iw < 0 || iw >= (ptrdiff_t)s->in_w) continue;
+                    float* dst = dx + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + group * cin_g;
+                    const float* src = dcol + (ky * s->kernel_w + kx) * cin_g;
+                    for (size_t ci = 0; ci < cin_g; ci++) dst[ci] += src[ci];
+                }
+            }
         }
     }
 }

@@ -42,16 +42,26 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
                                   const float* packed_w, float* dx, const float* zero, size_t tile,
                                   const float** a_scratch, float** c_scratch);
 
-/* Backward-weight: dw_tmp[group][tap * (in_c/groups) + ci][co] = sum over all output pixels of
- * x(tap-shifted)[ci] * dy[co], for the MR rows of tile = row_tile * groups + group. Pixels are
- * summed in chunks of `chunk` in a fixed order, so the result does not depend on the thread count.
- * packed_dy: [group][panel over out_c/groups][pixels][NR]. a_scratch: MR * chunk floats. */
+/* Backward-weight as one GEMM per group: dw_tmp (out_c x K) = dy^T (out_c x pixels) times
+ * im2col(x) (pixels x K), K = kh * kw * in_c/groups, column (tap * in_c/groups + ci).
+ * dy_t is dy transposed, [out_c][pixels]. tile = ((group * panels) + panel) * co_tiles + co_tile,
+ * with panels of NR columns of K and co_tiles of MR rows. Pixels are summed in chunks of `chunk`
+ * in a fixed order, so the result does not depend on the thread count.
+ * b_scratch: chunk * NR floats; a_rows, c_rows: MR pointers. */
 void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                    const float* x, const float* packed_dy, float* dw_tmp,
-                                    size_t tile, size_t chunk, float* a_scratch,
-                                    const float** a_rows, float** c_scratch);
+                                    const float* x, const float* dy_t, float* dw_tmp, size_t tile,
+                                    size_t chunk, float* b_scratch, const float** a_rows,
+                                    float** c_rows);
 
-
+/* Backward-data for few input channels per group (col2im): for the output pixels of image
+ * `tile / groups`, dcol (MR x K) = dy rows times w (K = kh * kw * in_c/groups columns, packed as
+ * [group][panel][out_c/groups][NR]), then each dcol entry is added to the input pixel it came
+ * from. One image per call: calls for different images touch disjoint parts of dx.
+ * dcol_scratch: MR * panels * NR floats; c_rows, a_scratch: MR pointers. */
+void fc_conv2d_backward_data_col2im(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                    const float* dy, const float* packed_w, float* dx,
+                                    size_t tile, float* dcol_scratch, const float** a_scratch,
+                                    float** c_rows);
 
 /* Bias gradient: out[c] = sum over rows r of x[r * cols + c], for c in [c0, c1), in float64 and
  * in row order (so the result depends only on the data, not on how columns are split). */

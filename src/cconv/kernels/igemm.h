@@ -32,29 +32,45 @@ struct f32_igemm_config {
     size_t nr; /* columns of the register tile = width of a packed weight panel */
 };
 
-void f32_igemm_ukernel_4x8__scalar(size_t, size_t, size_t, size_t, const float* const*, size_t,
-                                   const float*, const float*, const float*, float* const*,
-                                   size_t, int, float, float);
+#define FC_IGEMM_UKERNEL(name)                                                                   \
+    void name(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* a, size_t a_offset, \
+              const float* zero, const float* w, const float* bias, float* const* c,             \
+              size_t c_offset, int flags, float cmin, float cmax)
+
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_4x8__scalar);
 #if defined(__x86_64__) || defined(_M_X64)
-void f32_igemm_ukernel_6x16__avx2(size_t, size_t, size_t, size_t, const float* const*, size_t,
-                                  const float*, const float*, const float*, float* const*,
-                                  size_t, int, float, float);
-void f32_igemm_ukernel_8x32__avx512(size_t, size_t, size_t, size_t, const float* const*, size_t,
-                                    const float*, const float*, const float*, float* const*,
-                                    size_t, int, float, float);
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_6x8__avx2);
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_6x16__avx2);
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x8__avx512);
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x16__avx512);
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x32__avx512);
 #endif
 
-/* The one place where the convolution micro-kernel is chosen. */
-static inline struct f32_igemm_config f32_igemm_select(int isa) {
-    struct f32_igemm_config cfg = {f32_igemm_ukernel_4x8__scalar, 4, 8};
+/* The one place where the convolution micro-kernel is chosen: for a GEMM with n columns (output
+ * channels of one group), the widest register tile that pads n the least. */
+static inline struct f32_igemm_config f32_igemm_select(int isa, size_t n) {
+    static const struct f32_igemm_config scalar[] = {{f32_igemm_ukernel_4x8__scalar, 4, 8}};
 #if defined(__x86_64__) || defined(_M_X64)
-    if (isa == CCONV_ISA_AVX512) {
-        cfg.ukernel = f32_igemm_ukernel_8x32__avx512; cfg.mr = 8; cfg.nr = 32;
-    } else if (isa == CCONV_ISA_AVX2) {
-        cfg.ukernel = f32_igemm_ukernel_6x16__avx2; cfg.mr = 6; cfg.nr = 16;
-    }
+    static const struct f32_igemm_config avx2[] = {
+        {f32_igemm_ukernel_6x16__avx2, 6, 16}, {f32_igemm_ukernel_6x8__avx2, 6, 8}};
+    static const struct f32_igemm_config avx512[] = {
+        {f32_igemm_ukernel_8x32__avx512, 8, 32}, {f32_igemm_ukernel_8x16__avx512, 8, 16},
+        {f32_igemm_ukernel_8x8__avx512, 8, 8}};
+    const struct f32_igemm_config* table = scalar;
+    size_t count = 1;
+    if (isa == CCONV_ISA_AVX512) { table = avx512; count = 3; }
+    else if (isa == CCONV_ISA_AVX2) { table = avx2; count = 2; }
+#else
+    const struct f32_igemm_config* table = scalar;
+    size_t count = 1;
 #endif
-    return cfg;
+    struct f32_igemm_config best = table[0];
+    size_t best_padded = (n + best.nr - 1) / best.nr * best.nr;
+    for (size_t i = 1; i < count; i++) {  /* widest first: a narrower tile wins only if it pads less */
+        const size_t padded = (n + table[i].nr - 1) / table[i].nr * table[i].nr;
+        if (padded < best_padded) { best = table[i]; best_padded = padded; }
+    }
+    return best;
 }
 
 #endif

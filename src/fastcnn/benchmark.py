@@ -1,0 +1,184 @@
+"""Side-by-side speed of fastcnn, the numpy reference and PyTorch (when installed).
+
+``python benchmarks/compare.py`` and ``fastcnn bench`` run this. Every figure of one table is
+measured in the same process, on the same thread count, one library right after the other, so
+that ratios stay meaningful on a shared, noisy machine. GFLOP/s always counts direct-convolution
+FLOPs, 2 * N * Cout * Hout * Wout * Cin/groups * kh * kw, for every pass and every algorithm.
+"""
+import argparse
+import math
+import time
+
+import numpy as np
+
+import cconv
+from fastcnn import reference
+
+# (name, N, Cin, H, W, Cout, k, stride, pad, groups): the conv shape suite of the design.
+SHAPES = [
+    ("lenet-c1", 64, 1, 28, 28, 6, 5, 1, 0, 1),
+    ("lenet-c2", 64, 6, 12, 12, 16, 5, 1, 0, 1),
+    ("cifar-stem", 64, 3, 32, 32, 16, 3, 1, 1, 1),
+    ("res20-s1", 64, 16, 32, 32, 16, 3, 1, 1, 1),
+    ("res20-s2", 64, 32, 16, 16, 32, 3, 1, 1, 1),
+    ("res20-s3", 64, 64, 8, 8, 64, 3, 1, 1, 1),
+    ("res20-down", 64, 16, 32, 32, 32, 3, 2, 1, 1),
+    ("vgg-64x56", 16, 64, 56, 56, 64, 3, 1, 1, 1),
+    ("vgg-128x28", 16, 128, 28, 28, 128, 3, 1, 1, 1),
+    ("pw-64-128", 32, 64, 28, 28, 128, 1, 1, 0, 1),
+    ("dw-64x56", 32, 64, 56, 56, 64, 3, 1, 1, 64),
+    ("imnet-stem7", 8, 3, 224, 224, 64, 7, 2, 3, 1),
+    ("b1-vgg-64x56", 1, 64, 56, 56, 64, 3, 1, 1, 1),
+    ("b1-stem", 1, 3, 224, 224, 32, 3, 2, 1, 1),
+]
+PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def best_time(fn, min_time=0.25, max_runs=50):
+    """Best wall time of one call, over runs that add up to at least ``min_time`` seconds."""
+    fn()  # warm-up: caches, packed weights, lazy initialisation
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+class ConvProblem:
+    """One shape of the suite with its data and the calls of each library for each pass."""
+
+    def __init__(self, name, n, cin, h, w, cout, k, stride, pad, groups, algo="auto"):
+        self.name, self.algo = name, algo
+        self.geom = dict(stride=stride, padding=pad, dilation=1, groups=groups)
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((n, h, w, cin), dtype=np.float32)
+        self.w = (rng.standard_normal((cout, cin // groups, k, k), dtype=np.float32)
+                  / math.sqrt(cin // groups * k * k))
+        self.b = np.zeros(cout, np.float32)
+        ho = (h + 2 * pad - k) // stride + 1
+        wo = (w + 2 * pad - k) // stride + 1
+        self.dy = rng.standard_normal((n, ho, wo, cout), dtype=np.float32)
+        self.kernel = (k, k)
+        self.flops = 2.0 * n * cout * ho * wo * (cin // groups) * k * k
+
+    def fastcnn(self, which):
+        g = self.geom
+        if which == "forward":
+            return lambda: cconv.conv2d(self.x, self.w, self.b, **g, algo=self.algo)
+        if which == "backward_data":
+            return lambda: cconv.conv2d_backward_data(self.dy, self.w, self.x.shape, **g)
+        return lambda: cconv.conv2d_backward_weight(self.x, self.dy, self.kernel, **g)
+
+    def numpy(self, which):
+        g = self.geom
+        if which == "forward":
+            return lambda: reference.conv2d(self.x, self.w, self.b, **g)
+        if which == "backward_data":
+            return lambda: reference.conv2d_backward_data(self.dy, self.w, self.x.shape, **g)
+        return lambda: reference.conv2d_backward_weight(self.x, self.dy, self.kernel, **g)
+
+    def torch(self, torch, which, channels_last):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.from_numpy(self.x).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+        w = torch.from_numpy(self.w).contiguous(memory_format=fmt)
+        b = torch.from_numpy(self.b)
+        dy = torch.from_numpy(self.dy).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+        g = self.geom
+        s, p, gr = [g["stride"]] * 2, [g["padding"]] * 2, g["groups"]
+        if which == "forward":
+            return lambda: torch.nn.functional.conv2d(x, w, b, g["stride"], g["padding"], 1, gr)
+        mask = [which == "backward_data", which == "backward_weight", False]
+        conv_backward = torch.ops.aten.convolution_backward
+        return lambda: conv_backward(dy, x, w, None, s, p, [1, 1], False, [0, 0], gr, mask)
+
+
+def _import_torch(threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _geomean(values):
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.25,
+                   with_numpy=True, with_torch=True, out=print):
+    """Time every (shape, pass); print a table; return the rows as dicts."""
+    from threadpoolctl import threadpool_limits
+
+    cconv.set_num_threads(threads)
+    torch = _import_torch(threads) if with_torch else None
+    peak = cconv.measure_peak_gflops(threads)
+    out(f"fastcnn {cconv.__version__}, ISA {cconv.get_isa()}, {threads} thread(s), algo={algo}; "
+        f"measured FMA peak {peak:.0f} GFLOP/s"
+        + (f"; PyTorch {torch.__version__} (best of NCHW and channels-last)" if torch else "; PyTorch not installed"))
+    header = (f"{'shape':14s} {'pass':16s} {'fastcnn':>8s} {'numpy':>8s} {'torch':>8s} "
+              f"{'vs torch':>9s} {'vs numpy':>9s} {'of peak':>8s}")
+    out(header)
+    out("-" * len(header))
+    rows = []
+    with threadpool_limits(threads):
+        for spec in SHAPES:
+            if shapes and spec[0] not in shapes:
+                continue
+            problem = ConvProblem(*spec, algo=algo)
+            for which in passes:
+                gf = lambda seconds: problem.flops / seconds / 1e9
+                row = {"shape": spec[0], "pass": which}
+                row["fastcnn"] = gf(best_time(problem.fastcnn(which), min_time))
+                row["numpy"] = gf(best_time(problem.numpy(which), min_time / 5, 3)) if with_numpy else None
+                row["torch"] = None
+                if torch is not None:
+                    with torch.no_grad():
+                        row["torch"] = max(gf(best_time(problem.torch(torch, which, cl), min_time))
+                                           for cl in (False, True))
+                row["vs_torch"] = row["fastcnn"] / row["torch"] if row["torch"] else None
+                row["vs_numpy"] = row["fastcnn"] / row["numpy"] if row["numpy"] else None
+                row["of_peak"] = row["fastcnn"] / peak
+                rows.append(row)
+                fmt = lambda v, spec=".1f", suffix="": "-" if v is None else f"{v:{spec}}{suffix}"
+                out(f"{spec[0]:14s} {which:16s} {fmt(row['fastcnn']):>8s} {fmt(row['numpy']):>8s} "
+                    f"{fmt(row['torch']):>8s} {fmt(row['vs_torch'], '.2f', 'x'):>9s} "
+                    f"{fmt(row['vs_numpy'], '.1f', 'x'):>9s} {fmt(100 * row['of_peak'], '.0f', '%'):>8s}")
+    out("")
+    if torch is not None:
+        ratios = [r["vs_torch"] for r in rows]
+        worst = min(rows, key=lambda r: r["vs_torch"])
+        out(f"geometric mean vs PyTorch: {_geomean(ratios):.2f}x   "
+            f"(lowest {worst['vs_torch']:.2f}x: {worst['shape']} {worst['pass']})")
+    if with_numpy:
+        out(f"geometric mean vs numpy reference: {_geomean([r['vs_numpy'] for r in rows]):.1f}x")
+    out("GFLOP/s = direct-convolution FLOPs / best time; 'of peak' = fastcnn / measured FMA peak.")
+    return rows
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=cconv.get_num_threads(),
+                        help="threads for every library (default: fastcnn's default)")
+    parser.add_argument("--algo", default="auto", choices=["auto", "direct"],
+                        help="fastcnn's convolution algorithm")
+    parser.add_argument("--shapes", default="", help="comma-separated shape names (default: all)")
+    parser.add_argument("--passes", default=",".join(PASSES), help="comma-separated passes")
+    parser.add_argument("--min-time", type=float, default=0.25, help="seconds of runs per figure")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the numpy reference")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    shapes = [s for s in args.shapes.split(",") if s]
+    unknown = set(shapes) - {s[0] for s in SHAPES}
+    if unknown:
+        raise SystemExit(f"unknown shapes: {', '.join(sorted(unknown))}")
+    run_conv_suite(args.threads, args.algo, shapes, tuple(p for p in args.passes.split(",") if p),
+                   args.min_time, not args.no_numpy, not args.no_torch)
+    return 0
