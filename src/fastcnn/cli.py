@@ -197,12 +197,16 @@ def build_parser():
 
     p = sub.add_parser("bench", help="run benchmarks/compare.py (fastcnn vs numpy vs PyTorch)",
                        description="Run the benchmark comparison, when the benchmark suite is present.")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to compare.py")
+    p.add_argument("args", nargs="*", help="options passed to compare.py as they are, e.g. "
+                   "--shapes lenet-c1,res20-s1 --threads 1 (python benchmarks/compare.py --help)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:]):
+        return _cmd_bench(argparse.Namespace(args=argv[1:]))  # options go to compare.py as they are
     args = build_parser().parse_args(argv)
     return args.func(args)
 
