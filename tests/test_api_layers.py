@@ -168,7 +168,7 @@ def test_bad_input_names_the_layer_and_shapes(layer, x, words):
 
 
 def test_sequential_state_dict_keys_and_load():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     fc.manual_seed(0)
     model = fc.models.resnet20()
     twin = torch_twin(model)

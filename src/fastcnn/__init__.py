@@ -10,7 +10,15 @@
 Activations are NHWC float32; parameters are in PyTorch order, so PyTorch state dicts load as
 they are. ``fc.manual_seed(n)`` seeds weight initialisation and dropout.
 """
-from cconv import get_isa, get_num_threads, set_isa, set_num_threads
+import os
+
+# OpenMP threads that wait by spinning stall training badly when the cores are shared with
+# other busy processes (measured: 10-30x slower epochs on a loaded 2-core machine); passive
+# waiting costs next to nothing when the machine is idle. Must be set before the OpenMP runtime
+# loads; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from cconv import get_isa, get_num_threads, set_isa, set_num_threads  # noqa: E402
 
 from . import reference
 from . import callbacks, data, datasets, losses, models, optim
@@ -25,6 +33,20 @@ from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 from .sequential import Sequential
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # layers and models
+    "Layer", "Parameter", "Sequential", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d",
+    "SumPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Dropout", "ReLU", "LeakyReLU",
+    "Sigmoid", "Tanh", "Softmax", "Flatten", "Residual", "models", "manual_seed",
+    # training
+    "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR",
+    "Callback", "History", "EarlyStopping", "ModelCheckpoint", "losses", "optim", "callbacks",
+    # data and files
+    "DataLoader", "data", "datasets", "save", "load",
+    # runtime
+    "get_isa", "set_isa", "get_num_threads", "set_num_threads", "info", "reference",
+]
 
 
 def info(measure_peak=False):

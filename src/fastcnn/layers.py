@@ -85,10 +85,6 @@ def _check_nhwc(layer, x, channels):
     return x
 
 
-def _tuple2(value):
-    return pair("layer", "argument", value) if not isinstance(value, str) else value
-
-
 class Layer:
     """Base class: parameters, buffers, children, train/eval, state dicts, configs.
 

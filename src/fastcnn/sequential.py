@@ -1,6 +1,4 @@
 """Sequential: a stack of layers that is itself a layer, with a Keras-style training loop."""
-import time
-
 import numpy as np
 
 import cconv
@@ -186,6 +184,9 @@ class Sequential(Layer):
         if self.optimizer is None or self.loss is None:
             raise RuntimeError("Sequential.fit: call model.compile(optimizer=..., loss=...) first")
         if isinstance(x, DataLoader):
+            if validation_split:
+                raise ValueError("fit: validation_split needs arrays; with a DataLoader pass "
+                                 "validation_data=(x_val, y_val)")
             loader = x
         else:
             x = self._prepare(x)
