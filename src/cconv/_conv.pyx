@@ -252,8 +252,7 @@ cdef _backward_weight(_Conv g, x, dy, int n_threads):
     cdef float[::1] b_scratch = np.empty(n_threads * cfg.nr * chunk, np.float32)
     cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
     cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef Py_ssize_t tiles = (groups * ((K + cfg.nr - 1) // cfg.nr)
-                             * ((cout_g + cfg.mr - 1) // cfg.mr))
+    cdef Py_ssize_t tiles = groups * ((K + cfg.nr - 1) // cfg.nr)
     cdef Py_ssize_t tile
     cdef int tid
     cdef unsigned ftz

@@ -15,15 +15,16 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
     const size_t taps = s->kernel_h * s->kernel_w;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
 
+    /* (n, oh, ow) of the tile's first pixel; the next rows step through the image without
+     * divisions (three 64-bit divisions per row cost as much as the FMAs of a small layer). */
+    size_t ow = m0 % s->out_w, oh = (m0 / s->out_w) % s->out_h, n = m0 / (s->out_w * s->out_h);
     for (size_t i = 0; i < MR; i++) {
         if (i >= mr) {  /* rows past the end read zeros and are never stored */
             for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
             c_scratch[i] = c_scratch[0];
             continue;
         }
-        const size_t m = m0 + i;
-        const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
-        c_scratch[i] = y + m * s->out_c;
+        c_scratch[i] = y + (m0 + i) * s->out_c;
         for (size_t ky = 0; ky < s->kernel_h; ky++) {
             const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
             for (size_t kx = 0; kx < s->kernel_w; kx++) {
@@ -33,6 +34,7 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
                     inside ? x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c : zero;
             }
         }
+        if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
     }
     const size_t panels = ceil_div(cout_g, NR);
     const size_t panel_size = taps * cin_g * NR;
@@ -56,15 +58,14 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
     const size_t taps = phase->n_taps;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
 
+    size_t l = m0 % phase->cols, j = (m0 / phase->cols) % phase->rows;
+    size_t n = m0 / (phase->cols * phase->rows);
     for (size_t i = 0; i < MR; i++) {
         if (i >= mr) {
             for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
             c_scratch[i] = c_scratch[0];
             continue;
         }
-        const size_t m = m0 + i;
-        const size_t l = m % phase->cols, j = (m / phase->cols) % phase->rows;
-        const size_t n = m / (phase->cols * phase->rows);
         const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
         c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
         for (size_t t = 0; t < taps; t++) {
@@ -77,6 +78,7 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
             a_scratch[t * MR + i] =
                 inside ? dy + ((n * s->out_h + (size_t)oh) * s->out_w + (size_t)ow) * s->out_c : zero;
         }
+        if (++l == phase->cols) { l = 0; if (++j == phase->rows) { j = 0; n++; } }
     }
     const size_t panels = ceil_div(cin_g, NR);
     const size_t panel_size = taps * cout_g * NR;
@@ -95,41 +97,58 @@ void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct 
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
     const size_t K = s->kernel_h * s->kernel_w * cin_g;
-    const size_t panels = ceil_div(K, NR), co_tiles = ceil_div(cout_g, MR);
-    const size_t co_tile = tile % co_tiles, panel = (tile / co_tiles) % panels;
-    const size_t group = tile / (co_tiles * panels);
-    const size_t co0 = group * cout_g + co_tile * MR;
-    const size_t mr = cout_g - co_tile * MR < MR ? cout_g - co_tile * MR : MR;
+    const size_t panels = ceil_div(K, NR);
+    const size_t panel = tile % panels, group = tile / panels;
     const size_t c0 = panel * NR, nc = K - c0 < NR ? K - c0 : NR;
     const size_t pixels = s->batch * s->out_h * s->out_w;
 
-    for (size_t i = 0; i < MR; i++) c_rows[i] = dw_tmp + (co0 + (i < mr ? i : 0)) * K;
+    /* The panel's columns as runs of consecutive channels of one tap (at most NR runs). */
+    struct { size_t col, len, channel; ptrdiff_t dy, dx; } runs[64];
+    size_t n_runs = 0;
+    for (size_t col = c0; col < c0 + nc;) {
+        const size_t tap = col / cin_g, ci = col % cin_g;
+        const size_t len = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
+        runs[n_runs].col = col - c0;
+        runs[n_runs].len = len;
+        runs[n_runs].channel = group * cin_g + ci;
+        runs[n_runs].dy = (ptrdiff_t)((tap / s->kernel_w) * s->dilation_h) - s->pad_top;
+        runs[n_runs].dx = (ptrdiff_t)((tap % s->kernel_w) * s->dilation_w) - s->pad_left;
+        n_runs++;
+        col += len;
+    }
+
+    size_t ow = 0, oh = 0, n = 0;
     for (size_t p0 = 0; p0 < pixels; p0 += chunk) {
         const size_t pc = pixels - p0 < chunk ? pixels - p0 : chunk;
-        /* Pack this chunk's im2col rows, columns [c0, c0 + nc): contiguous runs of channels. */
+        /* Pack this chunk's im2col rows for the panel's columns. */
         for (size_t q = 0; q < pc; q++) {
-            const size_t m = p0 + q;
-            const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
             float* row = b_scratch + q * NR;
-            for (size_t col = c0; col < c0 + nc;) {
-                const size_t tap = col / cin_g, ci = col % cin_g;
-                const size_t run = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
-                const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + (tap / s->kernel_w) * s->dilation_h) - s->pad_top;
-                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + (tap % s->kernel_w) * s->dilation_w) - s->pad_left;
-                float* out = row + (col - c0);
+            const ptrdiff_t ih0 = (ptrdiff_t)(oh * s->stride_h), iw0 = (ptrdiff_t)(ow * s->stride_w);
+            const float* image = x + n * s->in_h * s->in_w * s->in_c;
+            for (size_t r = 0; r < n_runs; r++) {
+                const ptrdiff_t ih = ih0 + runs[r].dy, iw = iw0 + runs[r].dx;
+                float* out = row + runs[r].col;
                 if (ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w) {
-                    const float* src = x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + group * cin_g + ci;
-                    for (size_t r = 0; r < run; r++) out[r] = src[r];
+                    const float* src = image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c + runs[r].channel;
+                    for (size_t k = 0; k < runs[r].len; k++) out[k] = src[k];
                 } else {
-                    for (size_t r = 0; r < run; r++) out[r] = 0.0f;
+                    for (size_t k = 0; k < runs[r].len; k++) out[k] = 0.0f;
                 }
-                col += run;
             }
             for (size_t col = nc; col < NR; col++) row[col] = 0.0f;
+            if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
         }
-        for (size_t i = 0; i < MR; i++) a_rows[i] = dy_t + (co0 + (i < mr ? i : 0)) * pixels + p0;
-        cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, c0,
-                     p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+        /* Every output-channel tile of the group reuses the packed chunk. */
+        for (size_t co0 = 0; co0 < cout_g; co0 += MR) {
+            const size_t mr = cout_g - co0 < MR ? cout_g - co0 : MR;
+            for (size_t i = 0; i < MR; i++) {
+                const size_t co = group * cout_g + co0 + (i < mr ? i : 0);
+                a_rows[i] = dy_t + co * pixels + p0;
+                c_rows[i] = dw_tmp + co * K;
+            }
+            cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, c0,
+                         p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+        }
     }
 }
 

@@ -44,9 +44,10 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
 
 /* Backward-weight as one GEMM per group: dw_tmp (out_c x K) = dy^T (out_c x pixels) times
  * im2col(x) (pixels x K), K = kh * kw * in_c/groups, column (tap * in_c/groups + ci).
- * dy_t is dy transposed, [out_c][pixels]. tile = ((group * panels) + panel) * co_tiles + co_tile,
- * with panels of NR columns of K and co_tiles of MR rows. Pixels are summed in chunks of `chunk`
- * in a fixed order, so the result does not depend on the thread count.
+ * dy_t is dy transposed, [out_c][pixels]. tile = group * panels + panel, a panel being NR
+ * columns of K; each packed chunk of im2col rows serves every output-channel tile of the group.
+ * Pixels are summed in chunks of `chunk` in a fixed order, so the result does not depend on the
+ * thread count. NR <= 64.
  * b_scratch: chunk * NR floats; a_rows, c_rows: MR pointers. */
 void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
                                     const float* x, const float* dy_t, float* dw_tmp, size_t tile,
