@@ -7,5 +7,8 @@ Every function takes an optional ``n_threads`` (default: :func:`get_num_threads`
 from ._runtime import (available_isas, get_isa, get_num_threads, physical_cores, set_isa,
                        set_num_threads)
 from ._info import info
+from ._pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
+                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward, sum_pool2d,
+                    sum_pool2d_backward)
 
 __version__ = "0.1.0"
