@@ -300,6 +300,28 @@ def test_one_and_two_threads_are_bitwise_equal(isa, rng):
                                   _bits(cconv.global_avg_pool2d_backward(dy, shape, n_threads=2)))
 
 
+def test_every_isa_gives_the_same_bits(rng):
+    # Each channel sees the same additions and divisions in the same order on every ISA.
+    x = _data(rng, (2, 9, 11, 37))
+    dy = _data(rng, (2, 5, 6, 37))
+    previous = cconv.get_isa()
+    results = []
+    try:
+        for isa in cconv.available_isas():
+            cconv.set_isa(isa)
+            y, idx = cconv.max_pool2d(x, 3, 2, 1, 2, True)
+            results.append([y, idx, cconv.max_pool2d_backward(dy, idx, x.shape),
+                            cconv.avg_pool2d(x, 3, 2, 1, True, False),
+                            cconv.avg_pool2d_backward(dy, x.shape, 3, 2, 1, True, False),
+                            cconv.sum_pool2d_backward(dy, x.shape, 3, 2, 1, True),
+                            cconv.global_avg_pool2d(x)])
+    finally:
+        cconv.set_isa(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(_bits(a), _bits(b))
+
+
 def test_other_dtypes_and_strided_inputs_are_converted(isa, rng):
     x = _data(rng, (2, 9, 9, 12))
     strided = np.asfortranarray(x.astype(np.float64))[:, ::1, :, :]
