@@ -310,7 +310,7 @@ def test_every_isa_gives_the_same_bits(rng):
         for isa in cconv.available_isas():
             cconv.set_isa(isa)
             y, idx = cconv.max_pool2d(x, 3, 2, 1, 2, True)
-            results.append([y, idx, cconv.max_pool2d_backward(dy, idx, x.shape),
+            results.append([y, idx, cconv.max_pool2d_backward(y, idx, x.shape),
                             cconv.avg_pool2d(x, 3, 2, 1, True, False),
                             cconv.avg_pool2d_backward(dy, x.shape, 3, 2, 1, True, False),
                             cconv.sum_pool2d_backward(dy, x.shape, 3, 2, 1, True),
