@@ -8,6 +8,9 @@ from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gf
                        physical_cores, set_isa,
                        set_num_threads)
 from ._info import info
+from ._pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
+                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward, sum_pool2d,
+                    sum_pool2d_backward)
 
 from ._conv import (bias_backward, conv2d, conv2d_backward_data, conv2d_backward_weight,
                     conv_transpose2d, conv_transpose2d_backward_data,

@@ -115,3 +115,157 @@ def linear_backward_data(dy, w):
 
 def linear_backward_weight(x, dy):
     return dy.T @ x
+
+
+# --- pooling ---
+# NHWC, PyTorch's semantics: output size and ceil_mode (the last window must start inside the
+# input or the left padding), padding at most kernel_size // 2, -inf padding for max
+# pooling, zero padding for average and sum pooling.
+
+def _pool_pair(value):
+    if np.ndim(value) == 0:
+        return int(value), int(value)
+    a, b = value
+    return int(a), int(b)
+
+
+def _pool_output_size(size, k, s, p, d, ceil_mode):
+    span = d * (k - 1) + 1
+    if p > k // 2:
+        raise ValueError(f"pooling: padding {p} must be at most half the kernel size {k}")
+    n = (size + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (n - 1) * s >= size + p:
+        n -= 1
+    if n < 1:
+        raise ValueError(f"pooling: kernel {k} (dilation {d}) is larger than the padded input {size}")
+    return n
+
+
+def _pool_setup(shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """(kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW) for an NHWC input of ``shape``."""
+    kernel = _pool_pair(kernel_size)
+    stride = kernel if stride is None else _pool_pair(stride)
+    padding = _pool_pair(padding)
+    dilation = _pool_pair(dilation)
+    out = tuple(_pool_output_size(size, k, s, p, d, ceil_mode) for size, k, s, p, d
+                in zip(shape[1:3], kernel, stride, padding, dilation))
+    return kernel, stride, padding, dilation, out
+
+
+def _pool_taps(shape, kernel, stride, padding, dilation, out):
+    """Yield, for each window tap (i, j) in row-major order: input rows and columns it reads for
+    every output row and column, and whether each lies inside the input."""
+    H, W = shape[1:3]
+    rows0 = np.arange(out[0]) * stride[0] - padding[0]
+    cols0 = np.arange(out[1]) * stride[1] - padding[1]
+    for i in range(kernel[0]):
+        ih = rows0 + i * dilation[0]
+        for j in range(kernel[1]):
+            iw = cols0 + j * dilation[1]
+            yield ih, iw, (ih >= 0) & (ih < H), (iw >= 0) & (iw < W)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max pooling; returns ``(y, indices)`` with ``indices`` the flat input index ih * W + iw
+    (int32; -1 where a window holds no input pixel, y = -inf there). Ties: first maximum in
+    row-major window order; a NaN wins (the last NaN of the window)."""
+    x = np.asarray(x)
+    N, H, W, C = x.shape
+    kernel, stride, padding, dilation, (OH, OW) = _pool_setup(
+        x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    y = np.full((N, OH, OW, C), -np.inf, dtype=x.dtype)
+    indices = np.full((N, OH, OW, C), -1, dtype=np.int32)
+    for ih, iw, ok_h, ok_w in _pool_taps(x.shape, kernel, stride, padding, dilation, (OH, OW)):
+        v = x[:, np.clip(ih, 0, H - 1)][:, :, np.clip(iw, 0, W - 1)]
+        valid = (ok_h[:, None] & ok_w[None, :])[None, :, :, None]
+        flat = (ih[:, None] * W + iw[None, :])[None, :, :, None]
+        take = valid & ((v > y) | np.isnan(v) | (indices < 0))
+        y = np.where(take, v, y)
+        indices = np.where(take, flat, indices).astype(np.int32)
+    return y, indices
+
+
+def max_pool2d_backward(dy, indices, input_shape):
+    """Each dy element added to the input pixel its index names (index -1: nowhere)."""
+    dy, indices = np.asarray(dy), np.asarray(indices)
+    N, H, W, C = input_shape
+    dx = np.zeros((N, H * W, C), dtype=dy.dtype)
+    n, oh, ow, c = np.nonzero(np.asarray(indices) >= 0)
+    np.add.at(dx, (n, indices[n, oh, ow, c], c), dy[n, oh, ow, c])
+    return dx.reshape(N, H, W, C)
+
+
+def _avg_divisor(shape, kernel, stride, padding, out, count_include_pad):
+    """PyTorch's divisor per output pixel (OH, OW): the window clipped to the padded input
+    (count_include_pad) or to the input."""
+    factors = []
+    for size, k, s, p, n in zip(shape[1:3], kernel, stride, padding, out):
+        start = np.arange(n) * s - p
+        if count_include_pad:
+            factors.append(np.minimum(start + k, size + p) - start)
+        else:
+            factors.append(np.minimum(start + k, size) - np.maximum(start, 0))
+    return np.multiply.outer(factors[0], factors[1])
+
+
+def _sum_pool(x, kernel_size, stride, padding, ceil_mode, divisor):
+    x = np.asarray(x)
+    N, H, W, C = x.shape
+    kernel, stride, padding, _, (OH, OW) = _pool_setup(x.shape, kernel_size, stride, padding, 1,
+                                                       ceil_mode)
+    y = np.zeros((N, OH, OW, C), dtype=x.dtype)
+    for ih, iw, ok_h, ok_w in _pool_taps(x.shape, kernel, stride, padding, (1, 1), (OH, OW)):
+        rows, cols = np.nonzero(ok_h)[0], np.nonzero(ok_w)[0]
+        y[:, rows[:, None], cols[None, :]] += x[:, ih[ok_h][:, None], iw[ok_w][None, :]]
+    if divisor:
+        y /= _avg_divisor(x.shape, kernel, stride, padding, (OH, OW), divisor == "pad")[
+            None, :, :, None].astype(x.dtype)
+    return y
+
+
+def _sum_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, divisor):
+    dy = np.asarray(dy)
+    kernel, stride, padding, _, out = _pool_setup(input_shape, kernel_size, stride, padding, 1,
+                                                  ceil_mode)
+    if divisor:
+        dy = dy / _avg_divisor(input_shape, kernel, stride, padding, out, divisor == "pad")[
+            None, :, :, None].astype(dy.dtype)
+    dx = np.zeros(input_shape, dtype=dy.dtype)
+    for ih, iw, ok_h, ok_w in _pool_taps(input_shape, kernel, stride, padding, (1, 1), out):
+        # Within one tap, distinct output pixels read distinct input pixels: no collisions.
+        dx[:, ih[ok_h][:, None], iw[ok_w][None, :]] += dy[:, ok_h][:, :, ok_w]
+    return dx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Average pooling (zero padding), PyTorch's divisor."""
+    return _sum_pool(x, kernel_size, stride, padding, ceil_mode,
+                     "pad" if count_include_pad else "valid")
+
+
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True):
+    return _sum_pool_backward(dy, tuple(input_shape), kernel_size, stride, padding, ceil_mode,
+                              "pad" if count_include_pad else "valid")
+
+
+def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """Sum over each window (zero padding)."""
+    return _sum_pool(x, kernel_size, stride, padding, ceil_mode, None)
+
+
+def sum_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    return _sum_pool_backward(dy, tuple(input_shape), kernel_size, stride, padding, ceil_mode,
+                              None)
+
+
+def global_avg_pool2d(x):
+    """Mean over height and width: (N, H, W, C) -> (N, C)."""
+    x = np.asarray(x)
+    return x.sum(axis=(1, 2)) / x.dtype.type(x.shape[1] * x.shape[2])
+
+
+def global_avg_pool2d_backward(dy, input_shape):
+    dy = np.asarray(dy)
+    N, H, W, C = input_shape
+    return np.broadcast_to((dy / dy.dtype.type(H * W))[:, None, None, :], (N, H, W, C)).copy()
