@@ -102,20 +102,38 @@ void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct 
     const size_t c0 = panel * NR, nc = K - c0 < NR ? K - c0 : NR;
     const size_t pixels = s->batch * s->out_h * s->out_w;
 
-    /* The panel's columns as runs of consecutive channels of one tap (at most NR runs). */
-    struct { size_t col, len, channel; ptrdiff_t dy, dx; } runs[64];
+    /* The panel's columns as runs that are contiguous in x: the channels of one tap, and with one
+     * group and no horizontal dilation also the neighbouring taps of the same kernel row
+     * (tap (ky, kx + 1) starts where tap (ky, kx) ends). At most NR runs. */
+    struct { size_t col, len, channel, first_tap_len; ptrdiff_t dy, dx_first, dx_last; } runs[64];
     size_t n_runs = 0;
+    const int merge_taps = s->groups == 1 && s->dilation_w == 1;
     for (size_t col = c0; col < c0 + nc;) {
-        const size_t tap = col / cin_g, ci = col % cin_g;
-        const size_t len = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
+        const size_t tap = col / cin_g, ci = col % cin_g, ky = tap / s->kernel_w;
+        size_t len = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
+        const size_t first_tap_len = len;
+        size_t last_kx = tap % s->kernel_w;
+        while (merge_taps && ci + len == cin_g * (last_kx - tap % s->kernel_w + 1) &&
+               last_kx + 1 < s->kernel_w && col + len < c0 + nc) {
+            const size_t more = cin_g < c0 + nc - (col + len) ? cin_g : c0 + nc - (col + len);
+            len += more;
+            last_kx++;
+            if (more < cin_g) break;
+        }
         runs[n_runs].col = col - c0;
         runs[n_runs].len = len;
+        runs[n_runs].first_tap_len = first_tap_len;
         runs[n_runs].channel = group * cin_g + ci;
-        runs[n_runs].dy = (ptrdiff_t)((tap / s->kernel_w) * s->dilation_h) - s->pad_top;
-        runs[n_runs].dx = (ptrdiff_t)((tap % s->kernel_w) * s->dilation_w) - s->pad_left;
+        runs[n_runs].dy = (ptrdiff_t)(ky * s->dilation_h) - s->pad_top;
+        runs[n_runs].dx_first = (ptrdiff_t)((tap % s->kernel_w) * s->dilation_w) - s->pad_left;
+        runs[n_runs].dx_last = (ptrdiff_t)(last_kx * s->dilation_w) - s->pad_left;
         n_runs++;
         col += len;
     }
+
+    /* Columns past nc are never packed: zero them once (the kernel multiplies them, unseen). */
+    for (size_t q = 0; q < chunk; q++)
+        for (size_t col = nc; col < NR; col++) b_scratch[q * NR + col] = 0.0f;
 
     size_t ow = 0, oh = 0, n = 0;
     for (size_t p0 = 0; p0 < pixels; p0 += chunk) {
@@ -126,16 +144,31 @@ void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct 
             const ptrdiff_t ih0 = (ptrdiff_t)(oh * s->stride_h), iw0 = (ptrdiff_t)(ow * s->stride_w);
             const float* image = x + n * s->in_h * s->in_w * s->in_c;
             for (size_t r = 0; r < n_runs; r++) {
-                const ptrdiff_t ih = ih0 + runs[r].dy, iw = iw0 + runs[r].dx;
+                const ptrdiff_t ih = ih0 + runs[r].dy;
                 float* out = row + runs[r].col;
-                if (ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w) {
-                    const float* src = image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c + runs[r].channel;
+                const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
+                const ptrdiff_t iw_first = iw0 + runs[r].dx_first, iw_last = iw0 + runs[r].dx_last;
+                if (row_inside && iw_first >= 0 && iw_last < (ptrdiff_t)s->in_w) {
+                    const float* src = image + ((size_t)ih * s->in_w + (size_t)iw_first) * s->in_c + runs[r].channel;
                     for (size_t k = 0; k < runs[r].len; k++) out[k] = src[k];
-                } else {
+                } else if (!row_inside) {
                     for (size_t k = 0; k < runs[r].len; k++) out[k] = 0.0f;
+                } else {  /* the run crosses the left or right padding: tap by tap */
+                    size_t done = 0, channel = runs[r].channel;
+                    for (ptrdiff_t iw = iw_first; done < runs[r].len; iw++) {
+                        const size_t part = done == 0 ? runs[r].first_tap_len
+                                          : (runs[r].len - done < cin_g ? runs[r].len - done : cin_g);
+                        if (iw >= 0 && iw < (ptrdiff_t)s->in_w) {
+                            const float* src = image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c + channel;
+                            for (size_t k = 0; k < part; k++) out[done + k] = src[k];
+                        } else {
+                            for (size_t k = 0; k < part; k++) out[done + k] = 0.0f;
+                        }
+                        done += part;
+                        channel = group * cin_g;
+                    }
                 }
             }
-            for (size_t col = nc; col < NR; col++) row[col] = 0.0f;
             if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
         }
         /* Every output-channel tile of the group reuses the packed chunk. */
