@@ -7,5 +7,10 @@ Every function takes an optional ``n_threads`` (default: :func:`get_num_threads`
 from ._runtime import (available_isas, get_isa, get_num_threads, physical_cores, set_isa,
                        set_num_threads)
 from ._info import info
+from ._activation import (add, add_backward, dropout, dropout_backward, leaky_relu,
+                          leaky_relu_backward, relu, relu_backward, sigmoid, sigmoid_backward,
+                          softmax, softmax_backward, tanh, tanh_backward)
+from ._batchnorm import batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train
+from ._loss import softmax_cross_entropy, softmax_cross_entropy_backward
 
 __version__ = "0.1.0"
