@@ -37,7 +37,8 @@ void CCONV_UKERNEL(f32_vtanh)(size_t n, const float* restrict x, float* restrict
     for (size_t i = 0; i < n; i++) y[i] = cconv_tanhf(x[i]);
 }
 
+/* 1 - y^2 as (1 - y)(1 + y): exact differences, no cancellation where |y| is close to 1. */
 void CCONV_UKERNEL(f32_vtanh_backward)(size_t n, const float* restrict dy, const float* restrict y,
                                        float* restrict dx) {
-    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * ((1.0f - y[i]) * (1.0f + y[i]));
 }

@@ -33,13 +33,15 @@ static inline float row_sum(size_t n, const float* restrict x) {
     return r;
 }
 
-static inline float row_dot(size_t n, const float* restrict a, const float* restrict b) {
-    float s[LANES] = {0};
+/* sum(a * b) in float64: softmax's backward subtracts it from dy, where a float32 dot would leave
+ * an error of the size of dy in a result that is much smaller when the softmax is peaked. */
+static inline double row_dot_f64(size_t n, const float* restrict a, const float* restrict b) {
+    double s[LANES] = {0};
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) s[l] = CCONV_FMADD(a[i + l], b[i + l], s[l]);
-    for (int l = 0; i < n; i++, l++) s[l] = CCONV_FMADD(a[i], b[i], s[l]);
-    float r = 0.0f;
+        for (int l = 0; l < LANES; l++) s[l] += (double)a[i + l] * (double)b[i + l];
+    for (int l = 0; i < n; i++, l++) s[l] += (double)a[i] * (double)b[i];
+    double r = 0.0;
     for (int l = 0; l < LANES; l++) r += s[l];
     return r;
 }
@@ -79,8 +81,8 @@ void CCONV_UKERNEL(f32_softmax_backward)(size_t rows, size_t c, const float* res
         const float* dyr = dy + r * c;
         const float* yr = y + r * c;
         float* dxr = dx + r * c;
-        float dot = row_dot(c, dyr, yr);
-        for (size_t i = 0; i < c; i++) dxr[i] = yr[i] * (dyr[i] - dot);
+        double dot = row_dot_f64(c, dyr, yr);
+        for (size_t i = 0; i < c; i++) dxr[i] = (float)((double)yr[i] * ((double)dyr[i] - dot));
     }
 }
 
