@@ -28,7 +28,7 @@ ctypedef void (*apply_fn)(size_t rows, size_t c, const float* x, const float* me
 ctypedef void (*reduce_fn)(size_t rows, size_t c, const float* dy, const float* x,
                            const float* mean, double* sum_dy, double* sum_dy_xmu) noexcept nogil
 ctypedef void (*dx_fn)(size_t rows, size_t c, const float* dy, const float* x, const float* mean,
-                       const float* a, const float* b, const float* k, float* dx) noexcept nogil
+                       const double* a, const double* b, const double* k, float* dx) noexcept nogil
 
 cdef extern from "batchnorm.h" nogil:
     cdef struct cconv_batchnorm_kernels:
@@ -59,6 +59,9 @@ cdef struct Job:
     const float* p1
     const float* p2
     const float* p3
+    const double* d0   # (c,) float64 per-channel coefficients
+    const double* d1
+    const double* d2
     cconv_batchnorm_kernels k
 
 
@@ -81,7 +84,7 @@ cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
         j.k.backward_reduce(n, j.c, j.dy + o, j.x + o, j.p0, j.part0 + i * j.c,
                             j.part1 + i * j.c)
     elif j.kind == DX:
-        j.k.backward_dx(n, j.c, j.dy + o, j.x + o, j.p0, j.p1, j.p2, j.p3, j.y + o)
+        j.k.backward_dx(n, j.c, j.dy + o, j.x + o, j.p0, j.d0, j.d1, j.d2, j.y + o)
 
 
 cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
@@ -289,15 +292,14 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
     dweight = sum_dyx * invstd
     dbias = sum_dy
     coef_a = w * invstd
-    coef_b = (-coef_a * invstd * dweight / rows).astype(np.float32)
-    coef_k = (-coef_a * dbias / rows).astype(np.float32)
-    coef_a = coef_a.astype(np.float32)
+    coef_b = -coef_a * invstd * dweight / rows
+    coef_k = -coef_a * dbias / rows
 
     dx = np.empty(a.shape, dtype=np.float32)
     job.kind = DX
     job.y = <float*>fptr(dx)
-    job.p1 = fptr(coef_a)
-    job.p2 = fptr(coef_b)
-    job.p3 = fptr(coef_k)
+    job.d0 = dptr(coef_a)
+    job.d1 = dptr(coef_b)
+    job.d2 = dptr(coef_k)
     _go(&job, n_threads)
     return dx, dweight.astype(np.float32), dbias.astype(np.float32)

@@ -19,8 +19,8 @@
                                              const float* x, const float* mean, double* sum_dy,   \
                                              double* sum_dy_xmu);                                 \
     void cconv_f32_bn_backward_dx__##isa(size_t rows, size_t c, const float* dy, const float* x,  \
-                                         const float* mean, const float* a, const float* b,       \
-                                         const float* k, float* dx);
+                                         const float* mean, const double* a, const double* b,     \
+                                         const double* k, float* dx);
 
 #define CCONV_BATCHNORM_TABLE(isa)                                                                \
     (struct cconv_batchnorm_kernels) {                                                            \
@@ -38,9 +38,9 @@ struct cconv_batchnorm_kernels {
     /* Per channel, in float64: sum_dy = sum dy, sum_dy_xmu = sum dy (x - mean) (overwritten). */
     void (*backward_reduce)(size_t rows, size_t c, const float* dy, const float* x,
                             const float* mean, double* sum_dy, double* sum_dy_xmu);
-    /* dx = a dy + b (x - mean) + k, per channel coefficients. */
+    /* dx = a dy + b (x - mean) + k, per channel float64 coefficients, computed in float64. */
     void (*backward_dx)(size_t rows, size_t c, const float* dy, const float* x, const float* mean,
-                        const float* a, const float* b, const float* k, float* dx);
+                        const double* a, const double* b, const double* k, float* dx);
 };
 
 CCONV_BATCHNORM_DECLARE(scalar)

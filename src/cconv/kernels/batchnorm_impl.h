@@ -24,6 +24,13 @@ static inline const float* tile_f32(const float* value, size_t c, size_t k, floa
     return local;
 }
 
+static inline const double* tile_f64(const double* value, size_t c, size_t k, double* local) {
+    if (k == 1) return value;
+    for (size_t t = 0; t < k; t++)
+        for (size_t ch = 0; ch < c; ch++) local[t * c + ch] = value[ch];
+    return local;
+}
+
 /* out[ch] = sum over t of acc[t c + ch], in order of t. */
 static inline void fold(const double* acc, size_t c, size_t k, double* out) {
     if (acc == out) return;
@@ -119,15 +126,18 @@ void CCONV_UKERNEL(f32_bn_backward_reduce)(size_t rows, size_t c, const float* r
     fold(acc_dyx, c, k, sum_dy_xmu);
 }
 
+/* In float64: with few rows the three terms are far larger than their sum (dx vanishes for two
+ * rows), and float32 arithmetic would leave an error of the size of the terms. */
 void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restrict dy,
-                                       const float* restrict x, const float* mean, const float* a,
-                                       const float* b, const float* k_, float* restrict dx) {
+                                       const float* restrict x, const float* mean, const double* a,
+                                       const double* b, const double* k_, float* restrict dx) {
     const size_t k = period_rows(c), p = k * c;
-    float l_mean[PERIOD_MAX], l_a[PERIOD_MAX], l_b[PERIOD_MAX], l_k[PERIOD_MAX];
+    float l_mean[PERIOD_MAX];
+    double l_a[PERIOD_MAX], l_b[PERIOD_MAX], l_k[PERIOD_MAX];
     const float* restrict m = tile_f32(mean, c, k, l_mean);
-    const float* restrict ca = tile_f32(a, c, k, l_a);
-    const float* restrict cb = tile_f32(b, c, k, l_b);
-    const float* restrict ck = tile_f32(k_, c, k, l_k);
+    const double* restrict ca = tile_f64(a, c, k, l_a);
+    const double* restrict cb = tile_f64(b, c, k, l_b);
+    const double* restrict ck = tile_f64(k_, c, k, l_k);
     size_t periods = rows / k, tail = rows - periods * k;
     for (size_t blk = 0; blk < periods + (tail != 0); blk++) {
         const size_t n = blk < periods ? p : tail * c;
@@ -135,7 +145,8 @@ void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restr
         const float* xb = x + blk * p;
         float* dxb = dx + blk * p;
         for (size_t q = 0; q < n; q++)
-            dxb[q] = CCONV_FMADD(ca[q], dyb[q], CCONV_FMADD(cb[q], xb[q] - m[q], ck[q]));
+            dxb[q] = (float)(ca[q] * (double)dyb[q] +
+                             (cb[q] * ((double)xb[q] - (double)m[q]) + ck[q]));
     }
 }
 
