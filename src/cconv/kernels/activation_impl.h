@@ -1,18 +1,19 @@
 /* Portable bodies of the activation micro-kernels (see activation.h). Included once per ISA by
  * f32_vact__ISA.c with CCONV_ISA_SUFFIX defined; the compiler vectorises every loop with that
- * ISA's flags. */
+ * ISA's flags. Selects go through cconv_selectf: branch-free also in the scalar build, where a
+ * data-dependent branch per element would be mispredicted half of the time. */
 #include <stddef.h>
 
 #include "activation.h"
 #include "vmath.h"
 
 void CCONV_UKERNEL(f32_vrelu)(size_t n, const float* restrict x, float* restrict y) {
-    for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    for (size_t i = 0; i < n; i++) y[i] = cconv_selectf(x[i] < 0.0f, 0.0f, x[i]);
 }
 
 void CCONV_UKERNEL(f32_vrelu_backward)(size_t n, const float* restrict dy, const float* restrict y,
                                        float* restrict dx) {
-    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) dx[i] = cconv_selectf(y[i] > 0.0f, dy[i], 0.0f);
 }
 
 void CCONV_UKERNEL(f32_vlrelu)(size_t n, const float* restrict x, float* restrict y, float slope) {

@@ -20,12 +20,12 @@ void CCONV_UKERNEL(f32_dropout)(size_t n, const float* restrict x, float* restri
         uint8_t keep = (uint32_t)(h >> 32) >= threshold;
         mask[i] = keep;
         /* A multiply, not a select: NaN or Inf in x shows in y even where it is dropped. */
-        y[i] = x[i] * (keep ? scale : 0.0f);
+        y[i] = x[i] * cconv_selectf(keep, scale, 0.0f);
     }
 }
 
 void CCONV_UKERNEL(f32_dropout_backward)(size_t n, const float* restrict dy,
                                          const uint8_t* restrict mask, float* restrict dx,
                                          float scale) {
-    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (mask[i] ? scale : 0.0f);
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * cconv_selectf(mask[i], scale, 0.0f);
 }
