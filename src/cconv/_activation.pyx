@@ -11,7 +11,7 @@ import numpy as np
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from cconv._runtime cimport current_isa, resolve_threads
 from cconv._validation import as_float32
@@ -86,6 +86,13 @@ cdef struct Job:
     dropout_backward_fn dropout_backward
     rows_fn rows
     rows_binary_fn rows_binary
+
+
+cdef inline Job new_job(JobKind kind) noexcept:
+    cdef Job job
+    memset(&job, 0, sizeof(Job))
+    job.kind = kind
+    return job
 
 
 cdef void run_one(const Job* j, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
@@ -183,8 +190,7 @@ def _param(op, name, value):
 cdef _run_unary(cconv_f32_vunary_fn fn, op, x, n_threads):
     a, shape = _input(op, "x", x)
     y = np.empty(shape, dtype=np.float32)
-    cdef Job job
-    job.kind = UNARY
+    cdef Job job = new_job(UNARY)
     job.unary = fn
     job.a = fptr(a)
     job.y = fptr(y)
@@ -195,8 +201,7 @@ cdef _run_unary(cconv_f32_vunary_fn fn, op, x, n_threads):
 cdef _run_binary(cconv_f32_vbinary_fn fn, op, name_a, a, name_b, b, n_threads):
     fa, fb, shape = _pair(op, name_a, a, name_b, b)
     y = np.empty(shape, dtype=np.float32)
-    cdef Job job
-    job.kind = BINARY
+    cdef Job job = new_job(BINARY)
     job.binary = fn
     job.a = fptr(fa)
     job.b = fptr(fb)
@@ -223,8 +228,7 @@ def leaky_relu(x, negative_slope=0.01, n_threads=None):
     slope = _param("leaky_relu", "negative_slope", negative_slope)
     a, shape = _input("leaky_relu", "x", x)
     y = np.empty(shape, dtype=np.float32)
-    cdef Job job
-    job.kind = UNARY_PARAM
+    cdef Job job = new_job(UNARY_PARAM)
     job.unary_param = cconv_activation_select(current_isa()).lrelu
     job.a = fptr(a)
     job.y = fptr(y)
@@ -239,8 +243,7 @@ def leaky_relu_backward(dy, x, negative_slope=0.01, n_threads=None):
     slope = _param(op, "negative_slope", negative_slope)
     fdy, fx, shape = _pair(op, "dy", dy, "x", x)
     dx = np.empty(shape, dtype=np.float32)
-    cdef Job job
-    job.kind = BINARY_PARAM
+    cdef Job job = new_job(BINARY_PARAM)
     job.binary_param = cconv_activation_select(current_isa()).lrelu_backward
     job.a = fptr(fdy)
     job.b = fptr(fx)
@@ -292,8 +295,7 @@ def softmax(x, n_threads=None):
     """Softmax over the last axis of a 2-D (N, C) array, numerically stable (max subtracted)."""
     a = _rows("softmax", "x", x)
     y = np.empty(a.shape, dtype=np.float32)
-    cdef Job job
-    job.kind = SOFTMAX
+    cdef Job job = new_job(SOFTMAX)
     job.rows = cconv_softmax_select(current_isa()).softmax
     job.a = fptr(a)
     job.y = fptr(y)
@@ -310,8 +312,7 @@ def softmax_backward(dy, y, n_threads=None):
         raise ValueError(f"{op}: dy and y must have the same shape, got {fdy.shape} and "
                          f"{fy.shape}")
     dx = np.empty(fy.shape, dtype=np.float32)
-    cdef Job job
-    job.kind = SOFTMAX_BACKWARD
+    cdef Job job = new_job(SOFTMAX_BACKWARD)
     job.rows_binary = cconv_softmax_select(current_isa()).softmax_backward
     job.a = fptr(fdy)
     job.b = fptr(fy)
@@ -358,8 +359,7 @@ def dropout(x, p, seed, n_threads=None):
         return a.reshape(shape).copy(), np.ones(shape, dtype=np.uint8)
     y = np.empty(shape, dtype=np.float32)
     mask = np.empty(shape, dtype=np.uint8)
-    cdef Job job
-    job.kind = DROPOUT
+    cdef Job job = new_job(DROPOUT)
     job.dropout = cconv_eltwise_select(current_isa()).dropout
     job.a = fptr(a)
     job.y = fptr(y)
@@ -385,8 +385,7 @@ def dropout_backward(dy, mask, p, n_threads=None):
         m = (m != 0).view(np.uint8)
     m = np.ascontiguousarray(m)
     dx = np.empty(shape, dtype=np.float32)
-    cdef Job job
-    job.kind = DROPOUT_BACKWARD
+    cdef Job job = new_job(DROPOUT_BACKWARD)
     job.dropout_backward = cconv_eltwise_select(current_isa()).dropout_backward
     job.a = fptr(fdy)
     job.cmask = bptr(m)
@@ -409,8 +408,7 @@ def add_backward(dy, n_threads=None):
     fdy, shape = _input("add_backward", "dy", dy)
     da = np.empty(shape, dtype=np.float32)
     db = np.empty(shape, dtype=np.float32)
-    cdef Job job
-    job.kind = COPY
+    cdef Job job = new_job(COPY)
     job.a = fptr(fdy)
     for out in (da, db):
         job.y = fptr(out)

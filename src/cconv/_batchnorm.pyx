@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from cython.parallel cimport parallel, prange
+from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, resolve_threads
 from cconv._validation import as_float32, check_finite, check_shape
@@ -154,6 +155,7 @@ def _eps(op, eps):
 
 cdef Job _job(Kind kind, a):
     cdef Job job
+    memset(&job, 0, sizeof(Job))
     job.kind = kind
     job.c = a.shape[a.ndim - 1]
     job.rows = a.size // job.c

@@ -10,6 +10,7 @@ import numpy as np
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, resolve_threads
 from cconv._validation import as_float32, labels_int64
@@ -106,6 +107,7 @@ def _check(op, name, x, labels, label_smoothing):
 
 cdef Job _job(a, lab, double smoothing):
     cdef Job job
+    memset(&job, 0, sizeof(Job))
     cdef const float[:, ::1] xv = a
     cdef const int64_t[::1] lv = lab
     job.rows = a.shape[0]

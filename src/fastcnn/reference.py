@@ -10,7 +10,7 @@ import numpy as np
 # --- activations ---
 
 def relu(x):
-    return np.where(x > 0, x, np.zeros_like(x))
+    return np.maximum(x, 0)  # NaN propagates
 
 
 def relu_backward(dy, y):
