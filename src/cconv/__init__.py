@@ -17,6 +17,7 @@ from ._activation import (add, add_backward, dropout, dropout_backward, leaky_re
                           softmax, softmax_backward, tanh, tanh_backward)
 from ._batchnorm import batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train
 from ._loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from ._optim import adam_update, sgd_update
 from ._pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
                     global_avg_pool2d_backward, max_pool2d, max_pool2d_backward, sum_pool2d,
                     sum_pool2d_backward)

@@ -419,3 +419,35 @@ def softmax_cross_entropy_backward(probs, labels, label_smoothing=0.0):
     target = np.full(probs.shape, label_smoothing / c, dtype=probs.dtype)
     target[np.arange(n), labels] += 1 - label_smoothing
     return (probs - target) / n
+
+
+# --- optimizers ---
+# In place, like cconv's: the caller passes copies (float64 for a tight oracle).
+
+def _penalty(p, l1, l2):
+    return l1 * np.sign(p) + 2 * l2 * p
+
+
+def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
+               weight_decay=0.0, nesterov=False, l1=0.0, l2=0.0, first_step=False):
+    g = grad + _penalty(param, l1, l2) + weight_decay * param
+    if momentum:
+        if first_step:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer[...] = momentum * momentum_buffer + (1 - dampening) * g
+        g = g + momentum * momentum_buffer if nesterov else momentum_buffer
+    param -= lr * g
+    return param
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999,
+                eps=1e-8, weight_decay=0.0, decoupled=False, l1=0.0, l2=0.0):
+    g = grad + _penalty(param, l1, l2) + (0.0 if decoupled else weight_decay) * param
+    if decoupled:
+        param *= 1 - lr * weight_decay
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps
+    param -= lr / (1 - beta1 ** step) * exp_avg / denom
+    return param
