@@ -34,17 +34,24 @@ else:
     ISA_FLAGS = {"scalar": ["-fno-tree-vectorize", "-fno-tree-slp-vectorize"]}
 
 
+HEADERS = sorted(glob.glob(f"{KERNELS}/*.h"))
+
+
 def kernel_libraries():
-    """One static library per ISA (files named *__ISA.c) plus one for ISA-independent C."""
+    """One static library per ISA (files named *__ISA.c) plus one for ISA-independent C.
+
+    Every object depends on every kernel header, so that editing a header rebuilds what uses it.
+    """
     libs = []
+    deps = {"obj_deps": {"": HEADERS}}
     generic = sorted(f for f in glob.glob(f"{KERNELS}/*.c") if "__" not in os.path.basename(f))
     libs.append(("cconv_common", {"sources": generic, "cflags": COMMON_CFLAGS,
-                                  "include_dirs": [KERNELS]}))
+                                  "include_dirs": [KERNELS], **deps}))
     for isa, flags in ISA_FLAGS.items():
         sources = sorted(glob.glob(f"{KERNELS}/*__{isa}.c"))
         if sources:
             libs.append((f"cconv_{isa}", {"sources": sources, "cflags": COMMON_CFLAGS + flags,
-                                          "include_dirs": [KERNELS]}))
+                                          "include_dirs": [KERNELS], **deps}))
     return libs
 
 
@@ -65,6 +72,8 @@ def extensions():
         exts.append(Extension(
             name, [pyx],
             include_dirs=[KERNELS],
+            # Relink when any kernel changes (the static libraries are not tracked otherwise).
+            depends=HEADERS + sorted(glob.glob(f"{KERNELS}/*.c")),
             # Cython's generated C trips these warnings by design.
             extra_compile_args=COMMON_CFLAGS + openmp + ["-Wno-sign-compare", "-Wno-maybe-uninitialized",
                                                          "-Wno-array-bounds", "-Wno-unreachable-code"],

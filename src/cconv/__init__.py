@@ -5,13 +5,21 @@ micro-kernels (AVX-512, AVX2+FMA, scalar; NEON on ARM64) chosen at import, OpenM
 Every function takes an optional ``n_threads`` (default: :func:`get_num_threads`).
 """
 from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gflops,
-                       physical_cores, set_isa,
-                       set_num_threads)
+                       physical_cores, set_isa, set_num_threads)
 from ._info import info
 
 from ._conv import (bias_backward, conv2d, conv2d_backward_data, conv2d_backward_weight,
                     conv_transpose2d, conv_transpose2d_backward_data,
                     conv_transpose2d_backward_weight, linear, linear_backward_data,
                     linear_backward_weight)
+from ._activation import (add, add_backward, dropout, dropout_backward, leaky_relu,
+                          leaky_relu_backward, relu, relu_backward, sigmoid, sigmoid_backward,
+                          softmax, softmax_backward, tanh, tanh_backward)
+from ._batchnorm import batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train
+from ._loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from ._optim import adam_update, sgd_update
+from ._pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
+                    global_avg_pool2d_backward, max_pool2d, max_pool2d_backward, sum_pool2d,
+                    sum_pool2d_backward)
 
 __version__ = "0.1.0"

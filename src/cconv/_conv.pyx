@@ -44,6 +44,9 @@ cdef extern from "conv_direct.h":
     void fc_conv2d_forward_tile(const fc_conv_shape*, const f32_igemm_config*, const float*,
                                 const float*, const float*, float*, const float*, size_t, float,
                                 float, const float**, float**) nogil
+    void fc_conv2d_forward_pixels_tile(const fc_conv_shape*, const f32_igemm_config*,
+                                       const float*, const float*, const float*, float*, size_t,
+                                       float, float, float*, float*, const float**, float**) nogil
     void fc_conv2d_backward_data_tile(const fc_conv_shape*, const f32_igemm_config*,
                                       const fc_conv_phase*, const float*, const float*, float*,
                                       const float*, size_t, const float**, float**) nogil
@@ -61,6 +64,10 @@ DEF WEIGHT_GRAD_CHUNK_FLOATS = 4096
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
+# Forward runs SIMD across output pixels (the GEMM turned around) for first layers: one group,
+# at most this many input channels and at most PIXELS_MAX_OUT_CHANNELS output channels.
+DEF PIXELS_MAX_IN_CHANNELS = 4
+DEF PIXELS_MAX_OUT_CHANNELS = 16
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
 
 
@@ -122,7 +129,43 @@ def _check_algo(op, algo):
 
 # ----------------------------------------------------------------------------- the three passes
 
+cdef _forward_pixels(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), 1 << 20)  # the widest tile
+    cdef size_t K = g.s.kernel_h * g.s.kernel_w * g.s.in_c
+    cdef const float[::1] w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(-1)
+    cdef const float[::1] bv
+    cdef const float* bias_ptr = NULL
+    if b is not None:
+        bv = b
+        bias_ptr = &bv[0]
+    y = np.empty(g.out_shape, np.float32)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef size_t row_panels = (g.s.out_w + cfg.nr - 1) // cfg.nr
+    cdef Py_ssize_t tiles = g.s.batch * g.s.out_h * row_panels, tile
+    cdef float[::1] b_scratch = np.empty(n_threads * K * cfg.nr, np.float32)
+    cdef float[::1] t_scratch = np.empty(n_threads * g.s.out_c * cfg.nr, np.float32)
+    cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for tile in prange(tiles, schedule="static"):
+            fc_conv2d_forward_pixels_tile(&g.s, &cfg, &xv[0], &w_rows[0], bias_ptr, &yv[0], tile,
+                                          cmin, cmax, &b_scratch[tid * K * cfg.nr],
+                                          &t_scratch[tid * g.s.out_c * cfg.nr],
+                                          <const float**>&a_rows[tid * cfg.mr],
+                                          <float**>&c_rows[tid * cfg.mr])
+        cconv_ftz_restore(ftz)
+    return y
+
+
 cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
+    if (g.s.groups == 1 and g.s.in_c <= PIXELS_MAX_IN_CHANNELS
+            and g.s.out_c <= PIXELS_MAX_OUT_CHANNELS):
+        return _forward_pixels(g, x, w, b, cmin, cmax, n_threads)
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cout_g)
@@ -252,8 +295,7 @@ cdef _backward_weight(_Conv g, x, dy, int n_threads):
     cdef float[::1] b_scratch = np.empty(n_threads * cfg.nr * chunk, np.float32)
     cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
     cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef Py_ssize_t tiles = (groups * ((K + cfg.nr - 1) // cfg.nr)
-                             * ((cout_g + cfg.mr - 1) // cfg.mr))
+    cdef Py_ssize_t tiles = groups * ((K + cfg.nr - 1) // cfg.nr)
     cdef Py_ssize_t tile
     cdef int tid
     cdef unsigned ftz

@@ -106,3 +106,27 @@ def conv_output_size(op, in_size, kernel, stride, padding, dilation, x_shape):
                              f"than the padded input: input shape {tuple(x_shape)}, padding {padding}")
         out.append((size + lo + hi - span) // s + 1)
     return tuple(out)
+
+
+def pool_output_size(op, in_size, kernel, stride, padding, dilation, ceil_mode, x_shape):
+    """Output (height, width) of a pooling window, PyTorch's rule (``pooling_output_shape``).
+
+    ``padding`` is symmetric per axis and at most ``kernel // 2``; with ``ceil_mode`` the
+    last window may run past the input but must start inside the input or the left padding.
+    ValueError if the padding is too large or no window fits.
+    """
+    out = []
+    for size, k, s, p, d in zip(in_size, kernel, stride, padding, dilation):
+        span = d * (k - 1) + 1
+        if p > k // 2:
+            raise ValueError(f"{op}: padding {tuple(padding)} must be at most half the kernel "
+                             f"size {tuple(kernel)}; input shape {tuple(x_shape)}")
+        n = (size + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (n - 1) * s >= size + p:
+            n -= 1
+        if n < 1:
+            raise ValueError(f"{op}: kernel {tuple(kernel)} (dilation {tuple(dilation)}) is larger "
+                             f"than the padded input: input shape {tuple(x_shape)}, "
+                             f"padding {tuple(padding)}")
+        out.append(n)
+    return tuple(out)

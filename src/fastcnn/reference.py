@@ -115,3 +115,339 @@ def linear_backward_data(dy, w):
 
 def linear_backward_weight(x, dy):
     return dy.T @ x
+
+
+# --- pooling ---
+# NHWC, PyTorch's semantics: output size and ceil_mode (the last window must start inside the
+# input or the left padding), padding at most kernel_size // 2, -inf padding for max
+# pooling, zero padding for average and sum pooling.
+
+def _pool_pair(value):
+    if np.ndim(value) == 0:
+        return int(value), int(value)
+    a, b = value
+    return int(a), int(b)
+
+
+def _pool_output_size(size, k, s, p, d, ceil_mode):
+    span = d * (k - 1) + 1
+    if p > k // 2:
+        raise ValueError(f"pooling: padding {p} must be at most half the kernel size {k}")
+    n = (size + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (n - 1) * s >= size + p:
+        n -= 1
+    if n < 1:
+        raise ValueError(f"pooling: kernel {k} (dilation {d}) is larger than the padded input {size}")
+    return n
+
+
+def _pool_setup(shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """(kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW) for an NHWC input of ``shape``."""
+    kernel = _pool_pair(kernel_size)
+    stride = kernel if stride is None else _pool_pair(stride)
+    padding = _pool_pair(padding)
+    dilation = _pool_pair(dilation)
+    out = tuple(_pool_output_size(size, k, s, p, d, ceil_mode) for size, k, s, p, d
+                in zip(shape[1:3], kernel, stride, padding, dilation))
+    return kernel, stride, padding, dilation, out
+
+
+def _pool_taps(shape, kernel, stride, padding, dilation, out):
+    """Yield, for each window tap (i, j) in row-major order: input rows and columns it reads for
+    every output row and column, and whether each lies inside the input."""
+    H, W = shape[1:3]
+    rows0 = np.arange(out[0]) * stride[0] - padding[0]
+    cols0 = np.arange(out[1]) * stride[1] - padding[1]
+    for i in range(kernel[0]):
+        ih = rows0 + i * dilation[0]
+        for j in range(kernel[1]):
+            iw = cols0 + j * dilation[1]
+            yield ih, iw, (ih >= 0) & (ih < H), (iw >= 0) & (iw < W)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max pooling; returns ``(y, indices)`` with ``indices`` the flat input index ih * W + iw
+    (int32; -1 where a window holds no input pixel, y = -inf there). Ties: first maximum in
+    row-major window order; a NaN wins (the last NaN of the window)."""
+    x = np.asarray(x)
+    N, H, W, C = x.shape
+    kernel, stride, padding, dilation, (OH, OW) = _pool_setup(
+        x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    y = np.full((N, OH, OW, C), -np.inf, dtype=x.dtype)
+    indices = np.full((N, OH, OW, C), -1, dtype=np.int32)
+    for ih, iw, ok_h, ok_w in _pool_taps(x.shape, kernel, stride, padding, dilation, (OH, OW)):
+        v = x[:, np.clip(ih, 0, H - 1)][:, :, np.clip(iw, 0, W - 1)]
+        valid = (ok_h[:, None] & ok_w[None, :])[None, :, :, None]
+        flat = (ih[:, None] * W + iw[None, :])[None, :, :, None]
+        take = valid & ((v > y) | np.isnan(v) | (indices < 0))
+        y = np.where(take, v, y)
+        indices = np.where(take, flat, indices).astype(np.int32)
+    return y, indices
+
+
+def max_pool2d_backward(dy, indices, input_shape):
+    """Each dy element added to the input pixel its index names (index -1: nowhere)."""
+    dy, indices = np.asarray(dy), np.asarray(indices)
+    N, H, W, C = input_shape
+    dx = np.zeros((N, H * W, C), dtype=dy.dtype)
+    n, oh, ow, c = np.nonzero(np.asarray(indices) >= 0)
+    np.add.at(dx, (n, indices[n, oh, ow, c], c), dy[n, oh, ow, c])
+    return dx.reshape(N, H, W, C)
+
+
+def _avg_divisor(shape, kernel, stride, padding, out, count_include_pad):
+    """PyTorch's divisor per output pixel (OH, OW): the window clipped to the padded input
+    (count_include_pad) or to the input."""
+    factors = []
+    for size, k, s, p, n in zip(shape[1:3], kernel, stride, padding, out):
+        start = np.arange(n) * s - p
+        if count_include_pad:
+            factors.append(np.minimum(start + k, size + p) - start)
+        else:
+            factors.append(np.minimum(start + k, size) - np.maximum(start, 0))
+    return np.multiply.outer(factors[0], factors[1])
+
+
+def _sum_pool(x, kernel_size, stride, padding, ceil_mode, divisor):
+    x = np.asarray(x)
+    N, H, W, C = x.shape
+    kernel, stride, padding, _, (OH, OW) = _pool_setup(x.shape, kernel_size, stride, padding, 1,
+                                                       ceil_mode)
+    y = np.zeros((N, OH, OW, C), dtype=x.dtype)
+    for ih, iw, ok_h, ok_w in _pool_taps(x.shape, kernel, stride, padding, (1, 1), (OH, OW)):
+        rows, cols = np.nonzero(ok_h)[0], np.nonzero(ok_w)[0]
+        y[:, rows[:, None], cols[None, :]] += x[:, ih[ok_h][:, None], iw[ok_w][None, :]]
+    if divisor:
+        y /= _avg_divisor(x.shape, kernel, stride, padding, (OH, OW), divisor == "pad")[
+            None, :, :, None].astype(x.dtype)
+    return y
+
+
+def _sum_pool_backward(dy, input_shape, kernel_size, stride, padding, ceil_mode, divisor):
+    dy = np.asarray(dy)
+    kernel, stride, padding, _, out = _pool_setup(input_shape, kernel_size, stride, padding, 1,
+                                                  ceil_mode)
+    if divisor:
+        dy = dy / _avg_divisor(input_shape, kernel, stride, padding, out, divisor == "pad")[
+            None, :, :, None].astype(dy.dtype)
+    dx = np.zeros(input_shape, dtype=dy.dtype)
+    for ih, iw, ok_h, ok_w in _pool_taps(input_shape, kernel, stride, padding, (1, 1), out):
+        # Within one tap, distinct output pixels read distinct input pixels: no collisions.
+        dx[:, ih[ok_h][:, None], iw[ok_w][None, :]] += dy[:, ok_h][:, :, ok_w]
+    return dx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Average pooling (zero padding), PyTorch's divisor."""
+    return _sum_pool(x, kernel_size, stride, padding, ceil_mode,
+                     "pad" if count_include_pad else "valid")
+
+
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True):
+    return _sum_pool_backward(dy, tuple(input_shape), kernel_size, stride, padding, ceil_mode,
+                              "pad" if count_include_pad else "valid")
+
+
+def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """Sum over each window (zero padding)."""
+    return _sum_pool(x, kernel_size, stride, padding, ceil_mode, None)
+
+
+def sum_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    return _sum_pool_backward(dy, tuple(input_shape), kernel_size, stride, padding, ceil_mode,
+                              None)
+
+
+def global_avg_pool2d(x):
+    """Mean over height and width: (N, H, W, C) -> (N, C)."""
+    x = np.asarray(x)
+    return x.sum(axis=(1, 2)) / x.dtype.type(x.shape[1] * x.shape[2])
+
+
+def global_avg_pool2d_backward(dy, input_shape):
+    dy = np.asarray(dy)
+    N, H, W, C = input_shape
+    return np.broadcast_to((dy / dy.dtype.type(H * W))[:, None, None, :], (N, H, W, C)).copy()
+
+
+# --- activations ---
+
+def relu(x):
+    return np.maximum(x, 0)  # NaN propagates
+
+
+def relu_backward(dy, y):
+    return np.where(y > 0, dy, np.zeros_like(dy))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return np.where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_backward(dy, x, negative_slope=0.01):
+    return np.where(x > 0, dy, dy * negative_slope)
+
+
+def sigmoid(x):
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    return dy * (1 - y * y)
+
+
+def softmax(x):
+    """Softmax over the last axis of a 2-D (N, C) array."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward(dy, y):
+    return y * (dy - (dy * y).sum(axis=1, keepdims=True))
+
+
+# --- dropout ---
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64_mix(z):
+    """splitmix64's output function on uint64 (array or Python int), wrapping modulo 2^64."""
+    if isinstance(z, int):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return z ^ (z >> 31)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(shape, p, seed):
+    """Keep-mask (uint8, 1 = kept) of a dropout: element i (flat C order) is kept when the top
+    32 bits of splitmix64 for counter i of the stream keyed by seed are >= floor(p 2^32)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    key = _splitmix64_mix((int(seed) + _GOLDEN) & _MASK64)
+    counters = np.arange(n, dtype=np.uint64) * np.uint64(_GOLDEN) + np.uint64(key)
+    top = _splitmix64_mix(counters) >> np.uint64(32)
+    return (top >= np.uint64(int(p * 2.0 ** 32))).astype(np.uint8).reshape(shape)
+
+
+def dropout(x, p, seed):
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p!r}")
+    x = np.asarray(x)
+    if p == 0:
+        return x.copy(), np.ones(x.shape, dtype=np.uint8)
+    mask = dropout_mask(x.shape, p, seed)
+    return x * mask / x.dtype.type(1 - p), mask
+
+
+def dropout_backward(dy, mask, p):
+    return dy * (np.asarray(mask) != 0) / dy.dtype.type(1 - p)
+
+
+# --- add ---
+
+def add(a, b):
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"add: a and b must have the same shape, got {np.shape(a)} and "
+                         f"{np.shape(b)}")
+    return a + b
+
+
+def add_backward(dy):
+    return dy.copy(), dy.copy()
+
+
+# --- batch norm ---
+
+def batch_norm_forward_train(x, weight, bias, eps=1e-5):
+    """Normalise over every axis but the last with the batch statistics: (y, mean, biased var)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes)
+    var = ((x - mean) ** 2).mean(axis=axes)
+    y = (x - mean) / np.sqrt(var + eps) * weight + bias
+    return y, mean, var
+
+
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5):
+    return (x - running_mean) / np.sqrt(running_var + eps) * weight + bias
+
+
+def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5):
+    """Training-mode backward through the batch statistics: (dx, dweight, dbias)."""
+    axes = tuple(range(x.ndim - 1))
+    rows = x.size // x.shape[-1]
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    dbias = dy.sum(axis=axes)
+    dweight = (dy * xhat).sum(axis=axes)
+    dx = weight * invstd * (dy - dbias / rows - xhat * dweight / rows)
+    return dx, dweight, dbias
+
+
+# --- softmax cross-entropy ---
+
+def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
+    """Mean over the batch of (1 - s) * -log p[label] + s * mean_j(-log p[j]): (loss, probs)."""
+    n, c = logits.shape
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.min() < 0 or labels.max() >= c:
+        raise ValueError(f"softmax_cross_entropy: labels must have shape ({n},) and lie in "
+                         f"[0, {c})")
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    nll = -log_probs[np.arange(n), labels]
+    smooth = -log_probs.mean(axis=1)
+    loss = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean()
+    return float(loss), np.exp(log_probs)
+
+
+def softmax_cross_entropy_backward(probs, labels, label_smoothing=0.0):
+    n, c = probs.shape
+    target = np.full(probs.shape, label_smoothing / c, dtype=probs.dtype)
+    target[np.arange(n), labels] += 1 - label_smoothing
+    return (probs - target) / n
+
+
+# --- optimizers ---
+# In place, like cconv's: the caller passes copies (float64 for a tight oracle).
+
+def _penalty(p, l1, l2):
+    return l1 * np.sign(p) + 2 * l2 * p
+
+
+def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
+               weight_decay=0.0, nesterov=False, l1=0.0, l2=0.0, first_step=False):
+    g = grad + _penalty(param, l1, l2) + weight_decay * param
+    if momentum:
+        if first_step:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer[...] = momentum * momentum_buffer + (1 - dampening) * g
+        g = g + momentum * momentum_buffer if nesterov else momentum_buffer
+    param -= lr * g
+    return param
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999,
+                eps=1e-8, weight_decay=0.0, decoupled=False, l1=0.0, l2=0.0):
+    g = grad + _penalty(param, l1, l2) + (0.0 if decoupled else weight_decay) * param
+    if decoupled:
+        param *= 1 - lr * weight_decay
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps
+    param -= lr / (1 - beta1 ** step) * exp_avg / denom
+    return param

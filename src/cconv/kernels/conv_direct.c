@@ -15,15 +15,16 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
     const size_t taps = s->kernel_h * s->kernel_w;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
 
+    /* (n, oh, ow) of the tile's first pixel; the next rows step through the image without
+     * divisions (three 64-bit divisions per row cost as much as the FMAs of a small layer). */
+    size_t ow = m0 % s->out_w, oh = (m0 / s->out_w) % s->out_h, n = m0 / (s->out_w * s->out_h);
     for (size_t i = 0; i < MR; i++) {
         if (i >= mr) {  /* rows past the end read zeros and are never stored */
             for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
             c_scratch[i] = c_scratch[0];
             continue;
         }
-        const size_t m = m0 + i;
-        const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
-        c_scratch[i] = y + m * s->out_c;
+        c_scratch[i] = y + (m0 + i) * s->out_c;
         for (size_t ky = 0; ky < s->kernel_h; ky++) {
             const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
             for (size_t kx = 0; kx < s->kernel_w; kx++) {
@@ -33,6 +34,7 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
                     inside ? x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c : zero;
             }
         }
+        if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
     }
     const size_t panels = ceil_div(cout_g, NR);
     const size_t panel_size = taps * cin_g * NR;
@@ -43,6 +45,67 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
                      packed_w + panel * panel_size, packed_bias ? packed_bias + panel * NR : NULL,
                      c_scratch, group * cout_g + p * NR, 0, cmin, cmax);
     }
+}
+
+void fc_conv2d_forward_pixels_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                   const float* x, const float* w_rows, const float* bias, float* y,
+                                   size_t tile, float cmin, float cmax, float* b_scratch,
+                                   float* t_scratch, const float** a_rows, float** c_rows) {
+    const size_t MR = cfg->mr, NR = cfg->nr;
+    const size_t C = s->in_c, K = s->kernel_h * s->kernel_w * C;
+    const size_t row_panels = ceil_div(s->out_w, NR);
+    const size_t panel = tile % row_panels, oh = (tile / row_panels) % s->out_h;
+    const size_t n = tile / (row_panels * s->out_h);
+    const size_t ow0 = panel * NR, nc = s->out_w - ow0 < NR ? s->out_w - ow0 : NR;
+    const float* image = x + n * s->in_h * s->in_w * C;
+    const size_t step = s->stride_w * C;  /* floats between the inputs of neighbouring pixels */
+
+    /* im2col(x)^T for the panel: row k = (ky, kx, ci) holds the nc pixels' inputs. */
+    for (size_t ky = 0; ky < s->kernel_h; ky++) {
+        const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+        for (size_t kx = 0; kx < s->kernel_w; kx++) {
+            const ptrdiff_t iw0 = (ptrdiff_t)(ow0 * s->stride_w + kx * s->dilation_w) - s->pad_left;
+            for (size_t ci = 0; ci < C; ci++) {
+                float* out = b_scratch + ((ky * s->kernel_w + kx) * C + ci) * NR;
+                if (ih < 0 || ih >= (ptrdiff_t)s->in_h) {
+                    for (size_t j = 0; j < NR; j++) out[j] = 0.0f;
+                    continue;
+                }
+                /* pixels j with 0 <= iw0 + j * stride < in_w read the image, the rest padding */
+                size_t j_lo = 0, j_hi = nc;
+                while (j_lo < nc && iw0 + (ptrdiff_t)(j_lo * s->stride_w) < 0) j_lo++;
+                while (j_hi > j_lo && iw0 + (ptrdiff_t)((j_hi - 1) * s->stride_w) >= (ptrdiff_t)s->in_w) j_hi--;
+                for (size_t j = 0; j < j_lo; j++) out[j] = 0.0f;
+                const float* src = image + ((size_t)ih * s->in_w) * C + ci;
+                if (j_hi > j_lo) {
+                    src += (size_t)(iw0 + (ptrdiff_t)(j_lo * s->stride_w)) * C;
+                    if (step == 1)
+                        for (size_t j = j_lo; j < j_hi; j++) out[j] = src[j - j_lo];
+                    else
+                        for (size_t j = j_lo; j < j_hi; j++) out[j] = src[(j - j_lo) * step];
+                }
+                for (size_t j = j_hi; j < NR; j++) out[j] = 0.0f;
+            }
+        }
+    }
+    for (size_t co0 = 0; co0 < s->out_c; co0 += MR) {
+        const size_t mr = s->out_c - co0 < MR ? s->out_c - co0 : MR;
+        for (size_t i = 0; i < MR; i++) {
+            a_rows[i] = w_rows + (co0 + (i < mr ? i : 0)) * K;
+            c_rows[i] = t_scratch + (co0 + (i < mr ? i : 0)) * NR;
+        }
+        cfg->ukernel(mr, nc, K, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, 0, 0,
+                     -INFINITY, INFINITY);
+    }
+    /* Transposed store with bias and clamp (max(lo, v)/min(hi, v) keep NaN, like the kernels). */
+    float* out = y + ((n * s->out_h + oh) * s->out_w + ow0) * s->out_c;
+    for (size_t j = 0; j < nc; j++)
+        for (size_t co = 0; co < s->out_c; co++) {
+            float v = t_scratch[co * NR + j] + (bias ? bias[co] : 0.0f);
+            v = v < cmin ? cmin : v;
+            v = v > cmax ? cmax : v;
+            out[j * s->out_c + co] = v;
+        }
 }
 
 void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
@@ -56,15 +119,14 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
     const size_t taps = phase->n_taps;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
 
+    size_t l = m0 % phase->cols, j = (m0 / phase->cols) % phase->rows;
+    size_t n = m0 / (phase->cols * phase->rows);
     for (size_t i = 0; i < MR; i++) {
         if (i >= mr) {
             for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
             c_scratch[i] = c_scratch[0];
             continue;
         }
-        const size_t m = m0 + i;
-        const size_t l = m % phase->cols, j = (m / phase->cols) % phase->rows;
-        const size_t n = m / (phase->cols * phase->rows);
         const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
         c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
         for (size_t t = 0; t < taps; t++) {
@@ -77,6 +139,7 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
             a_scratch[t * MR + i] =
                 inside ? dy + ((n * s->out_h + (size_t)oh) * s->out_w + (size_t)ow) * s->out_c : zero;
         }
+        if (++l == phase->cols) { l = 0; if (++j == phase->rows) { j = 0; n++; } }
     }
     const size_t panels = ceil_div(cin_g, NR);
     const size_t panel_size = taps * cout_g * NR;
@@ -95,41 +158,91 @@ void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct 
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
     const size_t K = s->kernel_h * s->kernel_w * cin_g;
-    const size_t panels = ceil_div(K, NR), co_tiles = ceil_div(cout_g, MR);
-    const size_t co_tile = tile % co_tiles, panel = (tile / co_tiles) % panels;
-    const size_t group = tile / (co_tiles * panels);
-    const size_t co0 = group * cout_g + co_tile * MR;
-    const size_t mr = cout_g - co_tile * MR < MR ? cout_g - co_tile * MR : MR;
+    const size_t panels = ceil_div(K, NR);
+    const size_t panel = tile % panels, group = tile / panels;
     const size_t c0 = panel * NR, nc = K - c0 < NR ? K - c0 : NR;
     const size_t pixels = s->batch * s->out_h * s->out_w;
 
-    for (size_t i = 0; i < MR; i++) c_rows[i] = dw_tmp + (co0 + (i < mr ? i : 0)) * K;
+    /* The panel's columns as runs that are contiguous in x: the channels of one tap, and with one
+     * group and no horizontal dilation also the neighbouring taps of the same kernel row
+     * (tap (ky, kx + 1) starts where tap (ky, kx) ends). At most NR runs. */
+    struct { size_t col, len, channel, first_tap_len; ptrdiff_t dy, dx_first, dx_last; } runs[64];
+    size_t n_runs = 0;
+    const int merge_taps = s->groups == 1 && s->dilation_w == 1;
+    for (size_t col = c0; col < c0 + nc;) {
+        const size_t tap = col / cin_g, ci = col % cin_g, ky = tap / s->kernel_w;
+        size_t len = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
+        const size_t first_tap_len = len;
+        size_t last_kx = tap % s->kernel_w;
+        while (merge_taps && ci + len == cin_g * (last_kx - tap % s->kernel_w + 1) &&
+               last_kx + 1 < s->kernel_w && col + len < c0 + nc) {
+            const size_t more = cin_g < c0 + nc - (col + len) ? cin_g : c0 + nc - (col + len);
+            len += more;
+            last_kx++;
+            if (more < cin_g) break;
+        }
+        runs[n_runs].col = col - c0;
+        runs[n_runs].len = len;
+        runs[n_runs].first_tap_len = first_tap_len;
+        runs[n_runs].channel = group * cin_g + ci;
+        runs[n_runs].dy = (ptrdiff_t)(ky * s->dilation_h) - s->pad_top;
+        runs[n_runs].dx_first = (ptrdiff_t)((tap % s->kernel_w) * s->dilation_w) - s->pad_left;
+        runs[n_runs].dx_last = (ptrdiff_t)(last_kx * s->dilation_w) - s->pad_left;
+        n_runs++;
+        col += len;
+    }
+
+    /* Columns past nc are never packed: zero them once (the kernel multiplies them, unseen). */
+    for (size_t q = 0; q < chunk; q++)
+        for (size_t col = nc; col < NR; col++) b_scratch[q * NR + col] = 0.0f;
+
+    size_t ow = 0, oh = 0, n = 0;
     for (size_t p0 = 0; p0 < pixels; p0 += chunk) {
         const size_t pc = pixels - p0 < chunk ? pixels - p0 : chunk;
-        /* Pack this chunk's im2col rows, columns [c0, c0 + nc): contiguous runs of channels. */
+        /* Pack this chunk's im2col rows for the panel's columns. */
         for (size_t q = 0; q < pc; q++) {
-            const size_t m = p0 + q;
-            const size_t ow = m % s->out_w, oh = (m / s->out_w) % s->out_h, n = m / (s->out_w * s->out_h);
             float* row = b_scratch + q * NR;
-            for (size_t col = c0; col < c0 + nc;) {
-                const size_t tap = col / cin_g, ci = col % cin_g;
-                const size_t run = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
-                const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + (tap / s->kernel_w) * s->dilation_h) - s->pad_top;
-                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + (tap % s->kernel_w) * s->dilation_w) - s->pad_left;
-                float* out = row + (col - c0);
-                if (ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w) {
-                    const float* src = x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + group * cin_g + ci;
-                    for (size_t r = 0; r < run; r++) out[r] = src[r];
-                } else {
-                    for (size_t r = 0; r < run; r++) out[r] = 0.0f;
+            const ptrdiff_t ih0 = (ptrdiff_t)(oh * s->stride_h), iw0 = (ptrdiff_t)(ow * s->stride_w);
+            const float* image = x + n * s->in_h * s->in_w * s->in_c;
+            for (size_t r = 0; r < n_runs; r++) {
+                const ptrdiff_t ih = ih0 + runs[r].dy;
+                float* out = row + runs[r].col;
+                const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
+                const ptrdiff_t iw_first = iw0 + runs[r].dx_first, iw_last = iw0 + runs[r].dx_last;
+                if (row_inside && iw_first >= 0 && iw_last < (ptrdiff_t)s->in_w) {
+                    const float* src = image + ((size_t)ih * s->in_w + (size_t)iw_first) * s->in_c + runs[r].channel;
+                    for (size_t k = 0; k < runs[r].len; k++) out[k] = src[k];
+                } else if (!row_inside) {
+                    for (size_t k = 0; k < runs[r].len; k++) out[k] = 0.0f;
+                } else {  /* the run crosses the left or right padding: tap by tap */
+                    size_t done = 0, channel = runs[r].channel;
+                    for (ptrdiff_t iw = iw_first; done < runs[r].len; iw++) {
+                        const size_t part = done == 0 ? runs[r].first_tap_len
+                                          : (runs[r].len - done < cin_g ? runs[r].len - done : cin_g);
+                        if (iw >= 0 && iw < (ptrdiff_t)s->in_w) {
+                            const float* src = image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c + channel;
+                            for (size_t k = 0; k < part; k++) out[done + k] = src[k];
+                        } else {
+                            for (size_t k = 0; k < part; k++) out[done + k] = 0.0f;
+                        }
+                        done += part;
+                        channel = group * cin_g;
+                    }
                 }
-                col += run;
             }
-            for (size_t col = nc; col < NR; col++) row[col] = 0.0f;
+            if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
         }
-        for (size_t i = 0; i < MR; i++) a_rows[i] = dy_t + (co0 + (i < mr ? i : 0)) * pixels + p0;
-        cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, c0,
-                     p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+        /* Every output-channel tile of the group reuses the packed chunk. */
+        for (size_t co0 = 0; co0 < cout_g; co0 += MR) {
+            const size_t mr = cout_g - co0 < MR ? cout_g - co0 : MR;
+            for (size_t i = 0; i < MR; i++) {
+                const size_t co = group * cout_g + co0 + (i < mr ? i : 0);
+                a_rows[i] = dy_t + co * pixels + p0;
+                c_rows[i] = dw_tmp + co * K;
+            }
+            cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, c0,
+                         p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
+        }
     }
 }
 

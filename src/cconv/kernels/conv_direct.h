@@ -26,6 +26,17 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
                             float* y, const float* zero, size_t tile, float cmin, float cmax,
                             const float** a_scratch, float** c_scratch);
 
+/* Forward for layers with few input channels (first layers), one group: the GEMM turned around,
+ * y^T (out_c x pixels) = w (out_c x K) times im2col(x)^T (K x pixels), K = kh*kw*in_c, so that
+ * SIMD lanes run over up to NR output pixels of one output row instead of over a handful of
+ * channels. tile = (n * out_h + oh) * row_panels + panel. w_rows: w as [out_c][K] with columns
+ * (ky, kx, ci). Bias and the clamp are applied in the transposed store.
+ * b_scratch: K * NR floats; t_scratch: out_c * NR floats; a_rows, c_rows: MR pointers. */
+void fc_conv2d_forward_pixels_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+                                   const float* x, const float* w_rows, const float* bias, float* y,
+                                   size_t tile, float cmin, float cmax, float* b_scratch,
+                                   float* t_scratch, const float** a_rows, float** c_rows);
+
 /* One stride phase of the backward-data pass: the input pixels (ih0 + j*stride_h,
  * iw0 + l*stride_w), j < rows, l < cols, receive dx = sum over the phase's taps of dy * w.
  * tap_kh/tap_kw list the n_taps taps whose dilation*k is congruent to the phase mod the stride.
@@ -44,9 +55,10 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
 
 /* Backward-weight as one GEMM per group: dw_tmp (out_c x K) = dy^T (out_c x pixels) times
  * im2col(x) (pixels x K), K = kh * kw * in_c/groups, column (tap * in_c/groups + ci).
- * dy_t is dy transposed, [out_c][pixels]. tile = ((group * panels) + panel) * co_tiles + co_tile,
- * with panels of NR columns of K and co_tiles of MR rows. Pixels are summed in chunks of `chunk`
- * in a fixed order, so the result does not depend on the thread count.
+ * dy_t is dy transposed, [out_c][pixels]. tile = group * panels + panel, a panel being NR
+ * columns of K; each packed chunk of im2col rows serves every output-channel tile of the group.
+ * Pixels are summed in chunks of `chunk` in a fixed order, so the result does not depend on the
+ * thread count. NR <= 64.
  * b_scratch: chunk * NR floats; a_rows, c_rows: MR pointers. */
 void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
                                     const float* x, const float* dy_t, float* dw_tmp, size_t tile,

@@ -1,0 +1,416 @@
+"""Elementwise ops of the compiled op set: activations, softmax, dropout, add; forward and backward.
+
+Elementwise ops take any shape and return float32 arrays of that shape. Large arrays are split
+into fixed chunks of ``CHUNK`` elements (softmax: whole rows, about ``CHUNK`` elements a chunk)
+that OpenMP threads share; an array of one chunk runs on the calling thread. Every element is
+computed the same way whatever the split, so results are bitwise identical for any thread count.
+"""
+import numbers
+
+import numpy as np
+
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from cconv._runtime cimport current_isa, resolve_threads
+from cconv._validation import as_float32
+
+cdef extern from "isa.h" nogil:
+    unsigned cconv_ftz_enter()
+    void cconv_ftz_restore(unsigned previous)
+
+cdef extern from "activation.h" nogil:
+    ctypedef void (*cconv_f32_vunary_fn)(size_t n, const float* x, float* y)
+    ctypedef void (*cconv_f32_vbinary_fn)(size_t n, const float* a, const float* b, float* y)
+    ctypedef void (*cconv_f32_vunary_param_fn)(size_t n, const float* x, float* y, float param)
+    ctypedef void (*cconv_f32_vbinary_param_fn)(size_t n, const float* a, const float* b,
+                                                float* y, float param)
+    cdef struct cconv_activation_kernels:
+        cconv_f32_vunary_fn relu
+        cconv_f32_vbinary_fn relu_backward
+        cconv_f32_vunary_param_fn lrelu
+        cconv_f32_vbinary_param_fn lrelu_backward
+        cconv_f32_vunary_fn sigmoid
+        cconv_f32_vbinary_fn sigmoid_backward
+        cconv_f32_vunary_fn tanh
+        cconv_f32_vbinary_fn tanh_backward
+    cconv_activation_kernels cconv_activation_select(int isa)
+
+ctypedef void (*dropout_fn)(size_t n, const float* x, float* y, uint8_t* mask, uint64_t key,
+                            uint64_t first, uint32_t threshold, float scale) noexcept nogil
+ctypedef void (*dropout_backward_fn)(size_t n, const float* dy, const uint8_t* mask, float* dx,
+                                     float scale) noexcept nogil
+ctypedef void (*rows_fn)(size_t rows, size_t c, const float* x, float* y) noexcept nogil
+ctypedef void (*rows_binary_fn)(size_t rows, size_t c, const float* a, const float* b,
+                                float* y) noexcept nogil
+
+cdef extern from "eltwise.h" nogil:
+    cdef struct cconv_eltwise_kernels:
+        cconv_f32_vbinary_fn add
+        dropout_fn dropout
+        dropout_backward_fn dropout_backward
+    cconv_eltwise_kernels cconv_eltwise_select(int isa)
+
+cdef extern from "softmax.h" nogil:
+    cdef struct cconv_softmax_kernels:
+        rows_fn softmax
+        rows_binary_fn softmax_backward
+    cconv_softmax_kernels cconv_softmax_select(int isa)
+
+# Elements per chunk: 64 KiB of float32, enough to amortise a thread's start, small enough to
+# spread a layer's activations over the cores.
+cdef enum:
+    CHUNK = 16384
+
+cdef enum JobKind:
+    UNARY, BINARY, UNARY_PARAM, BINARY_PARAM, DROPOUT, DROPOUT_BACKWARD, COPY, \
+        SOFTMAX, SOFTMAX_BACKWARD
+
+cdef struct Job:
+    JobKind kind
+    const float* a
+    const float* b
+    float* y
+    uint8_t* mask
+    const uint8_t* cmask
+    float param
+    uint64_t key
+    uint32_t threshold
+    Py_ssize_t c                       # row length (softmax)
+    cconv_f32_vunary_fn unary
+    cconv_f32_vbinary_fn binary
+    cconv_f32_vunary_param_fn unary_param
+    cconv_f32_vbinary_param_fn binary_param
+    dropout_fn dropout
+    dropout_backward_fn dropout_backward
+    rows_fn rows
+    rows_binary_fn rows_binary
+
+
+cdef inline Job new_job(JobKind kind) noexcept:
+    cdef Job job
+    memset(&job, 0, sizeof(Job))
+    job.kind = kind
+    return job
+
+
+cdef void run_one(const Job* j, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
+    """Elements [s, s + n) of the job (rows [s, s + n) for the row-wise kinds)."""
+    cdef Py_ssize_t o = s * j.c
+    if j.kind == UNARY:
+        j.unary(n, j.a + s, j.y + s)
+    elif j.kind == BINARY:
+        j.binary(n, j.a + s, j.b + s, j.y + s)
+    elif j.kind == UNARY_PARAM:
+        j.unary_param(n, j.a + s, j.y + s, j.param)
+    elif j.kind == BINARY_PARAM:
+        j.binary_param(n, j.a + s, j.b + s, j.y + s, j.param)
+    elif j.kind == DROPOUT:
+        j.dropout(n, j.a + s, j.y + s, j.mask + s, j.key, <uint64_t>s, j.threshold, j.param)
+    elif j.kind == DROPOUT_BACKWARD:
+        j.dropout_backward(n, j.a + s, j.cmask + s, j.y + s, j.param)
+    elif j.kind == COPY:
+        memcpy(j.y + s, j.a + s, n * sizeof(float))
+    elif j.kind == SOFTMAX:
+        j.rows(n, j.c, j.a + o, j.y + o)
+    elif j.kind == SOFTMAX_BACKWARD:
+        j.rows_binary(n, j.c, j.a + o, j.b + o, j.y + o)
+
+
+cdef void run_chunks(const Job* job, Py_ssize_t n, Py_ssize_t chunk, int n_threads) noexcept nogil:
+    """Run items [0, n) in chunks of ``chunk`` items, the same chunks for any thread count."""
+    cdef Py_ssize_t nchunks = (n + chunk - 1) // chunk
+    cdef Py_ssize_t i, start, length
+    cdef unsigned ftz = 0
+    if n <= 0:
+        return
+    if n_threads > nchunks:
+        n_threads = <int>nchunks
+    if n_threads <= 1:
+        ftz = cconv_ftz_enter()
+        for i in range(nchunks):
+            start = i * chunk
+            run_one(job, start, min(chunk, n - start))
+        cconv_ftz_restore(ftz)
+        return
+    with parallel(num_threads=n_threads):
+        ftz = cconv_ftz_enter()
+        for i in prange(nchunks, schedule="static"):
+            start = i * chunk
+            length = n - start
+            if length > chunk:
+                length = chunk
+            run_one(job, start, length)
+        cconv_ftz_restore(ftz)
+
+
+cdef _go(const Job* job, Py_ssize_t n, Py_ssize_t chunk, n_threads):
+    cdef int nt = resolve_threads(n_threads)
+    with nogil:
+        run_chunks(job, n, chunk, nt)
+
+
+cdef inline float* fptr(arr):
+    """Data pointer of a contiguous float32 array (NULL when empty); read-only arrays too."""
+    cdef const float[::1] view = arr.reshape(-1)
+    return <float*>&view[0] if view.shape[0] else NULL
+
+
+cdef inline uint8_t* bptr(arr):
+    cdef const uint8_t[::1] view = arr.reshape(-1)
+    return <uint8_t*>&view[0] if view.shape[0] else NULL
+
+
+def _input(op, name, x):
+    """``x`` as contiguous float32 and its shape (kept also for 0-d arrays)."""
+    out = as_float32(op, name, x)
+    return out, np.shape(x)
+
+
+def _pair(op, name_a, a, name_b, b):
+    fa, shape_a = _input(op, name_a, a)
+    fb, shape_b = _input(op, name_b, b)
+    if shape_a != shape_b:
+        raise ValueError(f"{op}: {name_a} and {name_b} must have the same shape, got "
+                         f"{shape_a} and {shape_b}")
+    return fa, fb, shape_a
+
+
+def _param(op, name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: {name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{op}: {name} must be finite, got {value!r}")
+    return v
+
+
+cdef _run_unary(cconv_f32_vunary_fn fn, op, x, n_threads):
+    a, shape = _input(op, "x", x)
+    y = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(UNARY)
+    job.unary = fn
+    job.a = fptr(a)
+    job.y = fptr(y)
+    _go(&job, a.size, CHUNK, n_threads)
+    return y
+
+
+cdef _run_binary(cconv_f32_vbinary_fn fn, op, name_a, a, name_b, b, n_threads):
+    fa, fb, shape = _pair(op, name_a, a, name_b, b)
+    y = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(BINARY)
+    job.binary = fn
+    job.a = fptr(fa)
+    job.b = fptr(fb)
+    job.y = fptr(y)
+    _go(&job, fa.size, CHUNK, n_threads)
+    return y
+
+
+# --- activations -----------------------------------------------------------------------------
+
+def relu(x, n_threads=None):
+    """y = max(x, 0), any shape."""
+    return _run_unary(cconv_activation_select(current_isa()).relu, "relu", x, n_threads)
+
+
+def relu_backward(dy, y, n_threads=None):
+    """dx = dy where the forward output y > 0, else 0."""
+    return _run_binary(cconv_activation_select(current_isa()).relu_backward, "relu_backward",
+                       "dy", dy, "y", y, n_threads)
+
+
+def leaky_relu(x, negative_slope=0.01, n_threads=None):
+    """y = x where x > 0, else negative_slope * x."""
+    slope = _param("leaky_relu", "negative_slope", negative_slope)
+    a, shape = _input("leaky_relu", "x", x)
+    y = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(UNARY_PARAM)
+    job.unary_param = cconv_activation_select(current_isa()).lrelu
+    job.a = fptr(a)
+    job.y = fptr(y)
+    job.param = slope
+    _go(&job, a.size, CHUNK, n_threads)
+    return y
+
+
+def leaky_relu_backward(dy, x, negative_slope=0.01, n_threads=None):
+    """dx = dy where the forward input x > 0, else negative_slope * dy."""
+    op = "leaky_relu_backward"
+    slope = _param(op, "negative_slope", negative_slope)
+    fdy, fx, shape = _pair(op, "dy", dy, "x", x)
+    dx = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(BINARY_PARAM)
+    job.binary_param = cconv_activation_select(current_isa()).lrelu_backward
+    job.a = fptr(fdy)
+    job.b = fptr(fx)
+    job.y = fptr(dx)
+    job.param = slope
+    _go(&job, fdy.size, CHUNK, n_threads)
+    return dx
+
+
+def sigmoid(x, n_threads=None):
+    """y = 1 / (1 + exp(-x)), saturating to exactly 0 and 1 (no overflow)."""
+    return _run_unary(cconv_activation_select(current_isa()).sigmoid, "sigmoid", x, n_threads)
+
+
+def sigmoid_backward(dy, y, n_threads=None):
+    """dx = dy * y * (1 - y), y the forward output."""
+    return _run_binary(cconv_activation_select(current_isa()).sigmoid_backward,
+                       "sigmoid_backward", "dy", dy, "y", y, n_threads)
+
+
+def tanh(x, n_threads=None):
+    """y = tanh(x), saturating to exactly -1 and 1."""
+    return _run_unary(cconv_activation_select(current_isa()).tanh, "tanh", x, n_threads)
+
+
+def tanh_backward(dy, y, n_threads=None):
+    """dx = dy * (1 - y^2), y the forward output."""
+    return _run_binary(cconv_activation_select(current_isa()).tanh_backward, "tanh_backward",
+                       "dy", dy, "y", y, n_threads)
+
+
+# --- softmax ---------------------------------------------------------------------------------
+
+def _rows(op, name, x):
+    a = as_float32(op, name, x)
+    if a.ndim != 2:
+        raise ValueError(f"{op}: {name} must be 2-D (batch, classes), got shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{op}: {name} has an empty dimension, shape {a.shape}")
+    return a
+
+
+cdef _run_rows(Job* job, Py_ssize_t rows, Py_ssize_t c, n_threads):
+    job.c = c
+    _go(job, rows, max(1, CHUNK // c), n_threads)
+
+
+def softmax(x, n_threads=None):
+    """Softmax over the last axis of a 2-D (N, C) array, numerically stable (max subtracted)."""
+    a = _rows("softmax", "x", x)
+    y = np.empty(a.shape, dtype=np.float32)
+    cdef Job job = new_job(SOFTMAX)
+    job.rows = cconv_softmax_select(current_isa()).softmax
+    job.a = fptr(a)
+    job.y = fptr(y)
+    _run_rows(&job, a.shape[0], a.shape[1], n_threads)
+    return y
+
+
+def softmax_backward(dy, y, n_threads=None):
+    """dx = y * (dy - sum(dy * y, axis=1)), y the forward output."""
+    op = "softmax_backward"
+    fdy = _rows(op, "dy", dy)
+    fy = _rows(op, "y", y)
+    if fdy.shape != fy.shape:
+        raise ValueError(f"{op}: dy and y must have the same shape, got {fdy.shape} and "
+                         f"{fy.shape}")
+    dx = np.empty(fy.shape, dtype=np.float32)
+    cdef Job job = new_job(SOFTMAX_BACKWARD)
+    job.rows_binary = cconv_softmax_select(current_isa()).softmax_backward
+    job.a = fptr(fdy)
+    job.b = fptr(fy)
+    job.y = fptr(dx)
+    _run_rows(&job, fy.shape[0], fy.shape[1], n_threads)
+    return dx
+
+
+# --- dropout ---------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _dropout_p(op, p):
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: p must be a number in [0, 1), got {p!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{op}: p must be in [0, 1), got {p!r}")
+    return value
+
+
+def dropout(x, p, seed, n_threads=None):
+    """Inverted dropout: returns (y, mask), mask uint8 (1 = kept), y = x * mask / (1 - p).
+
+    Element i (flat C order) is dropped when the top 32 bits of splitmix64's output for counter i
+    of the stream keyed by ``seed`` fall below p * 2^32: the mask depends on (seed, i) only, so it
+    is the same for any thread count. p == 0 returns a copy of x and an all-ones mask.
+    """
+    op = "dropout"
+    rate = _dropout_p(op, p)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)):
+        raise ValueError(f"{op}: seed must be an integer, got {seed!r}")
+    a, shape = _input(op, "x", x)
+    if rate == 0.0:
+        return a.reshape(shape).copy(), np.ones(shape, dtype=np.uint8)
+    y = np.empty(shape, dtype=np.float32)
+    mask = np.empty(shape, dtype=np.uint8)
+    cdef Job job = new_job(DROPOUT)
+    job.dropout = cconv_eltwise_select(current_isa()).dropout
+    job.a = fptr(a)
+    job.y = fptr(y)
+    job.mask = bptr(mask)
+    job.key = _mix64((int(seed) + _GOLDEN) & _MASK64)
+    job.threshold = <uint32_t>int(rate * 4294967296.0)
+    job.param = 1.0 / (1.0 - rate)
+    _go(&job, a.size, CHUNK, n_threads)
+    return y, mask
+
+
+def dropout_backward(dy, mask, p, n_threads=None):
+    """dx = dy * mask / (1 - p), mask from :func:`dropout` (nonzero = kept)."""
+    op = "dropout_backward"
+    rate = _dropout_p(op, p)
+    fdy, shape = _input(op, "dy", dy)
+    m = np.asarray(mask)
+    if m.shape != shape:
+        raise ValueError(f"{op}: dy and mask must have the same shape, got {shape} and {m.shape}")
+    if m.dtype != np.uint8:
+        if m.dtype.kind not in "biuf":
+            raise ValueError(f"{op}: mask must be boolean or numeric, got dtype {m.dtype}")
+        m = (m != 0).view(np.uint8)
+    m = np.ascontiguousarray(m)
+    dx = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(DROPOUT_BACKWARD)
+    job.dropout_backward = cconv_eltwise_select(current_isa()).dropout_backward
+    job.a = fptr(fdy)
+    job.cmask = bptr(m)
+    job.y = fptr(dx)
+    job.param = 1.0 / (1.0 - rate)
+    _go(&job, fdy.size, CHUNK, n_threads)
+    return dx
+
+
+# --- add -------------------------------------------------------------------------------------
+
+def add(a, b, n_threads=None):
+    """y = a + b for arrays of the same shape (a residual connection's join)."""
+    return _run_binary(cconv_eltwise_select(current_isa()).add, "add", "a", a, "b", b,
+                       n_threads)
+
+
+def add_backward(dy, n_threads=None):
+    """(da, db): two independent float32 copies of dy."""
+    fdy, shape = _input("add_backward", "dy", dy)
+    da = np.empty(shape, dtype=np.float32)
+    db = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(COPY)
+    job.a = fptr(fdy)
+    for out in (da, db):
+        job.y = fptr(out)
+        _go(&job, fdy.size, CHUNK, n_threads)
+    return da, db

@@ -1,0 +1,307 @@
+"""Batch normalisation over every axis but the last (NHWC, or (N, C)): forward (training and
+evaluation) and the training-mode backward through the batch statistics.
+
+The rows (all leading axes flattened) are split into chunks of ``rows_per_chunk(C)`` rows, a
+number that depends on the channel count only. Each chunk's sums are taken in float64 by one
+thread; the chunks are then combined in chunk order, so the statistics and the parameter
+gradients are bitwise identical for any thread count. The variance is taken in two passes within
+a chunk and the chunks are merged with Chan et al.'s pairwise update, never as E[x^2] - E[x]^2.
+"""
+import math
+
+import numpy as np
+
+from cython.parallel cimport parallel, prange
+from libc.string cimport memset
+
+from cconv._runtime cimport current_isa, resolve_threads
+from cconv._validation import as_float32, check_finite, check_shape
+
+cdef extern from "isa.h" nogil:
+    unsigned cconv_ftz_enter()
+    void cconv_ftz_restore(unsigned previous)
+
+ctypedef void (*stats_fn)(size_t rows, size_t c, const float* x, double* mean,
+                          double* m2) noexcept nogil
+ctypedef void (*apply_fn)(size_t rows, size_t c, const float* x, const float* mean_hi,
+                          const float* mean_lo, const float* scale, const float* shift,
+                          float* y) noexcept nogil
+ctypedef void (*reduce_fn)(size_t rows, size_t c, const float* dy, const float* x,
+                           const float* mean, double* sum_dy, double* sum_dy_xmu) noexcept nogil
+ctypedef void (*dx_fn)(size_t rows, size_t c, const float* dy, const float* x, const float* mean,
+                       const double* a, const double* b, const double* k, float* dx) noexcept nogil
+
+cdef extern from "batchnorm.h" nogil:
+    cdef struct cconv_batchnorm_kernels:
+        stats_fn stats
+        apply_fn apply
+        reduce_fn backward_reduce
+        dx_fn backward_dx
+    cconv_batchnorm_kernels cconv_batchnorm_select(int isa)
+
+# Elements per chunk (64 KiB of float32); at least MIN_ROWS rows so that the per-chunk float64
+# partials stay small next to the data when there are many channels.
+cdef enum:
+    CHUNK = 16384
+    MIN_ROWS = 8
+
+cdef enum Kind:
+    STATS, APPLY, REDUCE, DX
+
+cdef struct Job:
+    Kind kind
+    Py_ssize_t rows, c, rpc
+    const float* x
+    const float* dy
+    float* y
+    double* part0      # (chunks, c) float64 partials
+    double* part1
+    const float* p0    # (c,) float32 per-channel parameters
+    const float* p1
+    const float* p2
+    const float* p3
+    const double* d0   # (c,) float64 per-channel coefficients
+    const double* d1
+    const double* d2
+    cconv_batchnorm_kernels k
+
+
+def rows_per_chunk(Py_ssize_t c):
+    """Rows in one chunk for ``c`` channels (a function of the channel count only)."""
+    return max(MIN_ROWS, CHUNK // c)
+
+
+cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t r0 = i * j.rpc
+    cdef Py_ssize_t n = j.rows - r0
+    cdef Py_ssize_t o = r0 * j.c
+    if n > j.rpc:
+        n = j.rpc
+    if j.kind == STATS:
+        j.k.stats(n, j.c, j.x + o, j.part0 + i * j.c, j.part1 + i * j.c)
+    elif j.kind == APPLY:
+        j.k.apply(n, j.c, j.x + o, j.p0, j.p1, j.p2, j.p3, j.y + o)
+    elif j.kind == REDUCE:
+        j.k.backward_reduce(n, j.c, j.dy + o, j.x + o, j.p0, j.part0 + i * j.c,
+                            j.part1 + i * j.c)
+    elif j.kind == DX:
+        j.k.backward_dx(n, j.c, j.dy + o, j.x + o, j.p0, j.d0, j.d1, j.d2, j.y + o)
+
+
+cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
+    cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    cdef Py_ssize_t i
+    cdef unsigned ftz = 0
+    if n_threads > nchunks:
+        n_threads = <int>nchunks
+    if n_threads <= 1:
+        ftz = cconv_ftz_enter()
+        for i in range(nchunks):
+            run_one(job, i)
+        cconv_ftz_restore(ftz)
+        return
+    with parallel(num_threads=n_threads):
+        ftz = cconv_ftz_enter()
+        for i in prange(nchunks, schedule="static"):
+            run_one(job, i)
+        cconv_ftz_restore(ftz)
+
+
+cdef _go(Job* job, n_threads):
+    cdef int nt = resolve_threads(n_threads)
+    with nogil:
+        run_chunks(job, nt)
+
+
+cdef inline const float* fptr(arr):
+    cdef const float[::1] view = arr.reshape(-1)
+    return &view[0]
+
+
+cdef inline double* dptr(arr):
+    cdef double[::1] view = arr.reshape(-1)
+    return &view[0]
+
+
+def _activation(op, name, x):
+    """x as contiguous float32 with at least 2 dimensions (rows..., channels), none empty."""
+    a = as_float32(op, name, x)
+    if a.ndim < 2:
+        raise ValueError(f"{op}: {name} must have at least 2 dimensions (batch, ..., channels), "
+                         f"got shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{op}: {name} has an empty dimension, shape {a.shape}")
+    return a
+
+
+def _channel(op, name, value, c, nonnegative=False):
+    v = as_float32(op, name, value)
+    check_shape(op, name, v, (c,))
+    check_finite(op, name, v)
+    if nonnegative and (v < 0).any():
+        raise ValueError(f"{op}: {name} must be >= 0 (shape {v.shape})")
+    return v
+
+
+def _eps(op, eps):
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: eps must be a positive number, got {eps!r}") from None
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"{op}: eps must be a positive finite number, got {eps!r}")
+    return value
+
+
+cdef Job _job(Kind kind, a):
+    cdef Job job
+    memset(&job, 0, sizeof(Job))
+    job.kind = kind
+    job.c = a.shape[a.ndim - 1]
+    job.rows = a.size // job.c
+    job.rpc = rows_per_chunk(job.c)
+    job.k = cconv_batchnorm_select(current_isa())
+    job.x = fptr(a)
+    return job
+
+
+def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
+    """Normalise with the batch statistics: returns (y, mean, var), float32.
+
+    mean and var are per channel over every axis but the last; var is the biased batch variance
+    (the layer derives its running variance, the unbiased one, from it).
+    """
+    op = "batch_norm_forward_train"
+    a = _activation(op, "x", x)
+    cdef Py_ssize_t c = a.shape[a.ndim - 1]
+    w = _channel(op, "weight", weight, c)
+    b = _channel(op, "bias", bias, c)
+    e = _eps(op, eps)
+    cdef Job job = _job(STATS, a)
+    if job.rows < 2:
+        raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
+                         f"input shape {a.shape}")
+    cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    part_mean = np.empty((nchunks, c), dtype=np.float64)
+    part_m2 = np.empty((nchunks, c), dtype=np.float64)
+    job.part0 = dptr(part_mean)
+    job.part1 = dptr(part_m2)
+    _go(&job, n_threads)
+
+    # Chan, Golub, LeVeque: merge (count, mean, M2) of the chunks one after the other.
+    mean = np.empty(c, dtype=np.float64)
+    m2 = np.empty(c, dtype=np.float64)
+    cdef double[:, ::1] pm = part_mean
+    cdef double[:, ::1] pv = part_m2
+    cdef double[::1] vm = mean
+    cdef double[::1] vv = m2
+    cdef Py_ssize_t i, ch, rpc = job.rpc, rows = job.rows
+    cdef double na, nb, n, delta
+    with nogil:
+        for ch in range(c):
+            vm[ch] = pm[0, ch]
+            vv[ch] = pv[0, ch]
+        na = <double>min(rpc, rows)
+        for i in range(1, nchunks):
+            nb = <double>min(rpc, rows - i * rpc)
+            n = na + nb
+            for ch in range(c):
+                delta = pm[i, ch] - vm[ch]
+                vm[ch] = vm[ch] + delta * (nb / n)
+                vv[ch] = vv[ch] + pv[i, ch] + delta * delta * (na * nb / n)
+            na = n
+    var = m2 / rows
+    invstd = 1.0 / np.sqrt(var + e)
+    mean_hi = mean.astype(np.float32)
+    mean_lo = (mean - mean_hi).astype(np.float32)
+    scale = (w * invstd).astype(np.float32)
+
+    y = np.empty(a.shape, dtype=np.float32)
+    job.kind = APPLY
+    job.y = <float*>fptr(y)
+    job.p0 = fptr(mean_hi)
+    job.p1 = fptr(mean_lo)
+    job.p2 = fptr(scale)
+    job.p3 = fptr(b)
+    _go(&job, n_threads)
+    return y, mean_hi, var.astype(np.float32)
+
+
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5,
+                            n_threads=None):
+    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, per channel."""
+    op = "batch_norm_forward_eval"
+    a = _activation(op, "x", x)
+    cdef Py_ssize_t c = a.shape[a.ndim - 1]
+    w = _channel(op, "weight", weight, c)
+    b = _channel(op, "bias", bias, c)
+    rm = _channel(op, "running_mean", running_mean, c)
+    rv = _channel(op, "running_var", running_var, c, nonnegative=True)
+    e = _eps(op, eps)
+    scale = (w / np.sqrt(rv.astype(np.float64) + e)).astype(np.float32)
+    zero = np.zeros(c, dtype=np.float32)
+    y = np.empty(a.shape, dtype=np.float32)
+    cdef Job job = _job(APPLY, a)
+    job.y = <float*>fptr(y)
+    job.p0 = fptr(rm)
+    job.p1 = fptr(zero)
+    job.p2 = fptr(scale)
+    job.p3 = fptr(b)
+    _go(&job, n_threads)
+    return y
+
+
+def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
+    """Training-mode backward: returns (dx, dweight, dbias), float32.
+
+    mean and var are the batch statistics :func:`batch_norm_forward_train` returned; dx includes
+    the gradient through them: dx = w / sigma * (dy - mean(dy) - xhat * mean(dy * xhat)).
+    """
+    op = "batch_norm_backward"
+    a = _activation(op, "x", x)
+    g = _activation(op, "dy", dy)
+    if g.shape != a.shape:
+        raise ValueError(f"{op}: dy and x must have the same shape, got {g.shape} and {a.shape}")
+    cdef Py_ssize_t c = a.shape[a.ndim - 1]
+    w = _channel(op, "weight", weight, c)
+    m = _channel(op, "mean", mean, c)
+    v = _channel(op, "var", var, c, nonnegative=True)
+    e = _eps(op, eps)
+    cdef Job job = _job(REDUCE, a)
+    cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    part_dy = np.empty((nchunks, c), dtype=np.float64)
+    part_dyx = np.empty((nchunks, c), dtype=np.float64)
+    job.dy = fptr(g)
+    job.p0 = fptr(m)
+    job.part0 = dptr(part_dy)
+    job.part1 = dptr(part_dyx)
+    _go(&job, n_threads)
+
+    sum_dy = np.zeros(c, dtype=np.float64)
+    sum_dyx = np.zeros(c, dtype=np.float64)
+    cdef double[:, ::1] p_dy = part_dy
+    cdef double[:, ::1] p_dyx = part_dyx
+    cdef double[::1] s_dy = sum_dy
+    cdef double[::1] s_dyx = sum_dyx
+    cdef Py_ssize_t i, ch
+    with nogil:
+        for i in range(nchunks):            # fixed order: chunk 0, 1, 2, ...
+            for ch in range(c):
+                s_dy[ch] += p_dy[i, ch]
+                s_dyx[ch] += p_dyx[i, ch]
+    rows = job.rows
+    invstd = 1.0 / np.sqrt(v.astype(np.float64) + e)
+    dweight = sum_dyx * invstd
+    dbias = sum_dy
+    coef_a = w * invstd
+    coef_b = -coef_a * invstd * dweight / rows
+    coef_k = -coef_a * dbias / rows
+
+    dx = np.empty(a.shape, dtype=np.float32)
+    job.kind = DX
+    job.y = <float*>fptr(dx)
+    job.d0 = dptr(coef_a)
+    job.d1 = dptr(coef_b)
+    job.d2 = dptr(coef_k)
+    _go(&job, n_threads)
+    return dx, dweight.astype(np.float32), dbias.astype(np.float32)

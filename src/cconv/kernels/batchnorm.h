@@ -1,0 +1,66 @@
+/* Batch-norm micro-kernels over a chunk of rows of a (rows, c) float32 matrix (NHWC flattened:
+ * channels last). They know one chunk; the Cython layer splits the rows into chunks whose
+ * boundaries depend on the shape only and combines the chunks' float64 results in a fixed order.
+ */
+#ifndef CCONV_BATCHNORM_H
+#define CCONV_BATCHNORM_H
+
+#include <stddef.h>
+
+#include "isa.h"
+
+#define CCONV_BATCHNORM_DECLARE(isa)                                                              \
+    void cconv_f32_bn_stats__##isa(size_t rows, size_t c, const float* x, double* mean,           \
+                                   double* m2);                                                   \
+    void cconv_f32_bn_apply__##isa(size_t rows, size_t c, const float* x, const float* mean_hi,   \
+                                   const float* mean_lo, const float* scale, const float* shift,  \
+                                   float* y);                                                     \
+    void cconv_f32_bn_backward_reduce__##isa(size_t rows, size_t c, const float* dy,              \
+                                             const float* x, const float* mean, double* sum_dy,   \
+                                             double* sum_dy_xmu);                                 \
+    void cconv_f32_bn_backward_dx__##isa(size_t rows, size_t c, const float* dy, const float* x,  \
+                                         const float* mean, const double* a, const double* b,     \
+                                         const double* k, float* dx);
+
+#define CCONV_BATCHNORM_TABLE(isa)                                                                \
+    (struct cconv_batchnorm_kernels) {                                                            \
+        cconv_f32_bn_stats__##isa, cconv_f32_bn_apply__##isa,                                     \
+        cconv_f32_bn_backward_reduce__##isa, cconv_f32_bn_backward_dx__##isa                      \
+    }
+
+struct cconv_batchnorm_kernels {
+    /* Per channel: mean and m2 = sum (x - mean)^2 over the rows, in float64, two passes. */
+    void (*stats)(size_t rows, size_t c, const float* x, double* mean, double* m2);
+    /* y = ((x - mean_hi) - mean_lo) * scale + shift. The mean as an unevaluated float sum
+     * mean_hi + mean_lo keeps x - mean accurate when |mean| is large next to the spread. */
+    void (*apply)(size_t rows, size_t c, const float* x, const float* mean_hi,
+                  const float* mean_lo, const float* scale, const float* shift, float* y);
+    /* Per channel, in float64: sum_dy = sum dy, sum_dy_xmu = sum dy (x - mean) (overwritten). */
+    void (*backward_reduce)(size_t rows, size_t c, const float* dy, const float* x,
+                            const float* mean, double* sum_dy, double* sum_dy_xmu);
+    /* dx = a dy + b (x - mean) + k, per channel float64 coefficients, computed in float64. */
+    void (*backward_dx)(size_t rows, size_t c, const float* dy, const float* x, const float* mean,
+                        const double* a, const double* b, const double* k, float* dx);
+};
+
+CCONV_BATCHNORM_DECLARE(scalar)
+#if defined(__x86_64__) || defined(_M_X64)
+CCONV_BATCHNORM_DECLARE(avx2)
+CCONV_BATCHNORM_DECLARE(avx512)
+#elif defined(__aarch64__)
+CCONV_BATCHNORM_DECLARE(neon)
+#endif
+
+/* The one place where the batch-norm kernels are chosen. */
+static inline struct cconv_batchnorm_kernels cconv_batchnorm_select(int isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (isa == CCONV_ISA_AVX512) return CCONV_BATCHNORM_TABLE(avx512);
+    if (isa == CCONV_ISA_AVX2) return CCONV_BATCHNORM_TABLE(avx2);
+#elif defined(__aarch64__)
+    if (isa == CCONV_ISA_NEON) return CCONV_BATCHNORM_TABLE(neon);
+#endif
+    (void)isa;
+    return CCONV_BATCHNORM_TABLE(scalar);
+}
+
+#endif

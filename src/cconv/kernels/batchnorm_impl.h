@@ -1,0 +1,154 @@
+/* Portable bodies of the batch-norm micro-kernels (see batchnorm.h), included once per ISA by
+ * f32_batchnorm__ISA.c with CCONV_ISA_SUFFIX defined.
+ *
+ * Every loop runs across channels, which vectorises when there are many. Fewer than SMALL_C
+ * channels are handled in periods of k rows (k c >= SMALL_C elements): per-position accumulators
+ * and per-position copies of the channel parameters, folded back to channels at the end, so that
+ * the inner loop is long enough for the vector units whatever the channel count.
+ */
+#include <stddef.h>
+
+#include "batchnorm.h"
+#include "vmath.h"
+
+#define SMALL_C 32
+#define PERIOD_MAX (2 * SMALL_C) /* k c < SMALL_C + c <= 2 SMALL_C */
+
+static inline size_t period_rows(size_t c) { return c >= SMALL_C ? 1 : (SMALL_C + c - 1) / c; }
+
+/* Channel values repeated over a period of k rows: local[q] = value[q % c]. */
+static inline const float* tile_f32(const float* value, size_t c, size_t k, float* local) {
+    if (k == 1) return value;
+    for (size_t t = 0; t < k; t++)
+        for (size_t ch = 0; ch < c; ch++) local[t * c + ch] = value[ch];
+    return local;
+}
+
+static inline const double* tile_f64(const double* value, size_t c, size_t k, double* local) {
+    if (k == 1) return value;
+    for (size_t t = 0; t < k; t++)
+        for (size_t ch = 0; ch < c; ch++) local[t * c + ch] = value[ch];
+    return local;
+}
+
+/* out[ch] = sum over t of acc[t c + ch], in order of t. */
+static inline void fold(const double* acc, size_t c, size_t k, double* out) {
+    if (acc == out) return;
+    for (size_t ch = 0; ch < c; ch++) {
+        double s = 0.0;
+        for (size_t t = 0; t < k; t++) s += acc[t * c + ch];
+        out[ch] = s;
+    }
+}
+
+void CCONV_UKERNEL(f32_bn_stats)(size_t rows, size_t c, const float* restrict x, double* mean,
+                                 double* m2) {
+    const size_t k = period_rows(c), p = k * c, periods = rows / k, tail = rows - periods * k;
+    double local_acc[PERIOD_MAX], local_mean[PERIOD_MAX];
+    const float* xt = x + periods * p;
+
+    double* acc = k == 1 ? mean : local_acc;
+    for (size_t q = 0; q < p; q++) acc[q] = 0.0;
+    for (size_t b = 0; b < periods; b++) {
+        const float* xb = x + b * p;
+        for (size_t q = 0; q < p; q++) acc[q] += (double)xb[q];
+    }
+    for (size_t r = 0; r < tail; r++)
+        for (size_t ch = 0; ch < c; ch++) acc[ch] += (double)xt[r * c + ch];
+    fold(acc, c, k, mean);
+    for (size_t ch = 0; ch < c; ch++) mean[ch] /= (double)rows;
+
+    const double* mp = mean;
+    if (k > 1) {
+        for (size_t q = 0; q < p; q++) local_mean[q] = mean[q % c];
+        mp = local_mean;
+    }
+    acc = k == 1 ? m2 : local_acc;
+    for (size_t q = 0; q < p; q++) acc[q] = 0.0;
+    for (size_t b = 0; b < periods; b++) {
+        const float* xb = x + b * p;
+        for (size_t q = 0; q < p; q++) {
+            double d = (double)xb[q] - mp[q];
+            acc[q] += d * d;
+        }
+    }
+    for (size_t r = 0; r < tail; r++)
+        for (size_t ch = 0; ch < c; ch++) {
+            double d = (double)xt[r * c + ch] - mean[ch];
+            acc[ch] += d * d;
+        }
+    fold(acc, c, k, m2);
+}
+
+void CCONV_UKERNEL(f32_bn_apply)(size_t rows, size_t c, const float* restrict x,
+                                 const float* mean_hi, const float* mean_lo, const float* scale,
+                                 const float* shift, float* restrict y) {
+    const size_t k = period_rows(c), p = k * c;
+    float l_hi[PERIOD_MAX], l_lo[PERIOD_MAX], l_scale[PERIOD_MAX], l_shift[PERIOD_MAX];
+    const float* restrict mh = tile_f32(mean_hi, c, k, l_hi);
+    const float* restrict ml = tile_f32(mean_lo, c, k, l_lo);
+    const float* restrict s = tile_f32(scale, c, k, l_scale);
+    const float* restrict t = tile_f32(shift, c, k, l_shift);
+    size_t periods = rows / k, tail = rows - periods * k;
+    /* The tail rows are whole rows: the first c entries of the period arrays serve them. */
+    for (size_t b = 0; b < periods + (tail != 0); b++) {
+        const size_t n = b < periods ? p : tail * c;
+        const float* xb = x + b * p;
+        float* yb = y + b * p;
+        for (size_t q = 0; q < n; q++) yb[q] = CCONV_FMADD((xb[q] - mh[q]) - ml[q], s[q], t[q]);
+    }
+}
+
+void CCONV_UKERNEL(f32_bn_backward_reduce)(size_t rows, size_t c, const float* restrict dy,
+                                           const float* restrict x, const float* mean,
+                                           double* sum_dy, double* sum_dy_xmu) {
+    const size_t k = period_rows(c), p = k * c, periods = rows / k, tail = rows - periods * k;
+    double local_dy[PERIOD_MAX], local_dyx[PERIOD_MAX];
+    float local_mean[PERIOD_MAX];
+    const float* restrict m = tile_f32(mean, c, k, local_mean);
+    double* acc_dy = k == 1 ? sum_dy : local_dy;
+    double* acc_dyx = k == 1 ? sum_dy_xmu : local_dyx;
+    for (size_t q = 0; q < p; q++) {
+        acc_dy[q] = 0.0;
+        acc_dyx[q] = 0.0;
+    }
+    for (size_t b = 0; b < periods + (tail != 0); b++) {
+        const size_t n = b < periods ? p : tail * c;
+        const float* dyb = dy + b * p;
+        const float* xb = x + b * p;
+        for (size_t q = 0; q < n; q++) {
+            double g = (double)dyb[q];
+            acc_dy[q] += g;
+            acc_dyx[q] += g * ((double)xb[q] - (double)m[q]);
+        }
+    }
+    fold(acc_dy, c, k, sum_dy);
+    fold(acc_dyx, c, k, sum_dy_xmu);
+}
+
+/* In float64: with few rows the three terms are far larger than their sum (dx vanishes for two
+ * rows), and float32 arithmetic would leave an error of the size of the terms. */
+void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restrict dy,
+                                       const float* restrict x, const float* mean, const double* a,
+                                       const double* b, const double* k_, float* restrict dx) {
+    const size_t k = period_rows(c), p = k * c;
+    float l_mean[PERIOD_MAX];
+    double l_a[PERIOD_MAX], l_b[PERIOD_MAX], l_k[PERIOD_MAX];
+    const float* restrict m = tile_f32(mean, c, k, l_mean);
+    const double* restrict ca = tile_f64(a, c, k, l_a);
+    const double* restrict cb = tile_f64(b, c, k, l_b);
+    const double* restrict ck = tile_f64(k_, c, k, l_k);
+    size_t periods = rows / k, tail = rows - periods * k;
+    for (size_t blk = 0; blk < periods + (tail != 0); blk++) {
+        const size_t n = blk < periods ? p : tail * c;
+        const float* dyb = dy + blk * p;
+        const float* xb = x + blk * p;
+        float* dxb = dx + blk * p;
+        for (size_t q = 0; q < n; q++)
+            dxb[q] = (float)(ca[q] * (double)dyb[q] +
+                             (cb[q] * ((double)xb[q] - (double)m[q]) + ck[q]));
+    }
+}
+
+#undef SMALL_C
+#undef PERIOD_MAX
