@@ -39,7 +39,7 @@ def test_train_runs_and_saves(trained):
     assert "500 training / 1,000 test" in text
     model = fc.load(out)
     assert isinstance(model, fc.Sequential) and model.input_shape == (28, 28, 1)
-    assert isinstance(model.optimizer, fc.Adam) and model.optimizer.lr == 0.003
+    assert isinstance(model.optimizer, fc.Adam) and model.optimizer.initial_lr == 0.003
 
 
 def test_predict_npy(trained, tmp_path, capsys):

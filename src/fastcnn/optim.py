@@ -10,11 +10,15 @@ Regularisation:
   weights only (parameters with two or more dimensions, not biases or batch-norm scales); their
   gradients ``l1 * sign(w) + 2 * l2 * w`` are added before the update. The loss that ``fit``
   reports does not include them.
+
+The updates run in compiled code (``cconv.sgd_update``, ``cconv.adam_update``), in place.
 """
 import math
 import numbers
 
 import numpy as np
+
+import cconv
 
 from .callbacks import Callback
 
@@ -59,25 +63,24 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def _penalised_grad(self, p):
-        g = p.grad
-        l1, l2 = self.hyper.get("l1", 0.0), self.hyper.get("l2", 0.0)
-        if (l1 or l2) and p.data.ndim >= 2:
-            g = g + np.float32(l1) * np.sign(p.data) + np.float32(2.0 * l2) * p.data
-        return g
+    def _penalties(self, p):
+        """(l1, l2) for this parameter: the penalties apply to weights, not biases or scales."""
+        if p.data.ndim >= 2:
+            return float(self.hyper.get("l1", 0.0)), float(self.hyper.get("l2", 0.0))
+        return 0.0, 0.0
 
     def step(self):
+        """Update every parameter that has a gradient, in place (compiled: cconv.*_update)."""
         if not self.params:
             raise RuntimeError(f"{type(self).__name__}.step: no parameters (pass them, or compile a model)")
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue
-            g = np.asarray(self._penalised_grad(p), dtype=np.float32)
-            if g.shape != p.data.shape:
-                raise ValueError(f"{type(self).__name__}: gradient shape {g.shape} != parameter "
-                                 f"shape {p.data.shape}")
+            if not (p.data.flags.c_contiguous and p.data.flags.writeable
+                    and p.data.dtype == np.float32):
+                p.data = np.array(p.data, dtype=np.float32, order="C")
             state["step"] = state.get("step", 0) + 1
-            self._update(p, g, state)
+            self._update(p, p.grad, state)
 
     def _update(self, p, g, state):
         raise NotImplementedError
@@ -130,18 +133,16 @@ class SGD(Optimizer):
 
     def _update(self, p, g, state):
         h = self.hyper
-        if h["weight_decay"]:
-            g = g + np.float32(h["weight_decay"]) * p.data
-        mu = h["momentum"]
-        if mu:
+        l1, l2 = self._penalties(p)
+        buf, first = None, False
+        if h["momentum"]:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
-            else:
-                buf *= np.float32(mu)
-                buf += np.float32(1.0 - h["dampening"]) * g
-            g = g + np.float32(mu) * buf if h["nesterov"] else buf
-        p.data -= np.float32(h["lr"]) * g
+                buf = state["momentum_buffer"] = np.empty_like(p.data)
+                first = True
+        cconv.sgd_update(p.data, g, buf, lr=h["lr"], momentum=h["momentum"],
+                         dampening=h["dampening"], weight_decay=h["weight_decay"],
+                         nesterov=h["nesterov"], l1=l1, l2=l2, first_step=first)
 
 
 class Adam(Optimizer):
@@ -158,25 +159,14 @@ class Adam(Optimizer):
 
     def _update(self, p, g, state):
         h = self.hyper
-        lr, wd = h["lr"], h["weight_decay"]
-        beta1, beta2 = h["betas"]
-        if wd:
-            if self._decoupled:
-                p.data *= np.float32(1.0 - lr * wd)
-            else:
-                g = g + np.float32(wd) * p.data
+        l1, l2 = self._penalties(p)
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (g - m) * np.float32(1.0 - beta1)
-        v *= np.float32(beta2)
-        v += np.float32(1.0 - beta2) * g * g
-        t = state["step"]
-        step_size = lr / (1.0 - beta1 ** t)
-        denom = np.sqrt(v) / np.float32(math.sqrt(1.0 - beta2 ** t))
-        denom += np.float32(h["eps"])
-        p.data -= np.float32(step_size) * (m / denom)
+        beta1, beta2 = h["betas"]
+        cconv.adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], step=state["step"],
+                          lr=h["lr"], beta1=beta1, beta2=beta2, eps=h["eps"],
+                          weight_decay=h["weight_decay"], decoupled=self._decoupled, l1=l1, l2=l2)
 
     def get_config(self):
         cfg = super().get_config()
