@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 import cconv
-from cconv._validation import conv_output_size, conv_padding, pair
+from cconv._validation import conv_output_size, conv_padding, pair, pool_output_size
 
 _generator = np.random.default_rng(0)
 
@@ -366,17 +366,6 @@ def _hwc(layer, shape, channels=None):
 # ---------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------
-def _pool_size(size, k, s, p, d, ceil_mode):
-    span = d * (k - 1) + 1
-    if ceil_mode:
-        out = -(-(size + 2 * p - span) // s) + 1
-        if (out - 1) * s >= size + p:  # the last window must start inside the input or left pad
-            out -= 1
-    else:
-        out = (size + 2 * p - span) // s + 1
-    return out
-
-
 class _Pool2d(Layer):
     _dilation = (1, 1)
 
@@ -390,12 +379,9 @@ class _Pool2d(Layer):
 
     def output_shape(self, shape):
         h, w, c = _hwc(self, shape)
-        out = [_pool_size(size, k, s, p, d, self.ceil_mode) for size, k, s, p, d in
-               zip((h, w), self.kernel_size, self.stride, self.padding, self._dilation)]
-        if min(out) < 1:
-            raise ValueError(f"{type(self).__name__}: kernel {self.kernel_size} is larger than the "
-                             f"padded input {(h, w, c)}")
-        return (out[0], out[1], c)
+        ho, wo = pool_output_size(type(self).__name__, (h, w), self.kernel_size, self.stride,
+                                  self.padding, self._dilation, self.ceil_mode, (None, h, w, c))
+        return (ho, wo, c)
 
     def flops(self, shape):
         ho, wo, c = self.output_shape(shape)
