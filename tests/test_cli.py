@@ -94,6 +94,7 @@ def test_console_entry_points(tmp_path):
 
 def test_bench_without_suite(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cli, "_find_compare", lambda: None)
+    monkeypatch.setitem(sys.modules, "fastcnn.benchmark", None)   # import fails
     assert cli.main(["bench"]) == 1
     assert "not installed" in capsys.readouterr().err
 

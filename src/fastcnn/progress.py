@@ -1,5 +1,6 @@
 """The per-epoch progress display of ``fit``: a redrawn bar on a terminal, one plain line per
 epoch otherwise (logs, CI), nothing with ``verbose=0``."""
+import shutil
 import sys
 import time
 
@@ -62,7 +63,12 @@ class ProgressBar:
         if now - self._last_draw < self.interval and seen < self.total:
             return
         self._last_draw = now
-        self._write("\r" + self._line(logs, done=False))
+        self._write("\r" + self._fit(self._line(logs, done=False)))
+
+    def _fit(self, line):
+        """A redrawn line must not wrap, or each redraw starts a new line: cut it to the width."""
+        width = shutil.get_terminal_size((120, 24)).columns - 1
+        return line if len(line) <= width else line[:max(width - 3, 10)] + "..."
 
     def _write(self, text):
         visible = len(text.lstrip("\r"))
@@ -76,7 +82,7 @@ class ProgressBar:
             return
         line = self._line(logs, done=True)
         if self.mode == "bar":
-            self._write("\r" + line)
+            self._write("\r" + line)   # the final line may wrap: nothing redraws it
             self.stream.write("\n")
         else:
             self.stream.write(line + "\n")
