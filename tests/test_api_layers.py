@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastcnn as fc
+from conftest import assert_close
 from torch_twin import rel_err, to_nchw, to_nhwc, torch_twin
 
 
@@ -47,14 +48,14 @@ def test_layer_matches_pytorch(name, make, shape):
     xt = torch.tensor(to_nchw(x), dtype=torch.float32, requires_grad=True)
     yt = twin(xt)
     assert y.shape == to_nhwc(yt).shape
-    assert rel_err(y, to_nhwc(yt)) < 1e-5
+    assert_close(f"api {type(layer).__name__} vs torch", y, to_nhwc(yt), 1e-5)
     dy = _x(y.shape, 1)
     dx = layer.backward(dy)
     yt.backward(torch.tensor(to_nchw(dy)))
-    assert rel_err(dx, to_nhwc(xt.grad)) < 1e-5
+    assert_close(f"api {type(layer).__name__}.backward vs torch", dx, to_nhwc(xt.grad), 1e-5)
     grads = {n: p.grad for n, p in layer.named_parameters()}
     for n, p in twin.named_parameters():
-        assert rel_err(grads[n], p.grad.numpy()) < 1e-5, n
+        assert_close(f"api {type(layer).__name__}.backward vs torch", grads[n], p.grad.numpy(), 1e-5)
     # shape arithmetic of summary() agrees with the real output
     assert tuple(layer.output_shape(shape[1:])) == y.shape[1:]
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import fastcnn as fc
-from torch_twin import rel_err, to_nchw, to_nhwc, torch_twin
+from conftest import assert_close
+from torch_twin import to_nchw, to_nhwc, torch_twin
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +39,12 @@ def test_lenet5_matches_pytorch(mnist, smoothing):
     out = twin(xt)
     tloss = torch.nn.functional.cross_entropy(out, torch.tensor(y), label_smoothing=smoothing)
     tloss.backward()
-    assert rel_err(logits, out.detach().numpy()) < 1e-5
-    assert abs(loss - tloss.item()) < 1e-5 * max(1.0, abs(tloss.item()))
-    assert rel_err(dx, to_nhwc(xt.grad)) < 1e-4
+    assert_close("api lenet5 logits vs torch", logits, out.detach().numpy(), 1e-5)
+    assert_close("api lenet5 loss vs torch", loss, tloss.item(), 1e-5)
+    assert_close("api lenet5 dx vs torch", dx, to_nhwc(xt.grad), 1e-4)
     grads = dict(model.named_parameters())
     for name, p in twin.named_parameters():
-        assert rel_err(grads[name].grad, p.grad.numpy()) < 1e-4, name
+        assert_close("api lenet5 grads vs torch", grads[name].grad, p.grad.numpy(), 1e-4)
     probs = model.predict(x)
     np.testing.assert_allclose(probs, torch.softmax(out, 1).detach().numpy(), atol=1e-6)
 
@@ -75,7 +76,7 @@ def test_training_steps_match_pytorch(mnist, name, make, make_t):
         topt.step()
     ours = model.state_dict()
     for k, v in twin.state_dict().items():
-        assert rel_err(ours[k], v.numpy()) < 2e-4, k
+        assert_close(f"api lenet5 4 steps {name} vs torch", ours[k], v.numpy(), 2e-4)
 
 
 def test_resnet20_matches_pytorch():
@@ -91,17 +92,18 @@ def test_resnet20_matches_pytorch():
     tout = twin(torch.tensor(to_nchw(x)))
     tloss = torch.nn.functional.cross_entropy(tout, torch.tensor(y))
     tloss.backward()
-    assert rel_err(out, tout.detach().numpy()) < 1e-4
-    assert abs(loss - tloss.item()) < 1e-4
+    assert_close("api resnet20 logits (train) vs torch", out, tout.detach().numpy(), 1e-4)
+    assert_close("api resnet20 loss vs torch", loss, tloss.item(), 1e-4)
     grads = dict(model.named_parameters())
     for name, p in twin.named_parameters():
-        assert rel_err(grads[name].grad, p.grad.numpy()) < 1e-3, name
+        assert_close("api resnet20 grads vs torch", grads[name].grad, p.grad.numpy(), 1e-3)
     ours = model.state_dict()   # running statistics after one training batch
     for k, v in twin.state_dict().items():
-        assert rel_err(ours[k], v.numpy()) < 1e-4, k
+        assert_close("api resnet20 running stats vs torch", ours[k], v.numpy(), 1e-4)
     model.eval()
     twin.eval()
-    assert rel_err(model(x), twin(torch.tensor(to_nchw(x))).detach().numpy()) < 1e-4
+    assert_close("api resnet20 logits (eval) vs torch", model(x),
+                 twin(torch.tensor(to_nchw(x))).detach().numpy(), 1e-4)
 
 
 def test_conv_relu_fusion_is_exact(mnist):

