@@ -350,3 +350,24 @@ def test_progress_bar_on_a_terminal():
     out = stream.getvalue()
     assert out.count("\r") >= 3 and "ETA" in out and "img/s" in out and "[" in out
     assert out.endswith("\n") and "val_loss 0.4000" in out
+
+
+def test_training_is_bitwise_identical_for_1_and_2_threads(mnist):
+    (x, y), _ = mnist
+    x, y = x[:256], y[:256]
+    previous = fc.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            fc.set_num_threads(threads)
+            fc.manual_seed(0)
+            model = fc.Sequential(
+                fc.Conv2d(1, 8, 3, padding=1), fc.BatchNorm2d(8), fc.ReLU(), fc.MaxPool2d(2),
+                fc.Residual(fc.Sequential(fc.Conv2d(8, 8, 3, padding=1), fc.ReLU())),
+                fc.Dropout(0.2), fc.GlobalAvgPool2d(), fc.Flatten(), fc.Linear(8, 10))
+            model.compile(optimizer=fc.Adam(lr=1e-2), loss=fc.CrossEntropyLoss(label_smoothing=0.1))
+            model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+            states.append(model.state_dict())
+    finally:
+        fc.set_num_threads(previous)
+    assert all(states[0][k].tobytes() == states[1][k].tobytes() for k in states[0])
