@@ -4,6 +4,14 @@ NHWC float32 activations, PyTorch-order parameters, forward and backward of ever
 micro-kernels (AVX-512, AVX2+FMA, scalar; NEON on ARM64) chosen at import, OpenMP threads.
 Every function takes an optional ``n_threads`` (default: :func:`get_num_threads`).
 """
+import os
+
+# OpenMP threads that wait by spinning stall badly when the cores are shared with other busy
+# processes (measured: 10-50x slower training epochs on a loaded 2-core machine); passive waiting
+# costs little on an idle one. The runtime reads this when it loads, so it is set before the
+# first extension module; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gflops,
                        physical_cores, set_isa, set_num_threads)
 from ._info import info

@@ -10,15 +10,7 @@
 Activations are NHWC float32; parameters are in PyTorch order, so PyTorch state dicts load as
 they are. ``fc.manual_seed(n)`` seeds weight initialisation and dropout.
 """
-import os
-
-# OpenMP threads that wait by spinning stall training badly when the cores are shared with
-# other busy processes (measured: 10-30x slower epochs on a loaded 2-core machine); passive
-# waiting costs next to nothing when the machine is idle. Must be set before the OpenMP runtime
-# loads; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from cconv import get_isa, get_num_threads, set_isa, set_num_threads  # noqa: E402
+from cconv import get_isa, get_num_threads, set_isa, set_num_threads
 
 from . import reference
 from . import callbacks, data, datasets, losses, models, optim
