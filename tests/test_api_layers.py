@@ -4,7 +4,7 @@ import pytest
 
 import fastcnn as fc
 from conftest import assert_close
-from torch_twin import rel_err, to_nchw, to_nhwc, torch_twin
+from fastcnn._torch_twin import rel_err, to_nchw, to_nhwc, torch_twin
 
 
 def _x(shape, seed=0):

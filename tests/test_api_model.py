@@ -7,7 +7,7 @@ import pytest
 
 import fastcnn as fc
 from conftest import assert_close
-from torch_twin import to_nchw, to_nhwc, torch_twin
+from fastcnn._torch_twin import to_nchw, to_nhwc, torch_twin
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,180 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
     return rows
 
 
+# ----------------------------------------------------------------------------- whole models
+
+MODELS = {  # name: (builder, one image's (H, W, C), training batch)
+    "LeNet-5": ("lenet5", (28, 28, 1), 64),
+    "ResNet-20": ("resnet20", (32, 32, 3), 128),
+}
+
+
+def _model_data(name, batch, seed=0):
+    _, shape, _ = MODELS[name]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    return x, y
+
+
+def _fastcnn_model(name):
+    import fastcnn as fc
+    fc.manual_seed(0)
+    model = getattr(fc.models, MODELS[name][0])()
+    model.compile(optimizer=fc.SGD(lr=0.01, momentum=0.9), loss=fc.CrossEntropyLoss())
+    return model
+
+
+def _torch_model(torch, model, channels_last):
+    from fastcnn._torch_twin import torch_twin
+    twin = torch_twin(model)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    if channels_last:
+        twin = twin.to(memory_format=torch.channels_last)
+    return twin
+
+
+def _torch_input(torch, x, channels_last):
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def _fastcnn_train_step(name, batch):
+    model = _fastcnn_model(name)
+    x, y = _model_data(name, batch)
+    model.train()
+    return lambda: model.train_step(x, y)
+
+
+def _torch_train_step(torch, name, batch, channels_last):
+    model = _fastcnn_model(name)
+    twin = _torch_model(torch, model, channels_last)
+    x, y = _model_data(name, batch)
+    xt, yt = _torch_input(torch, x, channels_last), torch.from_numpy(y)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    twin.train()
+
+    def step():
+        optimizer.zero_grad()
+        loss = loss_fn(twin(xt), yt)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def _peak_rss_kib():
+    with open("/proc/self/status") as f:
+        return {line.split(":")[0]: int(line.split()[1]) for line in f
+                if line.startswith(("VmHWM", "VmRSS"))}
+
+
+def measure_train_memory(library, name, batch, threads, channels_last=False):
+    """Peak resident memory (MiB) that two training steps add to a process, in a fresh process
+    per library so that one allocator's caches cannot hide or inflate the other's."""
+    import json
+    import subprocess
+    import sys
+    code = ("import fastcnn.benchmark as b; "
+            f"print(b._train_memory_child({library!r}, {name!r}, {batch}, {threads}, {channels_last}))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, timeout=600).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _train_memory_child(library, name, batch, threads, channels_last):
+    if library == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        step = _torch_train_step(torch, name, batch, channels_last)
+    else:
+        cconv.set_num_threads(threads)
+        step = _fastcnn_train_step(name, batch)
+    baseline = _peak_rss_kib()["VmRSS"]
+    step()
+    step()
+    return round((_peak_rss_kib()["VmHWM"] - baseline) / 1024, 1)
+
+
+def _ort_session(torch, model, x, threads):
+    """An ONNX Runtime session of the model's PyTorch twin, or None without onnx/onnxruntime."""
+    try:
+        import io
+        import onnxruntime as ort
+        twin = _torch_model(torch, model, False).eval()
+        buffer = io.BytesIO()
+        torch.onnx.export(twin, (_torch_input(torch, x, False),), buffer, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    except Exception:  # onnx/onnxruntime missing or the export failed: no ORT column
+        return None
+
+
+def run_model_suite(threads, min_time=0.5, with_torch=True, out=print):
+    """Training step and inference time of whole models; times in ms, ratios = time / theirs."""
+    cconv.set_num_threads(threads)
+    torch = _import_torch(threads) if with_torch else None
+    out(f"\nWhole models, {threads} thread(s): time per call in ms (best of runs), peak memory of "
+        f"a training step in MiB; 'x torch' / 'x ORT' = fastcnn's time (or memory) / theirs")
+    header = (f"{'model':10s} {'task':22s} {'fastcnn':>9s} {'torch':>9s} {'ORT':>9s} "
+              f"{'x torch':>8s} {'x ORT':>7s}")
+    out(header)
+    out("-" * len(header))
+    rows = []
+
+    def report(name, task, fc_value, torch_value=None, ort_value=None, unit="ms"):
+        row = dict(model=name, task=task, fastcnn=fc_value, torch=torch_value, ort=ort_value, unit=unit,
+                   vs_torch=fc_value / torch_value if torch_value else None,
+                   vs_ort=fc_value / ort_value if ort_value else None)
+        rows.append(row)
+        f = lambda v, spec, suffix="": "-" if v is None else format(v, spec) + suffix
+        out(f"{name:10s} {task:22s} {f(fc_value, '.3f'):>9s} {f(torch_value, '.3f'):>9s} "
+            f"{f(ort_value, '.3f'):>9s} {f(row['vs_torch'], '.2f', 'x'):>8s} "
+            f"{f(row['vs_ort'], '.2f', 'x'):>7s}")
+
+    for name, (_, shape, train_batch) in MODELS.items():
+        ms = lambda fn: 1e3 * best_time(fn, min_time)
+        fc_step = ms(_fastcnn_train_step(name, train_batch))
+        torch_step = None
+        if torch is not None:
+            torch_step = min(ms(_torch_train_step(torch, name, train_batch, cl)) for cl in (False, True))
+        report(name, f"train step, batch {train_batch}", fc_step, torch_step)
+        for batch in (1, train_batch if name == "LeNet-5" else 128):
+            model = _fastcnn_model(name)
+            model.eval()
+            x, _ = _model_data(name, batch)
+            fc_ms = ms(lambda: model(x))
+            torch_ms = ort_ms = None
+            if torch is not None:
+                with torch.no_grad():
+                    times = []
+                    for cl in (False, True):
+                        twin = _torch_model(torch, model, cl).eval()
+                        xt = _torch_input(torch, x, cl)
+                        times.append(ms(lambda: twin(xt)))
+                    torch_ms = min(times)
+                session = _ort_session(torch, model, x, threads)
+                if session is not None:
+                    feed = {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
+                    ort_ms = ms(lambda: session.run(None, feed))
+            report(name, f"inference, batch {batch}", fc_ms, torch_ms, ort_ms)
+        fc_mem = measure_train_memory("fastcnn", name, train_batch, threads)
+        torch_mem = None
+        if torch is not None:
+            mems = [measure_train_memory("torch", name, train_batch, threads, cl) for cl in (False, True)]
+            mems = [m for m in mems if m is not None]
+            torch_mem = min(mems) if mems else None
+        if fc_mem is not None:
+            report(name, "train step peak MiB", fc_mem, torch_mem, unit="MiB")
+    return rows
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=cconv.get_num_threads(),
@@ -170,11 +344,17 @@ def build_parser():
     parser.add_argument("--min-time", type=float, default=0.25, help="seconds of runs per figure")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--models", action="store_true",
+                        help="whole models (LeNet-5, ResNet-20: training step, inference, memory) "
+                             "instead of the convolution suite")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.models:
+        run_model_suite(args.threads, max(args.min_time, 0.5), not args.no_torch)
+        return 0
     shapes = [s for s in args.shapes.split(",") if s]
     unknown = set(shapes) - {s[0] for s in SHAPES}
     if unknown:

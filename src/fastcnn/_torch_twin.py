@@ -1,4 +1,7 @@
-"""Build the PyTorch nn.Sequential twin of a fastcnn model (same layer indices, same keys)."""
+"""The PyTorch nn.Sequential twin of a fastcnn model (same layer indices, same state-dict keys).
+
+For the tests and benchmarks that compare with PyTorch; torch is imported only when called.
+"""
 import numpy as np
 
 import fastcnn as fc
