@@ -44,6 +44,8 @@ FC_IGEMM_UKERNEL(f32_igemm_ukernel_6x16__avx2);
 FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x8__avx512);
 FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x16__avx512);
 FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x32__avx512);
+#elif defined(__aarch64__)
+FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x8__neon);
 #endif
 
 /* The one place where the convolution micro-kernel is chosen: for a GEMM with n columns (output
@@ -60,6 +62,13 @@ static inline struct f32_igemm_config f32_igemm_select(int isa, size_t n) {
     size_t count = 1;
     if (isa == CCONV_ISA_AVX512) { table = avx512; count = 3; }
     else if (isa == CCONV_ISA_AVX2) { table = avx2; count = 2; }
+#elif defined(__aarch64__)
+    /* 16 accumulators + 8 registers of A + 2 of W fit the 32 NEON registers; a wider tile
+     * (6x16: 24 accumulators) spills in GCC's register allocation. */
+    static const struct f32_igemm_config neon[] = {{f32_igemm_ukernel_8x8__neon, 8, 8}};
+    const struct f32_igemm_config* table = scalar;
+    size_t count = 1;
+    if (isa == CCONV_ISA_NEON) table = neon;
 #else
     const struct f32_igemm_config* table = scalar;
     size_t count = 1;

@@ -80,6 +80,8 @@ CCONV_POOL_DECLARE(scalar)
 #if defined(__x86_64__) || defined(_M_X64)
 CCONV_POOL_DECLARE(avx2)
 CCONV_POOL_DECLARE(avx512)
+#elif defined(__aarch64__)
+CCONV_POOL_DECLARE(neon)
 #endif
 
 /* The one place where the pooling kernels are chosen. */
@@ -87,6 +89,8 @@ static inline cconv_pool_kernels cconv_pool_select(int isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     if (isa == CCONV_ISA_AVX512) return CCONV_POOL_TABLE(avx512);
     if (isa == CCONV_ISA_AVX2) return CCONV_POOL_TABLE(avx2);
+#elif defined(__aarch64__)
+    if (isa == CCONV_ISA_NEON) return CCONV_POOL_TABLE(neon);
 #endif
     (void)isa;
     return CCONV_POOL_TABLE(scalar);
