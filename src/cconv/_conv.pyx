@@ -31,36 +31,41 @@ cdef extern from "igemm.h":
     f32_igemm_config f32_igemm_select(int isa, size_t n) nogil
 
 cdef extern from "conv_direct.h":
-    struct fc_conv_shape:
+    struct cconv_conv_shape:
         size_t batch, in_h, in_w, in_c
         size_t out_h, out_w, out_c
         size_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w
         ptrdiff_t pad_top, pad_left
         size_t groups
-    struct fc_conv_phase:
+    struct cconv_conv_phase:
         size_t ih0, iw0, rows, cols, n_taps
         const size_t* tap_kh
         const size_t* tap_kw
-    void fc_conv2d_forward_tile(const fc_conv_shape*, const f32_igemm_config*, const float*,
-                                const float*, const float*, float*, const float*, size_t, float,
-                                float, const float**, float**) nogil
-    void fc_conv2d_forward_pixels_tile(const fc_conv_shape*, const f32_igemm_config*,
-                                       const float*, const float*, const float*, float*, size_t,
-                                       float, float, float*, float*, const float**, float**) nogil
-    void fc_conv2d_backward_data_tile(const fc_conv_shape*, const f32_igemm_config*,
-                                      const fc_conv_phase*, const float*, const float*, float*,
-                                      const float*, size_t, const float**, float**) nogil
-    void fc_conv2d_backward_weight_tile(const fc_conv_shape*, const f32_igemm_config*,
-                                        const float*, const float*, float*, size_t, size_t, float*,
-                                        const float**, float**) nogil
-    void fc_conv2d_backward_data_col2im(const fc_conv_shape*, const f32_igemm_config*,
-                                        const float*, const float*, float*, size_t, float*,
-                                        const float**, float**) nogil
-    void fc_sum_rows(size_t, size_t, const float*, size_t, size_t, float*) nogil
+    struct cconv_conv_direct_kernels:
+        void (*forward_tile)(const cconv_conv_shape*, const f32_igemm_config*, const float*,
+                             const float*, const float*, float*, const float*, size_t, float,
+                             float, const float**, float**) noexcept nogil
+        void (*forward_pixels_tile)(const cconv_conv_shape*, const f32_igemm_config*,
+                                    const float*, const float*, const float*, float*, size_t,
+                                    float, float, float*, float*, const float**,
+                                    float**) noexcept nogil
+        void (*backward_data_tile)(const cconv_conv_shape*, const f32_igemm_config*,
+                                   const cconv_conv_phase*, const float*, const float*, float*,
+                                   const float*, size_t, const float**, float**) noexcept nogil
+        void (*backward_data_col2im)(const cconv_conv_shape*, const f32_igemm_config*,
+                                     const float*, const float*, float*, size_t, float*,
+                                     const float**, float**) noexcept nogil
+        void (*backward_weight_part)(const cconv_conv_shape*, const f32_igemm_config*,
+                                     const float*, const float*, float*, size_t, size_t, size_t,
+                                     float*, float*, const float**, float**) noexcept nogil
+        void (*sum_rows)(size_t, size_t, const float*, size_t, size_t, float*) noexcept nogil
+    cconv_conv_direct_kernels cconv_conv_direct_select(int isa) nogil
 
-# Floats of one packed im2col chunk in the backward-weight GEMM (16 KiB: stays in L1 with the
-# dy rows). The chunk length in pixels depends on the tile width only, never on the thread count.
-DEF WEIGHT_GRAD_CHUNK_FLOATS = 4096
+# Backward-weight: floats of one packed im2col chunk (256 KiB, within L2), and the most parts the
+# pixels are split into (each part sums into its own dw, the parts are added in order). Both
+# depend on the shape only, never on the thread count.
+DEF WEIGHT_GRAD_CHUNK_FLOATS = 65536
+DEF WEIGHT_GRAD_MAX_PARTS = 16
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
@@ -75,7 +80,7 @@ _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
 
 cdef class _Conv:
     """Validated geometry of one convolution y = conv(x, w) (x: its input, y: its output)."""
-    cdef fc_conv_shape s
+    cdef cconv_conv_shape s
     cdef readonly tuple in_shape, out_shape, kernel
     cdef readonly Py_ssize_t groups
 
@@ -131,6 +136,7 @@ def _check_algo(op, algo):
 
 cdef _forward_pixels(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), 1 << 20)  # the widest tile
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     cdef size_t K = g.s.kernel_h * g.s.kernel_w * g.s.in_c
     cdef const float[::1] w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(-1)
     cdef const float[::1] bv
@@ -153,7 +159,7 @@ cdef _forward_pixels(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
         for tile in prange(tiles, schedule="static"):
-            fc_conv2d_forward_pixels_tile(&g.s, &cfg, &xv[0], &w_rows[0], bias_ptr, &yv[0], tile,
+            tiles_fn.forward_pixels_tile(&g.s, &cfg, &xv[0], &w_rows[0], bias_ptr, &yv[0], tile,
                                           cmin, cmax, &b_scratch[tid * K * cfg.nr],
                                           &t_scratch[tid * g.s.out_c * cfg.nr],
                                           <const float**>&a_rows[tid * cfg.mr],
@@ -169,6 +175,7 @@ cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cout_g)
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 3, 2, 1)
     packed = _pack_panels(wt, cfg.nr)
     cdef const float[::1] pw = packed.reshape(-1)
@@ -192,7 +199,7 @@ cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
         for tile in prange(tiles, schedule="static"):
-            fc_conv2d_forward_tile(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0], tile,
+            tiles_fn.forward_tile(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0], tile,
                                    cmin, cmax, <const float**>&a_scratch[tid * taps * cfg.mr],
                                    <float**>&c_scratch[tid * cfg.mr])
         cconv_ftz_restore(ftz)
@@ -205,6 +212,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     if cin_g < COL2IM_MAX_CHANNELS:
         return _backward_data_col2im(g, dy, w, n_threads)
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cin_g)
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     w5 = w.reshape(groups, cout_g, cin_g, g.s.kernel_h, g.s.kernel_w)
     dx = np.zeros(g.in_shape, np.float32)
     cdef float[::1] dxv = dx.reshape(-1)
@@ -212,7 +220,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     cdef const float[::1] zero = np.zeros(max(cout_g, 1), np.float32)
     cdef size_t[::1] kh_list, kw_list
     cdef const float[::1] pw
-    cdef fc_conv_phase phase
+    cdef cconv_conv_phase phase
     cdef size_t[::1] a_scratch, c_scratch
     cdef Py_ssize_t tiles, tile
     cdef int tid
@@ -244,7 +252,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                 tid = threadid()
                 ftz = cconv_ftz_enter()
                 for tile in prange(tiles, schedule="static"):
-                    fc_conv2d_backward_data_tile(
+                    tiles_fn.backward_data_tile(
                         &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], &zero[0], tile,
                         <const float**>&a_scratch[tid * phase.n_taps * cfg.mr],
                         <float**>&c_scratch[tid * cfg.mr])
@@ -257,6 +265,7 @@ cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef size_t K = taps * cin_g
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), K)
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 1, 3, 2).reshape(groups, 1, cout_g, K)
     cdef const float[::1] pw = _pack_panels(wt, cfg.nr).reshape(-1)
     dx = np.zeros(g.in_shape, np.float32)
@@ -273,7 +282,7 @@ cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
         for tile in prange(tiles, schedule="static"):
-            fc_conv2d_backward_data_col2im(&g.s, &cfg, &dyv[0], &pw[0], &dxv[0], tile,
+            tiles_fn.backward_data_col2im(&g.s, &cfg, &dyv[0], &pw[0], &dxv[0], tile,
                                            &dcol[tid * cfg.mr * width],
                                            <const float**>&a_scratch[tid * cfg.mr],
                                            <float**>&c_scratch[tid * cfg.mr])
@@ -287,27 +296,35 @@ cdef _backward_weight(_Conv g, x, dy, int n_threads):
     cdef size_t K = taps * cin_g
     cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), K)
-    cdef const float[::1] dy_t = np.ascontiguousarray(dy.reshape(pixels, g.s.out_c).T).reshape(-1)
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
+    cdef size_t panels = (K + cfg.nr - 1) // cfg.nr
+    cdef size_t chunk = max(16, min(512, WEIGHT_GRAD_CHUNK_FLOATS // (panels * cfg.nr)))
+    chunk = min(chunk, pixels)
+    cdef size_t n_parts = min(<size_t>WEIGHT_GRAD_MAX_PARTS, (pixels + chunk - 1) // chunk)
     cdef const float[::1] xv = x.reshape(-1)
-    dw_tmp = np.empty((g.s.out_c, K), np.float32)
-    cdef float[::1] dwv = dw_tmp.reshape(-1)
-    cdef size_t chunk = min(<size_t>WEIGHT_GRAD_CHUNK_FLOATS // cfg.nr, pixels)
-    cdef float[::1] b_scratch = np.empty(n_threads * cfg.nr * chunk, np.float32)
+    cdef const float[::1] dyv = dy.reshape(-1)
+    partial = np.empty((n_parts, g.s.out_c, K), np.float32)
+    cdef float[::1] pv = partial.reshape(-1)
+    cdef float[::1] b_scratch = np.empty(n_threads * panels * chunk * cfg.nr, np.float32)
+    cdef float[::1] a_scratch = np.empty(n_threads * cout_g * chunk, np.float32)
     cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
     cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef Py_ssize_t tiles = groups * ((K + cfg.nr - 1) // cfg.nr)
-    cdef Py_ssize_t tile
+    cdef size_t part_size = g.s.out_c * K
+    cdef Py_ssize_t part
     cdef int tid
     cdef unsigned ftz
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
-        for tile in prange(tiles, schedule="static"):
-            fc_conv2d_backward_weight_tile(&g.s, &cfg, &xv[0], &dy_t[0], &dwv[0], tile, chunk,
-                                           &b_scratch[tid * cfg.nr * chunk],
-                                           <const float**>&a_rows[tid * cfg.mr],
-                                           <float**>&c_rows[tid * cfg.mr])
+        for part in prange(<Py_ssize_t>n_parts, schedule="static"):
+            tiles_fn.backward_weight_part(&g.s, &cfg, &xv[0], &dyv[0], &pv[part * part_size],
+                                          part, n_parts, chunk,
+                                          &b_scratch[tid * panels * chunk * cfg.nr],
+                                          &a_scratch[tid * cout_g * chunk],
+                                          <const float**>&a_rows[tid * cfg.mr],
+                                          <float**>&c_rows[tid * cfg.mr])
         cconv_ftz_restore(ftz)
+    dw_tmp = partial[0] if n_parts == 1 else np.add.reduce(partial, axis=0)  # parts in order
     dw = dw_tmp.reshape(g.s.out_c, g.s.kernel_h, g.s.kernel_w, cin_g).transpose(0, 3, 1, 2)
     return np.ascontiguousarray(dw)
 
@@ -380,9 +397,10 @@ def bias_backward(dy, n_threads=None):
     cdef float[::1] dbv = db
     cdef Py_ssize_t blocks = (cols + 15) // 16, blk
     cdef int n = resolve_threads(n_threads)
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     # Threads split the channels, each summing all rows of its channels in row order.
     for blk in prange(blocks, nogil=True, num_threads=n, schedule="static"):
-        fc_sum_rows(rows, cols, &dyv[0], blk * 16, min((blk + 1) * 16, cols), &dbv[0])
+        tiles_fn.sum_rows(rows, cols, &dyv[0], blk * 16, min((blk + 1) * 16, cols), &dbv[0])
     return db
 
 

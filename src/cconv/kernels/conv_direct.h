@@ -1,7 +1,9 @@
 /* Direct convolution: the tile-level loops between the micro-kernel and the threads (BLIS's
  * macro-kernel). Each function computes one independent tile, builds its own indirection
- * pointers in caller-provided scratch, and calls the selected igemm micro-kernel; the Cython
- * layer (_conv.pyx) distributes tiles over OpenMP threads. ISA-independent C.
+ * pointers or packed panels in caller-provided scratch, and calls the selected igemm
+ * micro-kernel; the Cython layer (_conv.pyx) distributes tiles over OpenMP threads. The bodies
+ * (conv_direct_impl.h) are compiled once per ISA so that their copy loops use its vectors;
+ * cconv_conv_direct_select is the one place that picks a set.
  */
 #ifndef CCONV_CONV_DIRECT_H
 #define CCONV_CONV_DIRECT_H
@@ -10,7 +12,7 @@
 #include "igemm.h"
 
 /* Geometry of a convolution y = conv(x, w), NHWC; the *_c sizes count all groups' channels. */
-struct fc_conv_shape {
+struct cconv_conv_shape {
     size_t batch, in_h, in_w, in_c;
     size_t out_h, out_w, out_c;
     size_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
@@ -18,65 +20,113 @@ struct fc_conv_shape {
     size_t groups;
 };
 
-/* Forward: tile = m_tile * groups + group, with m_tile over MR-pixel rows of y.
- * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
- * a_scratch: kh*kw*MR pointers; c_scratch: MR pointers. */
-void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                            const float* x, const float* packed_w, const float* packed_bias,
-                            float* y, const float* zero, size_t tile, float cmin, float cmax,
-                            const float** a_scratch, float** c_scratch);
-
-/* Forward for layers with few input channels (first layers), one group: the GEMM turned around,
- * y^T (out_c x pixels) = w (out_c x K) times im2col(x)^T (K x pixels), K = kh*kw*in_c, so that
- * SIMD lanes run over up to NR output pixels of one output row instead of over a handful of
- * channels. tile = (n * out_h + oh) * row_panels + panel. w_rows: w as [out_c][K] with columns
- * (ky, kx, ci). Bias and the clamp are applied in the transposed store.
- * b_scratch: K * NR floats; t_scratch: out_c * NR floats; a_rows, c_rows: MR pointers. */
-void fc_conv2d_forward_pixels_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                   const float* x, const float* w_rows, const float* bias, float* y,
-                                   size_t tile, float cmin, float cmax, float* b_scratch,
-                                   float* t_scratch, const float** a_rows, float** c_rows);
-
 /* One stride phase of the backward-data pass: the input pixels (ih0 + j*stride_h,
- * iw0 + l*stride_w), j < rows, l < cols, receive dx = sum over the phase's taps of dy * w.
- * tap_kh/tap_kw list the n_taps taps whose dilation*k is congruent to the phase mod the stride.
- * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
- * tile = m_tile * groups + group, m_tile over MR pixels of the phase. */
-struct fc_conv_phase {
+ * iw0 + l*stride_w), j < rows, l < cols, and the n_taps taps (tap_kh, tap_kw) whose
+ * dilation*k lands on them. */
+struct cconv_conv_phase {
     size_t ih0, iw0, rows, cols, n_taps;
     const size_t* tap_kh;
     const size_t* tap_kw;
 };
 
-void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                  const struct fc_conv_phase* phase, const float* dy,
-                                  const float* packed_w, float* dx, const float* zero, size_t tile,
-                                  const float** a_scratch, float** c_scratch);
+#define CCONV_SHAPE const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg
 
-/* Backward-weight as one GEMM per group: dw_tmp (out_c x K) = dy^T (out_c x pixels) times
- * im2col(x) (pixels x K), K = kh * kw * in_c/groups, column (tap * in_c/groups + ci).
- * dy_t is dy transposed, [out_c][pixels]. tile = group * panels + panel, a panel being NR
- * columns of K; each packed chunk of im2col rows serves every output-channel tile of the group.
- * Pixels are summed in chunks of `chunk` in a fixed order, so the result does not depend on the
- * thread count. NR <= 64.
- * b_scratch: chunk * NR floats; a_rows, c_rows: MR pointers. */
-void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                    const float* x, const float* dy_t, float* dw_tmp, size_t tile,
-                                    size_t chunk, float* b_scratch, const float** a_rows,
-                                    float** c_rows);
+struct cconv_conv_direct_kernels {
+    /* Forward: tile = m_tile * groups + group, with m_tile over MR-pixel rows of y.
+     * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
+     * a_scratch: kh*kw*MR pointers; c_scratch: MR pointers. */
+    void (*forward_tile)(CCONV_SHAPE, const float* x, const float* packed_w,
+                         const float* packed_bias, float* y, const float* zero, size_t tile,
+                         float cmin, float cmax, const float** a_scratch, float** c_scratch);
 
-/* Backward-data for few input channels per group (col2im): for the output pixels of image
- * `tile / groups`, dcol (MR x K) = dy rows times w (K = kh * kw * in_c/groups columns, packed as
- * [group][panel][out_c/groups][NR]), then each dcol entry is added to the input pixel it came
- * from. One image per call: calls for different images touch disjoint parts of dx.
- * dcol_scratch: MR * panels * NR floats; c_rows, a_scratch: MR pointers. */
-void fc_conv2d_backward_data_col2im(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                    const float* dy, const float* packed_w, float* dx,
-                                    size_t tile, float* dcol_scratch, const float** a_scratch,
-                                    float** c_rows);
+    /* Forward for layers with few input channels (first layers), one group: the GEMM turned
+     * around, y^T (out_c x pixels) = w (out_c x K) times im2col(x)^T (K x pixels),
+     * K = kh*kw*in_c, so that SIMD lanes run over up to NR output pixels of one output row
+     * instead of over a handful of channels. tile = (n * out_h + oh) * row_panels + panel.
+     * w_rows: w as [out_c][K], columns (ky, kx, ci). Bias and clamp in the transposed store.
+     * b_scratch: K * NR floats; t_scratch: out_c * NR floats; a_rows, c_rows: MR pointers. */
+    void (*forward_pixels_tile)(CCONV_SHAPE, const float* x, const float* w_rows,
+                                const float* bias, float* y, size_t tile, float cmin, float cmax,
+                                float* b_scratch, float* t_scratch, const float** a_rows,
+                                float** c_rows);
 
-/* Bias gradient: out[c] = sum over rows r of x[r * cols + c], for c in [c0, c1), in float64 and
- * in row order (so the result depends only on the data, not on how columns are split). */
-void fc_sum_rows(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out);
+    /* One stride phase of backward-data: dx of the phase's pixels = sum over its taps of dy * w.
+     * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
+     * tile = m_tile * groups + group, m_tile over MR pixels of the phase. */
+    void (*backward_data_tile)(CCONV_SHAPE, const struct cconv_conv_phase* phase,
+                               const float* dy, const float* packed_w, float* dx,
+                               const float* zero, size_t tile, const float** a_scratch,
+                               float** c_scratch);
+
+    /* Backward-data for few input channels per group (col2im): for the output pixels of image
+     * tile / groups, dcol (MR x K) = dy rows times w (K = kh*kw*in_c/groups columns, packed as
+     * [group][panel][out_c/groups][NR]), then each dcol entry is added to the input pixel it
+     * came from. Calls for different images touch disjoint parts of dx.
+     * dcol_scratch: MR * panels * NR floats; a_scratch, c_rows: MR pointers. */
+    void (*backward_data_col2im)(CCONV_SHAPE, const float* dy, const float* packed_w,
+                                 float* dx, size_t tile, float* dcol_scratch,
+                                 const float** a_scratch, float** c_rows);
+
+    /* Backward-weight, one part of the pixels: dw_part (out_c x K) = dy^T (out_c x pixels) times
+     * im2col(x) (pixels x K) over the pixels [P * part / n_parts, P * (part + 1) / n_parts),
+     * K = kh*kw*in_c/groups, column (tap * in_c/groups + ci), one group after the other. Each
+     * chunk of pixels is packed once (its im2col rows in NR-wide panels, its dy^T rows) and
+     * serves every panel and output-channel tile, so x is read once. The parts are summed in
+     * order by the caller: the result does not depend on the thread count.
+     * b_scratch: panels * chunk * NR floats; a_scratch: out_c/groups * chunk floats;
+     * a_rows, c_rows: MR pointers. */
+    void (*backward_weight_part)(CCONV_SHAPE, const float* x, const float* dy, float* dw_part,
+                                 size_t part, size_t n_parts, size_t chunk, float* b_scratch,
+                                 float* a_scratch, const float** a_rows, float** c_rows);
+
+    /* Bias gradient: out[c] = sum over rows r of x[r * cols + c], for c in [c0, c1), in float64
+     * and in row order (the result depends only on the data, not on how columns are split). */
+    void (*sum_rows)(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out);
+};
+
+#define CCONV_CONV_DIRECT_DECLARE(isa)                                                            \
+    void cconv_conv2d_forward_tile__##isa(CCONV_SHAPE, const float*, const float*, const float*, \
+                                          float*, const float*, size_t, float, float,             \
+                                          const float**, float**);                                \
+    void cconv_conv2d_forward_pixels_tile__##isa(CCONV_SHAPE, const float*, const float*,         \
+                                                 const float*, float*, size_t, float, float,      \
+                                                 float*, float*, const float**, float**);         \
+    void cconv_conv2d_backward_data_tile__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,      \
+                                                const float*, const float*, float*, const float*, \
+                                                size_t, const float**, float**);                  \
+    void cconv_conv2d_backward_data_col2im__##isa(CCONV_SHAPE, const float*, const float*,        \
+                                                  float*, size_t, float*, const float**,          \
+                                                  float**);                                       \
+    void cconv_conv2d_backward_weight_part__##isa(CCONV_SHAPE, const float*, const float*,        \
+                                                  float*, size_t, size_t, size_t, float*, float*, \
+                                                  const float**, float**);                        \
+    void cconv_sum_rows__##isa(size_t, size_t, const float*, size_t, size_t, float*);
+
+#define CCONV_CONV_DIRECT_TABLE(isa)                                                          \
+    (struct cconv_conv_direct_kernels) {                                                      \
+        cconv_conv2d_forward_tile__##isa, cconv_conv2d_forward_pixels_tile__##isa,            \
+        cconv_conv2d_backward_data_tile__##isa, cconv_conv2d_backward_data_col2im__##isa,     \
+        cconv_conv2d_backward_weight_part__##isa, cconv_sum_rows__##isa                       \
+    }
+
+CCONV_CONV_DIRECT_DECLARE(scalar)
+#if defined(__x86_64__) || defined(_M_X64)
+CCONV_CONV_DIRECT_DECLARE(avx2)
+CCONV_CONV_DIRECT_DECLARE(avx512)
+#elif defined(__aarch64__)
+CCONV_CONV_DIRECT_DECLARE(neon)
+#endif
+
+/* The one place where the tile functions are chosen. */
+static inline struct cconv_conv_direct_kernels cconv_conv_direct_select(int isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (isa == CCONV_ISA_AVX512) return CCONV_CONV_DIRECT_TABLE(avx512);
+    if (isa == CCONV_ISA_AVX2) return CCONV_CONV_DIRECT_TABLE(avx2);
+#elif defined(__aarch64__)
+    if (isa == CCONV_ISA_NEON) return CCONV_CONV_DIRECT_TABLE(neon);
+#endif
+    (void)isa;
+    return CCONV_CONV_DIRECT_TABLE(scalar);
+}
 
 #endif

@@ -1,10 +1,17 @@
+/* Bodies of the direct-convolution tile functions (conv_direct.h), compiled once per ISA: the
+ * including file defines CCONV_ISA_SUFFIX, and that ISA's flags vectorise the packing, col2im
+ * and store loops around the micro-kernel calls. */
 #include "conv_direct.h"
+
+#define CCONV_CAT_(a, b) a##__##b
+#define CCONV_CAT(a, b) CCONV_CAT_(a, b)
+#define FN(name) CCONV_CAT(name, CCONV_ISA_SUFFIX)
 
 #include <math.h>
 
-static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
-void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
                             const float* x, const float* packed_w, const float* packed_bias,
                             float* y, const float* zero, size_t tile, float cmin, float cmax,
                             const float** a_scratch, float** c_scratch) {
@@ -47,7 +54,7 @@ void fc_conv2d_forward_tile(const struct fc_conv_shape* s, const struct f32_igem
     }
 }
 
-void fc_conv2d_forward_pixels_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
                                    const float* x, const float* w_rows, const float* bias, float* y,
                                    size_t tile, float cmin, float cmax, float* b_scratch,
                                    float* t_scratch, const float** a_rows, float** c_rows) {
@@ -108,8 +115,8 @@ void fc_conv2d_forward_pixels_tile(const struct fc_conv_shape* s, const struct f
         }
 }
 
-void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                  const struct fc_conv_phase* phase, const float* dy,
+void FN(cconv_conv2d_backward_data_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
+                                  const struct cconv_conv_phase* phase, const float* dy,
                                   const float* packed_w, float* dx, const float* zero, size_t tile,
                                   const float** a_scratch, float** c_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
@@ -151,102 +158,101 @@ void fc_conv2d_backward_data_tile(const struct fc_conv_shape* s, const struct f3
     }
 }
 
-void fc_conv2d_backward_weight_tile(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
-                                    const float* x, const float* dy_t, float* dw_tmp, size_t tile,
-                                    size_t chunk, float* b_scratch, const float** a_rows,
-                                    float** c_rows) {
+/* Write len floats of src (zeros if src is NULL) into im2col row q at column col of a buffer of
+ * NR-wide panels of `chunk` rows each, splitting the run at panel boundaries. */
+static inline void put_columns(float* panels, size_t chunk, size_t NR, size_t q, size_t col,
+                               const float* src, size_t len) {
+    for (size_t k = 0; k < len;) {
+        const size_t c = col + k, within = c % NR;
+        const size_t seg = NR - within < len - k ? NR - within : len - k;
+        float* out = panels + ((c / NR) * chunk + q) * NR + within;
+        if (src)
+            for (size_t j = 0; j < seg; j++) out[j] = src[k + j];
+        else
+            for (size_t j = 0; j < seg; j++) out[j] = 0.0f;
+        k += seg;
+    }
+}
+
+void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
+                                           const struct f32_igemm_config* cfg, const float* x,
+                                           const float* dy, float* dw_part, size_t part,
+                                           size_t n_parts, size_t chunk, float* b_scratch,
+                                           float* a_scratch, const float** a_rows,
+                                           float** c_rows) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
-    const size_t K = s->kernel_h * s->kernel_w * cin_g;
-    const size_t panels = ceil_div(K, NR);
-    const size_t panel = tile % panels, group = tile / panels;
-    const size_t c0 = panel * NR, nc = K - c0 < NR ? K - c0 : NR;
+    const size_t K = s->kernel_h * s->kernel_w * cin_g, panels = ceil_div(K, NR);
     const size_t pixels = s->batch * s->out_h * s->out_w;
-
-    /* The panel's columns as runs that are contiguous in x: the channels of one tap, and with one
-     * group and no horizontal dilation also the neighbouring taps of the same kernel row
-     * (tap (ky, kx + 1) starts where tap (ky, kx) ends). At most NR runs. */
-    struct { size_t col, len, channel, first_tap_len; ptrdiff_t dy, dx_first, dx_last; } runs[64];
-    size_t n_runs = 0;
+    const size_t first = pixels * part / n_parts, last = pixels * (part + 1) / n_parts;
+    /* Taps of one kernel row are contiguous in x when there is one group and no horizontal
+     * dilation: then a pixel's im2col row is kernel_h runs of kernel_w * in_c floats. */
     const int merge_taps = s->groups == 1 && s->dilation_w == 1;
-    for (size_t col = c0; col < c0 + nc;) {
-        const size_t tap = col / cin_g, ci = col % cin_g, ky = tap / s->kernel_w;
-        size_t len = cin_g - ci < c0 + nc - col ? cin_g - ci : c0 + nc - col;
-        const size_t first_tap_len = len;
-        size_t last_kx = tap % s->kernel_w;
-        while (merge_taps && ci + len == cin_g * (last_kx - tap % s->kernel_w + 1) &&
-               last_kx + 1 < s->kernel_w && col + len < c0 + nc) {
-            const size_t more = cin_g < c0 + nc - (col + len) ? cin_g : c0 + nc - (col + len);
-            len += more;
-            last_kx++;
-            if (more < cin_g) break;
-        }
-        runs[n_runs].col = col - c0;
-        runs[n_runs].len = len;
-        runs[n_runs].first_tap_len = first_tap_len;
-        runs[n_runs].channel = group * cin_g + ci;
-        runs[n_runs].dy = (ptrdiff_t)(ky * s->dilation_h) - s->pad_top;
-        runs[n_runs].dx_first = (ptrdiff_t)((tap % s->kernel_w) * s->dilation_w) - s->pad_left;
-        runs[n_runs].dx_last = (ptrdiff_t)(last_kx * s->dilation_w) - s->pad_left;
-        n_runs++;
-        col += len;
-    }
+    const size_t run_len = merge_taps ? s->kernel_w * cin_g : cin_g;
+    const size_t runs_per_row = merge_taps ? 1 : s->kernel_w;
 
-    /* Columns past nc are never packed: zero them once (the kernel multiplies them, unseen). */
+    /* Columns past K in the last panel are never packed: zero them once. */
     for (size_t q = 0; q < chunk; q++)
-        for (size_t col = nc; col < NR; col++) b_scratch[q * NR + col] = 0.0f;
+        for (size_t col = K; col < panels * NR; col++)
+            b_scratch[((panels - 1) * chunk + q) * NR + col - (panels - 1) * NR] = 0.0f;
 
-    size_t ow = 0, oh = 0, n = 0;
-    for (size_t p0 = 0; p0 < pixels; p0 += chunk) {
-        const size_t pc = pixels - p0 < chunk ? pixels - p0 : chunk;
-        /* Pack this chunk's im2col rows for the panel's columns. */
-        for (size_t q = 0; q < pc; q++) {
-            float* row = b_scratch + q * NR;
-            const ptrdiff_t ih0 = (ptrdiff_t)(oh * s->stride_h), iw0 = (ptrdiff_t)(ow * s->stride_w);
-            const float* image = x + n * s->in_h * s->in_w * s->in_c;
-            for (size_t r = 0; r < n_runs; r++) {
-                const ptrdiff_t ih = ih0 + runs[r].dy;
-                float* out = row + runs[r].col;
-                const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
-                const ptrdiff_t iw_first = iw0 + runs[r].dx_first, iw_last = iw0 + runs[r].dx_last;
-                if (row_inside && iw_first >= 0 && iw_last < (ptrdiff_t)s->in_w) {
-                    const float* src = image + ((size_t)ih * s->in_w + (size_t)iw_first) * s->in_c + runs[r].channel;
-                    for (size_t k = 0; k < runs[r].len; k++) out[k] = src[k];
-                } else if (!row_inside) {
-                    for (size_t k = 0; k < runs[r].len; k++) out[k] = 0.0f;
-                } else {  /* the run crosses the left or right padding: tap by tap */
-                    size_t done = 0, channel = runs[r].channel;
-                    for (ptrdiff_t iw = iw_first; done < runs[r].len; iw++) {
-                        const size_t part = done == 0 ? runs[r].first_tap_len
-                                          : (runs[r].len - done < cin_g ? runs[r].len - done : cin_g);
-                        if (iw >= 0 && iw < (ptrdiff_t)s->in_w) {
-                            const float* src = image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c + channel;
-                            for (size_t k = 0; k < part; k++) out[done + k] = src[k];
-                        } else {
-                            for (size_t k = 0; k < part; k++) out[done + k] = 0.0f;
+    for (size_t group = 0; group < s->groups; group++) {
+        size_t ow = first % s->out_w, oh = (first / s->out_w) % s->out_h;
+        size_t n = first / (s->out_w * s->out_h);
+        for (size_t p0 = first; p0 < last; p0 += chunk) {
+            const size_t pc = last - p0 < chunk ? last - p0 : chunk;
+            for (size_t q = 0; q < pc; q++) {
+                /* dy^T chunk: a_scratch[co][q] */
+                const float* dy_row = dy + (p0 + q) * s->out_c + group * cout_g;
+                for (size_t co = 0; co < cout_g; co++) a_scratch[co * chunk + q] = dy_row[co];
+                /* im2col row of the pixel, written into the NR-wide panels */
+                const float* image = x + n * s->in_h * s->in_w * s->in_c + group * cin_g;
+                size_t col = 0;
+                for (size_t ky = 0; ky < s->kernel_h; ky++) {
+                    const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+                    for (size_t r = 0; r < runs_per_row; r++) {
+                        const size_t kx0 = merge_taps ? 0 : r;
+                        const ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w + kx0 * s->dilation_w) - s->pad_left;
+                        const ptrdiff_t iw1 = iw0 + (ptrdiff_t)((merge_taps ? s->kernel_w - 1 : 0) * s->dilation_w);
+                        const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
+                        const int all_inside = row_inside && iw0 >= 0 && iw1 < (ptrdiff_t)s->in_w;
+                        if (all_inside) {
+                            put_columns(b_scratch, chunk, NR, q, col,
+                                        image + ((size_t)ih * s->in_w + (size_t)iw0) * s->in_c, run_len);
+                        } else {  /* the run touches the padding: tap by tap */
+                            for (size_t t = 0; t < run_len / cin_g; t++) {
+                                const ptrdiff_t iw = iw0 + (ptrdiff_t)(t * s->dilation_w);
+                                const int inside = row_inside && iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                                put_columns(b_scratch, chunk, NR, q, col + t * cin_g,
+                                            inside ? image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c
+                                                   : NULL, cin_g);
+                            }
                         }
-                        done += part;
-                        channel = group * cin_g;
+                        col += run_len;
                     }
                 }
+                if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
             }
-            if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
-        }
-        /* Every output-channel tile of the group reuses the packed chunk. */
-        for (size_t co0 = 0; co0 < cout_g; co0 += MR) {
-            const size_t mr = cout_g - co0 < MR ? cout_g - co0 : MR;
-            for (size_t i = 0; i < MR; i++) {
-                const size_t co = group * cout_g + co0 + (i < mr ? i : 0);
-                a_rows[i] = dy_t + co * pixels + p0;
-                c_rows[i] = dw_tmp + co * K;
+            /* Panel outer: its chunk (chunk x NR floats) stays in L1 for every channel tile. */
+            const int flags = p0 == first ? 0 : FC_IGEMM_ACCUMULATE;
+            for (size_t panel = 0; panel < panels; panel++) {
+                const size_t nc = K - panel * NR < NR ? K - panel * NR : NR;
+                for (size_t co0 = 0; co0 < cout_g; co0 += MR) {
+                    const size_t mr = cout_g - co0 < MR ? cout_g - co0 : MR;
+                    for (size_t i = 0; i < MR; i++) {
+                        const size_t co = co0 + (i < mr ? i : 0);
+                        a_rows[i] = a_scratch + co * chunk;
+                        c_rows[i] = dw_part + (group * cout_g + co) * K;
+                    }
+                    cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch + panel * chunk * NR,
+                                 NULL, c_rows, panel * NR, flags, -INFINITY, INFINITY);
+                }
             }
-            cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, c0,
-                         p0 ? FC_IGEMM_ACCUMULATE : 0, -INFINITY, INFINITY);
         }
     }
 }
 
-void fc_conv2d_backward_data_col2im(const struct fc_conv_shape* s, const struct f32_igemm_config* cfg,
+void FN(cconv_conv2d_backward_data_col2im)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
                                     const float* dy, const float* packed_w, float* dx,
                                     size_t tile, float* dcol_scratch, const float** a_scratch,
                                     float** c_rows) {
@@ -287,7 +293,7 @@ void fc_conv2d_backward_data_col2im(const struct fc_conv_shape* s, const struct 
     }
 }
 
-void fc_sum_rows(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out) {
+void FN(cconv_sum_rows)(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out) {
     double acc[64];
     for (size_t b = c0; b < c1; b += 64) {
         const size_t width = c1 - b < 64 ? c1 - b : 64;
