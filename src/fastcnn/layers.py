@@ -251,12 +251,16 @@ class Conv2d(Layer):
                             activation=activation, algo=self.algo, **self._args())
 
     def backward(self, dy):
-        x = self._x
+        dy = self.backward_params(dy)
+        return cconv.conv2d_backward_data(dy, self.weight.data, self._x.shape, **self._args())
+
+    def backward_params(self, dy):
+        """The parameter gradients only (the model's first layer needs no input gradient)."""
         dy = np.ascontiguousarray(dy, dtype=np.float32)
-        self.weight.accumulate(cconv.conv2d_backward_weight(x, dy, self.kernel_size, **self._args()))
+        self.weight.accumulate(cconv.conv2d_backward_weight(self._x, dy, self.kernel_size, **self._args()))
         if self.bias is not None:
             self.bias.accumulate(cconv.bias_backward(dy))
-        return cconv.conv2d_backward_data(dy, self.weight.data, x.shape, **self._args())
+        return dy
 
     def get_config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -500,11 +504,15 @@ class Linear(Layer):
         return cconv.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
     def backward(self, dy):
+        return cconv.linear_backward_data(self.backward_params(dy), self.weight.data)
+
+    def backward_params(self, dy):
+        """The parameter gradients only (the model's first layer needs no input gradient)."""
         dy = np.ascontiguousarray(dy, dtype=np.float32)
         self.weight.accumulate(cconv.linear_backward_weight(self._x, dy))
         if self.bias is not None:
             self.bias.accumulate(cconv.bias_backward(dy))
-        return cconv.linear_backward_data(dy, self.weight.data)
+        return dy
 
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,

@@ -92,8 +92,15 @@ class Sequential(Layer):
             raise ValueError(f"Sequential layer {i} ({type(layers[i]).__name__}): {exc}") from None
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    def backward(self, dy, input_grad=True):
+        """Backpropagate ``dy``; returns the input gradient, or None with ``input_grad=False``
+        (training a model: then its first layer computes its parameter gradients only)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not input_grad:
+                if hasattr(layer, "backward_params"):
+                    layer.backward_params(dy)
+                    return None
             dy = layer.backward(dy)
         return dy
 
@@ -172,7 +179,7 @@ class Sequential(Layer):
         out = self.forward(x)
         loss = self.loss.forward(out, y)
         self.zero_grad()
-        self.backward(self.loss.backward())
+        self.backward(self.loss.backward(), input_grad=False)
         self.optimizer.step()
         correct = int(np.count_nonzero(out.argmax(axis=1) == y)) if self._classification() else 0
         return loss, correct
