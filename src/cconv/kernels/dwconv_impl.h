@@ -1,0 +1,330 @@
+/* Portable body of the depthwise-convolution kernels (dwconv.h), included once by each
+ * f32_dwconv__ISA.c.
+ *
+ * The including file defines, for its instruction set:
+ *   DW_FN(name)        the function name with the ISA suffix
+ *   DW_VLEN            floats per vector; DW_TILE output pixels per register tile
+ *   vf_t               the float vector
+ *   vf_load/vf_store, vf_loadn/vf_storen (first n < DW_VLEN lanes; loadn zeroes the others,
+ *   storen leaves them untouched), vf_zero, vf_set1, vf_fma(a, b, c) = a * b + c,
+ *   vf_max(a, b), vf_min(a, b) (b when either is NaN, as x86 MAXPS/MINPS).
+ *
+ * A "segment" is a run of pixels that all read the same list of taps: the interior of a row
+ * (every tap inside the image) is one segment, each border pixel is a segment of one pixel with
+ * its valid taps only. Within a segment the channels go in vectors (the last one masked), and
+ * the pixels in register tiles. Per output element the arithmetic is always the same: start from
+ * the bias (or zero) and add the taps in (i, j) order with one FMA each; per weight-gradient
+ * element: a float sum over the segment's pixels in order, from zero, added to the float64
+ * accumulator.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "dwconv.h"
+
+#define DW_INLINE static inline __attribute__((always_inline))
+
+DW_INLINE vf_t dw_ld(const float* p, size_t tail) {
+    return (DW_VLEN > 1 && tail) ? vf_loadn(p, tail) : vf_load(p);
+}
+
+DW_INLINE void dw_st(float* p, vf_t v, size_t tail) {
+    if (DW_VLEN > 1 && tail) vf_storen(p, v, tail);
+    else vf_store(p, v);
+}
+
+/* min(hi, max(lo, v)): a NaN in v comes through. */
+DW_INLINE vf_t dw_clamp(vf_t v, vf_t lo, vf_t hi) { return vf_min(hi, vf_max(lo, v)); }
+
+/* a[k] += v[k] in float64 for the first n lanes (n = tail, or DW_VLEN when tail is 0). */
+DW_INLINE void dw_acc64(double* a, vf_t v, size_t tail) {
+    float tmp[DW_VLEN];
+    vf_store(tmp, v);
+    const size_t n = tail ? tail : DW_VLEN;
+    for (size_t k = 0; k < n; k++) a[k] += (double)tmp[k];
+}
+
+/* The pixels [lo, hi) of an output row whose every tap lies inside [0, in): o*s - pad >= 0 and
+ * o*s - pad + (k-1)*d <= in - 1. Returns lo <= hi <= out. */
+static void dw_interior(size_t in, size_t out, size_t k, size_t s, size_t d, ptrdiff_t pad,
+                        size_t* lo, size_t* hi) {
+    size_t a = pad > 0 ? ((size_t)pad + s - 1) / s : 0;
+    const ptrdiff_t last = (ptrdiff_t)in - 1 + pad - (ptrdiff_t)((k - 1) * d);
+    size_t b = last < 0 ? 0 : (size_t)last / s + 1;
+    if (a > out) a = out;
+    if (b > out) b = out;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* ------------------------------------------------------------------------ output segments */
+
+/* One channel vector at c0 of npix pixels: y[p*y_step] = clamp(b + sum_t xp[t][p*x_step] * wp[t]).
+ * NT > 0: exactly NT taps, weights held in registers; NT == 0: nt taps, weights reloaded. */
+DW_INLINE void dw_out_block(const size_t NT, size_t nt, const size_t tail, size_t c0, size_t npix,
+                            const float* const* xp, const float* const* wp, size_t x_step,
+                            vf_t b, float* y, size_t y_step, vf_t lo, vf_t hi) {
+    const size_t n_taps = NT ? NT : nt;
+    vf_t wv[9];  /* NT <= 9 */
+    if (NT) {
+#pragma GCC unroll 16
+        for (size_t t = 0; t < NT; t++) wv[t] = dw_ld(wp[t] + c0, tail);
+    }
+    y += c0;
+    size_t p = 0;
+    for (; p + DW_TILE <= npix; p += DW_TILE) {
+        vf_t acc[DW_TILE];
+#pragma GCC unroll 16
+        for (size_t u = 0; u < DW_TILE; u++) acc[u] = b;
+#pragma GCC unroll 16
+        for (size_t t = 0; t < n_taps; t++) {
+            const vf_t w = NT ? wv[NT ? t : 0] : dw_ld(wp[t] + c0, tail);
+            const float* x = xp[t] + c0 + p * x_step;
+#pragma GCC unroll 16
+            for (size_t u = 0; u < DW_TILE; u++) acc[u] = vf_fma(dw_ld(x + u * x_step, tail), w, acc[u]);
+        }
+#pragma GCC unroll 16
+        for (size_t u = 0; u < DW_TILE; u++) dw_st(y + (p + u) * y_step, dw_clamp(acc[u], lo, hi), tail);
+    }
+    for (; p < npix; p++) {
+        vf_t acc = b;
+#pragma GCC unroll 16
+        for (size_t t = 0; t < n_taps; t++) {
+            const vf_t w = NT ? wv[NT ? t : 0] : dw_ld(wp[t] + c0, tail);
+            acc = vf_fma(dw_ld(xp[t] + c0 + p * x_step, tail), w, acc);
+        }
+        dw_st(y + p * y_step, dw_clamp(acc, lo, hi), tail);
+    }
+}
+
+/* All channels of one segment. */
+static void dw_out_segment(size_t channels, size_t nt, size_t npix, const float* const* xp,
+                           const float* const* wp, size_t x_step, const float* bias, float* y,
+                           size_t y_step, float cmin, float cmax) {
+    const vf_t lo = vf_set1(cmin), hi = vf_set1(cmax);
+    const size_t tail = channels % DW_VLEN, full = channels - tail;
+    if (nt == 9) {
+        for (size_t c0 = 0; c0 < full; c0 += DW_VLEN)
+            dw_out_block(9, 9, 0, c0, npix, xp, wp, x_step, bias ? dw_ld(bias + c0, 0) : vf_zero(),
+                         y, y_step, lo, hi);
+        if (tail)
+            dw_out_block(9, 9, tail, full, npix, xp, wp, x_step,
+                         bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
+    } else {
+        for (size_t c0 = 0; c0 < full; c0 += DW_VLEN)
+            dw_out_block(0, nt, 0, c0, npix, xp, wp, x_step, bias ? dw_ld(bias + c0, 0) : vf_zero(),
+                         y, y_step, lo, hi);
+        if (tail)
+            dw_out_block(0, nt, tail, full, npix, xp, wp, x_step,
+                         bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
+    }
+}
+
+/* ----------------------------------------------------------------------------- forward */
+
+void DW_FN(f32_dwconv_forward_row)(const struct fc_dw_geom* g, const float* const* rows,
+                                   const float* w, const float* bias, float* y, float cmin,
+                                   float cmax, const float** scratch) {
+    const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
+    const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
+    const ptrdiff_t pl = g->pad_left;
+    const float** xp = scratch;
+    const float** wp = scratch + kh * kw;
+    size_t lo, hi;
+    dw_interior(in_w, out_w, kw, s, d, pl, &lo, &hi);
+
+    for (size_t ow = 0; ow < out_w; ow++) {
+        if (ow == lo) ow = hi;  /* the interior comes below */
+        if (ow >= out_w) break;
+        size_t nt = 0;
+        for (size_t i = 0; i < kh; i++) {
+            if (!rows[i]) continue;
+            for (size_t j = 0; j < kw; j++) {
+                const ptrdiff_t iw = (ptrdiff_t)(ow * s + j * d) - pl;
+                if (iw < 0 || iw >= (ptrdiff_t)in_w) continue;
+                xp[nt] = rows[i] + (size_t)iw * C;
+                wp[nt] = w + (i * kw + j) * C;
+                nt++;
+            }
+        }
+        dw_out_segment(C, nt, 1, xp, wp, 0, bias, y + ow * C, C, cmin, cmax);
+    }
+    if (hi > lo) {
+        size_t nt = 0;
+        for (size_t i = 0; i < kh; i++) {
+            if (!rows[i]) continue;
+            for (size_t j = 0; j < kw; j++) {
+                xp[nt] = rows[i] + (size_t)((ptrdiff_t)(lo * s + j * d) - pl) * C;
+                wp[nt] = w + (i * kw + j) * C;
+                nt++;
+            }
+        }
+        dw_out_segment(C, nt, hi - lo, xp, wp, s * C, bias, y + lo * C, C, cmin, cmax);
+    }
+}
+
+/* ----------------------------------------------------------------------- backward data */
+
+void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float* const* dy_rows,
+                                         const float* w, float* dx, const float** scratch) {
+    const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
+    const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
+    const ptrdiff_t pl = g->pad_left;
+    const float** xp = scratch;
+    const float** wp = scratch + kh * kw;
+    int any_row = 0;
+    for (size_t i = 0; i < kh; i++) any_row |= dy_rows[i] != NULL;
+
+    /* Input pixel iw = ph + q*s (phase ph) receives tap j from output pixel ow = q + off_j,
+     * off_j = (ph + pad - j*d) / s, for the taps j where that division is exact. */
+    for (size_t ph = 0; ph < s && ph < in_w; ph++) {
+        const size_t nq = (in_w - ph + s - 1) / s;
+        ptrdiff_t q_lo = 0, q_hi = (ptrdiff_t)nq;
+        size_t n_j = 0;
+        for (size_t j = 0; j < kw; j++) {
+            const ptrdiff_t v = (ptrdiff_t)ph + pl - (ptrdiff_t)(j * d);
+            if (v % (ptrdiff_t)s) continue;
+            const ptrdiff_t off = v / (ptrdiff_t)s;
+            n_j++;
+            if (-off > q_lo) q_lo = -off;
+            if ((ptrdiff_t)out_w - off < q_hi) q_hi = (ptrdiff_t)out_w - off;
+        }
+        if (!any_row || n_j == 0) {  /* no tap reaches this phase: zero gradient */
+            for (size_t q = 0; q < nq; q++) {
+                float* p = dx + (ph + q * s) * C;
+                for (size_t c = 0; c < C; c++) p[c] = 0.0f;
+            }
+            continue;
+        }
+        if (q_lo > (ptrdiff_t)nq) q_lo = (ptrdiff_t)nq;
+        if (q_hi < q_lo) q_hi = q_lo;
+
+        for (size_t q = 0; q < nq; q++) {
+            if ((ptrdiff_t)q == q_lo) q = (size_t)q_hi;
+            if (q >= nq) break;
+            size_t nt = 0;
+            for (size_t i = 0; i < kh; i++) {
+                if (!dy_rows[i]) continue;
+                for (size_t j = 0; j < kw; j++) {
+                    const ptrdiff_t v = (ptrdiff_t)ph + pl - (ptrdiff_t)(j * d);
+                    if (v % (ptrdiff_t)s) continue;
+                    const ptrdiff_t ow = (ptrdiff_t)q + v / (ptrdiff_t)s;
+                    if (ow < 0 || ow >= (ptrdiff_t)out_w) continue;
+                    xp[nt] = dy_rows[i] + (size_t)ow * C;
+                    wp[nt] = w + (i * kw + j) * C;
+                    nt++;
+                }
+            }
+            dw_out_segment(C, nt, 1, xp, wp, 0, NULL, dx + (ph + q * s) * C, C, -INFINITY,
+                           INFINITY);
+        }
+        if (q_hi > q_lo) {
+            size_t nt = 0;
+            for (size_t i = 0; i < kh; i++) {
+                if (!dy_rows[i]) continue;
+                for (size_t j = 0; j < kw; j++) {
+                    const ptrdiff_t v = (ptrdiff_t)ph + pl - (ptrdiff_t)(j * d);
+                    if (v % (ptrdiff_t)s) continue;
+                    xp[nt] = dy_rows[i] + (size_t)(q_lo + v / (ptrdiff_t)s) * C;
+                    wp[nt] = w + (i * kw + j) * C;
+                    nt++;
+                }
+            }
+            dw_out_segment(C, nt, (size_t)(q_hi - q_lo), xp, wp, C, NULL,
+                           dx + (ph + (size_t)q_lo * s) * C, s * C, -INFINITY, INFINITY);
+        }
+    }
+}
+
+/* --------------------------------------------------------------------- backward weight */
+
+/* NT taps (a compile-time count) of one channel vector: for each tap, a float sum over the
+ * segment's pixels in order, from zero, then added to its float64 accumulator. */
+DW_INLINE void dw_w_block(const size_t NT, const size_t tail, size_t c0, size_t npix,
+                          const float* const* xp, const size_t* tix, size_t x_step,
+                          const float* dy, size_t C, double* acc) {
+    vf_t sum[9];  /* NT <= 9 */
+#pragma GCC unroll 16
+    for (size_t t = 0; t < NT; t++) sum[t] = vf_zero();
+    const float* dyc = dy + c0;
+    for (size_t p = 0; p < npix; p++) {
+        const vf_t dv = dw_ld(dyc + p * C, tail);
+#pragma GCC unroll 16
+        for (size_t t = 0; t < NT; t++)
+            sum[t] = vf_fma(dw_ld(xp[t] + c0 + p * x_step, tail), dv, sum[t]);
+    }
+#pragma GCC unroll 16
+    for (size_t t = 0; t < NT; t++) dw_acc64(acc + tix[t] * C + c0, sum[t], tail);
+}
+
+/* Channels [c_begin, c_end) of one segment; the taps in groups held in registers (the
+ * grouping does not change any element's arithmetic). */
+DW_INLINE void dw_w_channels(const size_t tail, size_t c_begin, size_t c_end, size_t nt,
+                             size_t npix, const float* const* xp, const size_t* tix,
+                             size_t x_step, const float* dy, size_t C, double* acc) {
+    const size_t step = tail ? tail : DW_VLEN;
+    for (size_t c0 = c_begin; c0 < c_end; c0 += step) {
+        size_t t = 0;
+        if (nt == 9) {
+            dw_w_block(9, tail, c0, npix, xp, tix, x_step, dy, C, acc);
+            continue;
+        }
+        for (; t + 8 <= nt; t += 8) dw_w_block(8, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc);
+        if (t + 4 <= nt) { dw_w_block(4, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc); t += 4; }
+        if (t + 2 <= nt) { dw_w_block(2, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc); t += 2; }
+        if (t < nt) dw_w_block(1, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc);
+    }
+}
+
+static void dw_w_segment(size_t c_begin, size_t c_end, size_t nt, size_t npix,
+                         const float* const* xp, const size_t* tix, size_t x_step,
+                         const float* dy, size_t C, double* acc) {
+    const size_t tail = (c_end - c_begin) % DW_VLEN, full = c_end - tail;
+    if (full > c_begin) dw_w_channels(0, c_begin, full, nt, npix, xp, tix, x_step, dy, C, acc);
+    if (tail) dw_w_channels(tail, full, c_end, nt, npix, xp, tix, x_step, dy, C, acc);
+}
+
+void DW_FN(f32_dwconv_backward_weight_row)(const struct fc_dw_geom* g, const float* const* rows,
+                                           const float* dy, size_t c_begin, size_t c_end,
+                                           size_t i_begin, size_t i_end, double* acc,
+                                           const float** scratch) {
+    const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
+    const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
+    const ptrdiff_t pl = g->pad_left;
+    const float** xp = scratch;
+    size_t* tix = (size_t*)(void*)(scratch + kh * kw);
+    if (c_end <= c_begin || i_end <= i_begin) return;
+    size_t lo, hi;
+    dw_interior(in_w, out_w, kw, s, d, pl, &lo, &hi);
+
+    /* Left border, interior, right border: pixels in ascending order. */
+    for (size_t ow = 0; ow < out_w; ow++) {
+        if (ow == lo && hi > lo) {
+            size_t nt = 0;
+            for (size_t i = i_begin; i < i_end; i++) {
+                if (!rows[i]) continue;
+                for (size_t j = 0; j < kw; j++) {
+                    xp[nt] = rows[i] + (size_t)((ptrdiff_t)(lo * s + j * d) - pl) * C;
+                    tix[nt] = i * kw + j;
+                    nt++;
+                }
+            }
+            if (nt) dw_w_segment(c_begin, c_end, nt, hi - lo, xp, tix, s * C, dy + lo * C, C, acc);
+            ow = hi - 1;
+            continue;
+        }
+        size_t nt = 0;
+        for (size_t i = i_begin; i < i_end; i++) {
+            if (!rows[i]) continue;
+            for (size_t j = 0; j < kw; j++) {
+                const ptrdiff_t iw = (ptrdiff_t)(ow * s + j * d) - pl;
+                if (iw < 0 || iw >= (ptrdiff_t)in_w) continue;
+                xp[nt] = rows[i] + (size_t)iw * C;
+                tix[nt] = i * kw + j;
+                nt++;
+            }
+        }
+        if (nt) dw_w_segment(c_begin, c_end, nt, 1, xp, tix, 0, dy + ow * C, C, acc);
+    }
+}
