@@ -7,7 +7,8 @@
  *   vf_t               the float vector
  *   vf_load/vf_store, vf_loadn/vf_storen (first n < DW_VLEN lanes; loadn zeroes the others,
  *   storen leaves them untouched), vf_zero, vf_set1, vf_fma(a, b, c) = a * b + c,
- *   vf_max(a, b), vf_min(a, b) (b when either is NaN, as x86 MAXPS/MINPS).
+ *   vf_max(a, b), vf_min(a, b) (b when either is NaN, as x86 MAXPS/MINPS),
+ *   vf_acc64(a, v, n): a[k] += (double)v[k] for the first n lanes (all when n == 0).
  *
  * A "segment" is a run of pixels that all read the same list of taps: the interior of a row
  * (every tap inside the image) is one segment, each border pixel is a segment of one pixel with
@@ -36,14 +37,6 @@ DW_INLINE void dw_st(float* p, vf_t v, size_t tail) {
 /* min(hi, max(lo, v)): a NaN in v comes through. */
 DW_INLINE vf_t dw_clamp(vf_t v, vf_t lo, vf_t hi) { return vf_min(hi, vf_max(lo, v)); }
 
-/* a[k] += v[k] in float64 for the first n lanes (n = tail, or DW_VLEN when tail is 0). */
-DW_INLINE void dw_acc64(double* a, vf_t v, size_t tail) {
-    float tmp[DW_VLEN];
-    vf_store(tmp, v);
-    const size_t n = tail ? tail : DW_VLEN;
-    for (size_t k = 0; k < n; k++) a[k] += (double)tmp[k];
-}
-
 /* The pixels [lo, hi) of an output row whose every tap lies inside [0, in): o*s - pad >= 0 and
  * o*s - pad + (k-1)*d <= in - 1. Returns lo <= hi <= out. */
 static void dw_interior(size_t in, size_t out, size_t k, size_t s, size_t d, ptrdiff_t pad,
@@ -60,42 +53,93 @@ static void dw_interior(size_t in, size_t out, size_t k, size_t s, size_t d, ptr
 
 /* ------------------------------------------------------------------------ output segments */
 
-/* One channel vector at c0 of npix pixels: y[p*y_step] = clamp(b + sum_t xp[t][p*x_step] * wp[t]).
- * NT > 0: exactly NT taps, weights held in registers; NT == 0: nt taps, weights reloaded. */
-DW_INLINE void dw_out_block(const size_t NT, size_t nt, const size_t tail, size_t c0, size_t npix,
-                            const float* const* xp, const float* const* wp, size_t x_step,
-                            vf_t b, float* y, size_t y_step, vf_t lo, vf_t hi) {
+/* U pixels from p (U a compile-time width) of one channel vector at c0:
+ * y[q*y_step] = clamp(b + sum_t xp[t][q*x_step] * w_t) for q in [p, p+U). NT > 0: exactly NT
+ * taps, weights wv[] held in registers; NT == 0: nt taps, weights loaded from wp[]. */
+DW_INLINE void dw_out_tile(const size_t NT, size_t nt, const size_t U, const size_t tail,
+                           size_t c0, size_t p, const float* const* xp, const float* const* wp,
+                           const vf_t* wv, size_t x_step, vf_t b, float* y, size_t y_step,
+                           vf_t lo, vf_t hi) {
     const size_t n_taps = NT ? NT : nt;
+    vf_t acc[DW_TILE];
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) acc[u] = b;
+#pragma GCC unroll 16
+    for (size_t t = 0; t < n_taps; t++) {
+        const vf_t w = NT ? wv[t] : dw_ld(wp[t] + c0, tail);
+        const float* x = xp[t] + c0 + p * x_step;
+#pragma GCC unroll 16
+        for (size_t u = 0; u < U; u++) acc[u] = vf_fma(dw_ld(x + u * x_step, tail), w, acc[u]);
+    }
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) dw_st(y + c0 + (p + u) * y_step, dw_clamp(acc[u], lo, hi), tail);
+}
+
+/* U pixels from p, every channel: the channel vectors in order, each with its weights. */
+DW_INLINE void dw_out_tile_channels(const size_t NT, size_t nt, const size_t U, size_t channels,
+                                    size_t p, const float* const* xp, const float* const* wp,
+                                    size_t x_step, const float* bias, float* y, size_t y_step,
+                                    vf_t lo, vf_t hi) {
+    const size_t tail = channels % DW_VLEN, full = channels - tail;
     vf_t wv[9];  /* NT <= 9 */
-    if (NT) {
+    for (size_t c0 = 0; c0 < full; c0 += DW_VLEN) {
 #pragma GCC unroll 16
-        for (size_t t = 0; t < NT; t++) wv[t] = dw_ld(wp[t] + c0, tail);
+        for (size_t t = 0; t < NT; t++) wv[t] = vf_load(wp[t] + c0);
+        dw_out_tile(NT, nt, U, 0, c0, p, xp, wp, wv, x_step, bias ? vf_load(bias + c0) : vf_zero(),
+                    y, y_step, lo, hi);
     }
-    y += c0;
+    if (DW_VLEN > 1 && tail) {
+#pragma GCC unroll 16
+        for (size_t t = 0; t < NT; t++) wv[t] = dw_ld(wp[t] + full, tail);
+        dw_out_tile(NT, nt, U, tail, full, p, xp, wp, wv, x_step,
+                    bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
+    }
+}
+
+/* npix pixels, pixel tiles outer and channel vectors inner, so that the input and output rows
+ * are read and written front to back. Full tiles, then a last full tile that overlaps the
+ * previous one (the pixels computed twice get the same bits), or for short runs halving tiles. */
+DW_INLINE void dw_out_run(const size_t NT, size_t nt, size_t channels, size_t npix,
+                          const float* const* xp, const float* const* wp, size_t x_step,
+                          const float* bias, float* y, size_t y_step, vf_t lo, vf_t hi) {
+    if (npix >= DW_TILE) {
+        size_t p = 0;
+        for (; p + DW_TILE <= npix; p += DW_TILE)
+            dw_out_tile_channels(NT, nt, DW_TILE, channels, p, xp, wp, x_step, bias, y, y_step,
+                                 lo, hi);
+        if (p < npix)
+            dw_out_tile_channels(NT, nt, DW_TILE, channels, npix - DW_TILE, xp, wp, x_step, bias,
+                                 y, y_step, lo, hi);
+        return;
+    }
     size_t p = 0;
-    for (; p + DW_TILE <= npix; p += DW_TILE) {
-        vf_t acc[DW_TILE];
-#pragma GCC unroll 16
-        for (size_t u = 0; u < DW_TILE; u++) acc[u] = b;
-#pragma GCC unroll 16
-        for (size_t t = 0; t < n_taps; t++) {
-            const vf_t w = NT ? wv[NT ? t : 0] : dw_ld(wp[t] + c0, tail);
-            const float* x = xp[t] + c0 + p * x_step;
-#pragma GCC unroll 16
-            for (size_t u = 0; u < DW_TILE; u++) acc[u] = vf_fma(dw_ld(x + u * x_step, tail), w, acc[u]);
-        }
-#pragma GCC unroll 16
-        for (size_t u = 0; u < DW_TILE; u++) dw_st(y + (p + u) * y_step, dw_clamp(acc[u], lo, hi), tail);
+    if (DW_TILE > 4 && npix - p >= 4) {
+        dw_out_tile_channels(NT, nt, 4, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi);
+        p += 4;
     }
-    for (; p < npix; p++) {
-        vf_t acc = b;
-#pragma GCC unroll 16
-        for (size_t t = 0; t < n_taps; t++) {
-            const vf_t w = NT ? wv[NT ? t : 0] : dw_ld(wp[t] + c0, tail);
-            acc = vf_fma(dw_ld(xp[t] + c0 + p * x_step, tail), w, acc);
-        }
-        dw_st(y + p * y_step, dw_clamp(acc, lo, hi), tail);
+    if (DW_TILE > 2 && npix - p >= 2) {
+        dw_out_tile_channels(NT, nt, 2, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi);
+        p += 2;
     }
+    if (p < npix)
+        dw_out_tile_channels(NT, nt, 1, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi);
+}
+
+/* One pixel, channel vectors [c0, c0 + U*DW_VLEN) side by side (independent FMA chains). */
+DW_INLINE void dw_out_pixel(const size_t U, size_t nt, size_t c0, const float* const* xp,
+                            const float* const* wp, const float* bias, float* y, vf_t lo,
+                            vf_t hi) {
+    vf_t acc[DW_TILE];
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) acc[u] = bias ? vf_load(bias + c0 + u * DW_VLEN) : vf_zero();
+    for (size_t t = 0; t < nt; t++) {
+#pragma GCC unroll 16
+        for (size_t u = 0; u < U; u++)
+            acc[u] = vf_fma(vf_load(xp[t] + c0 + u * DW_VLEN), vf_load(wp[t] + c0 + u * DW_VLEN),
+                            acc[u]);
+    }
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) vf_store(y + c0 + u * DW_VLEN, dw_clamp(acc[u], lo, hi));
 }
 
 /* All channels of one segment. */
@@ -104,21 +148,18 @@ static void dw_out_segment(size_t channels, size_t nt, size_t npix, const float*
                            size_t y_step, float cmin, float cmax) {
     const vf_t lo = vf_set1(cmin), hi = vf_set1(cmax);
     const size_t tail = channels % DW_VLEN, full = channels - tail;
-    if (nt == 9) {
-        for (size_t c0 = 0; c0 < full; c0 += DW_VLEN)
-            dw_out_block(9, 9, 0, c0, npix, xp, wp, x_step, bias ? dw_ld(bias + c0, 0) : vf_zero(),
-                         y, y_step, lo, hi);
-        if (tail)
-            dw_out_block(9, 9, tail, full, npix, xp, wp, x_step,
-                         bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
-    } else {
-        for (size_t c0 = 0; c0 < full; c0 += DW_VLEN)
-            dw_out_block(0, nt, 0, c0, npix, xp, wp, x_step, bias ? dw_ld(bias + c0, 0) : vf_zero(),
-                         y, y_step, lo, hi);
-        if (tail)
-            dw_out_block(0, nt, tail, full, npix, xp, wp, x_step,
-                         bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
+    if (npix == 1) {  /* border pixels: several channel vectors at a time */
+        size_t c0 = 0;
+        for (; c0 + DW_TILE * DW_VLEN <= full; c0 += DW_TILE * DW_VLEN)
+            dw_out_pixel(DW_TILE, nt, c0, xp, wp, bias, y, lo, hi);
+        for (; c0 < full; c0 += DW_VLEN) dw_out_pixel(1, nt, c0, xp, wp, bias, y, lo, hi);
+        if (DW_VLEN > 1 && tail)
+            dw_out_tile(0, nt, 1, tail, full, 0, xp, wp, NULL, 0,
+                        bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
+        return;
     }
+    if (nt == 9) dw_out_run(9, 9, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi);
+    else dw_out_run(0, nt, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi);
 }
 
 /* ----------------------------------------------------------------------------- forward */
@@ -255,7 +296,7 @@ DW_INLINE void dw_w_block(const size_t NT, const size_t tail, size_t c0, size_t 
             sum[t] = vf_fma(dw_ld(xp[t] + c0 + p * x_step, tail), dv, sum[t]);
     }
 #pragma GCC unroll 16
-    for (size_t t = 0; t < NT; t++) dw_acc64(acc + tix[t] * C + c0, sum[t], tail);
+    for (size_t t = 0; t < NT; t++) vf_acc64(acc + tix[t] * C + c0, sum[t], tail);
 }
 
 /* Channels [c_begin, c_end) of one segment; the taps in groups held in registers (the

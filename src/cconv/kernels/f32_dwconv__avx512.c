@@ -20,5 +20,18 @@ static inline vf_t vf_set1(float x) { return _mm512_set1_ps(x); }
 static inline vf_t vf_fma(vf_t a, vf_t b, vf_t c) { return _mm512_fmadd_ps(a, b, c); }
 static inline vf_t vf_max(vf_t a, vf_t b) { return _mm512_max_ps(a, b); }
 static inline vf_t vf_min(vf_t a, vf_t b) { return _mm512_min_ps(a, b); }
+static inline void vf_acc64(double* a, vf_t v, size_t n) {
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+    if (n == 0) {
+        _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), lo));
+        _mm512_storeu_pd(a + 8, _mm512_add_pd(_mm512_loadu_pd(a + 8), hi));
+    } else {
+        const __mmask16 m = tail_mask(n);
+        const __mmask8 ml = (__mmask8)(m & 0xff), mh = (__mmask8)(m >> 8);
+        _mm512_mask_storeu_pd(a, ml, _mm512_add_pd(_mm512_maskz_loadu_pd(ml, a), lo));
+        _mm512_mask_storeu_pd(a + 8, mh, _mm512_add_pd(_mm512_maskz_loadu_pd(mh, a + 8), hi));
+    }
+}
 
 #include "dwconv_impl.h"

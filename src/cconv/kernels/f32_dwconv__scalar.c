@@ -20,5 +20,6 @@ static inline vf_t vf_fma(vf_t a, vf_t b, vf_t c) { return a * b + c; }
 /* b when either is NaN, like MAXPS/MINPS. */
 static inline vf_t vf_max(vf_t a, vf_t b) { return a > b ? a : b; }
 static inline vf_t vf_min(vf_t a, vf_t b) { return a < b ? a : b; }
+static inline void vf_acc64(double* a, vf_t v, size_t n) { (void)n; *a += (double)v; }
 
 #include "dwconv_impl.h"
