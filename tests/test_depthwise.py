@@ -174,8 +174,8 @@ def test_reference_gradients(case):
 
 THREAD_CASES = [
     _case((3, 13, 21, 70), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1))),
-    # one channel block: the weight gradient splits tap rows over the threads
     _case((2, 11, 17, 8), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1))),
+    _case((5, 1, 6, 3), (1, 3), (1, 1), (1, 1), ((0, 0), (1, 1))),  # fewer rows than chunks
     _case((2, 15, 15, 33), (5, 5), (2, 2), (1, 1), ((2, 1), (0, 2))),
     _case((1, 9, 12, 17), (3, 5), (2, 1), (2, 1), ((1, 1), (2, 2))),
 ]
@@ -184,7 +184,7 @@ THREAD_CASES = [
 @pytest.mark.parametrize("case", THREAD_CASES)
 def test_threads_bitwise(case, isa):
     x, w, b, dy = _f32(*_data(case, seed=4))
-    for n in (2, 3):
+    for n in (2, 3, 4):
         np.testing.assert_array_equal(_fwd(case, x, w, b, n_threads=1),
                                       _fwd(case, x, w, b, n_threads=n))
         np.testing.assert_array_equal(_bwd_data(case, dy, w, n_threads=1),

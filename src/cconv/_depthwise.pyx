@@ -8,10 +8,9 @@ it reads (a row of zeros for vertical padding) and runs OpenMP over rows:
   forward          rows of y (batch x out_h), each computed by one thread;
   backward-data    rows of dx (batch x in_h), each gathered from the rows of dy that read it, so
                    no scatter and no atomics; horizontal stride phases inside the kernel;
-  backward-weight  threads split the channels (or, with fewer channel blocks than threads, the
-                   channel blocks x tap rows), never the sum over batch and pixels: every
-                   weight-gradient element is summed by one thread in the same order (float sums
-                   per row segment, added in float64, rows in order).
+  backward-weight  fixed chunks of output rows (their number depends on the shape only), each
+                   summed by one thread into its own float64 partial (float sums per row
+                   segment, rows in order); the partials are added in chunk order.
 
 Every element's arithmetic depends on the shapes only, so results are bitwise identical for any
 number of threads.
@@ -35,22 +34,30 @@ cdef extern from "dwconv.h" nogil:
         size_t kernel_h, kernel_w
         size_t stride_w, dilation_w
         ptrdiff_t pad_left
+    struct fc_dw_next:
+        const float* in_ "in"
+        size_t n_in
+        float* out
+        const float* dy
     ctypedef void (*fc_dwconv_forward_row_fn)(const fc_dw_geom*, const float* const*,
                                               const float*, const float*, float*, float, float,
-                                              const float**) noexcept nogil
+                                              const fc_dw_next*, const float**) noexcept nogil
     ctypedef void (*fc_dwconv_backward_data_row_fn)(const fc_dw_geom*, const float* const*,
-                                                    const float*, float*,
+                                                    const float*, float*, const fc_dw_next*,
                                                     const float**) noexcept nogil
     ctypedef void (*fc_dwconv_backward_weight_row_fn)(const fc_dw_geom*, const float* const*,
                                                       const float*, size_t, size_t, size_t,
-                                                      size_t, double*,
+                                                      size_t, double*, const fc_dw_next*,
                                                       const float**) noexcept nogil
     ctypedef struct fc_dwconv_kernels:
         fc_dwconv_forward_row_fn forward_row
         fc_dwconv_backward_data_row_fn backward_data_row
         fc_dwconv_backward_weight_row_fn backward_weight_row
     fc_dwconv_kernels fc_dwconv_select(int isa)
-    enum: DWCONV_CHANNEL_BLOCK
+
+# Row chunks of the weight gradient: each sums its rows into its own float64 partial, and the
+# partials are added in chunk order. Their number depends on the shape only (at most this many).
+DEF WEIGHT_CHUNKS = 32
 
 
 # ------------------------------------------------------------------------- argument handling
@@ -79,24 +86,39 @@ def _positive(op, name, value):
     return value
 
 
-def _weight_units(channels, kh, n_threads):
-    """Work units of the weight gradient, (c_begin, c_end, i_begin, i_end): contiguous channel
-    ranges (multiples of DWCONV_CHANNEL_BLOCK), one per thread; with fewer channel blocks than
-    threads, (channel block, tap row) pairs. The split changes which thread computes an
-    element, never how it is computed."""
-    blocks = -(-channels // DWCONV_CHANNEL_BLOCK)
-    units = []
-    if blocks >= n_threads or kh == 1:
-        parts = min(n_threads, blocks)
-        for u in range(parts):
-            b0, b1 = u * blocks // parts, (u + 1) * blocks // parts
-            units.append((b0 * DWCONV_CHANNEL_BLOCK, min(b1 * DWCONV_CHANNEL_BLOCK, channels), 0, kh))
-    else:
-        for blk in range(blocks):
-            for i in range(kh):
-                units.append((blk * DWCONV_CHANNEL_BLOCK,
-                              min((blk + 1) * DWCONV_CHANNEL_BLOCK, channels), i, i + 1))
-    return units
+def _weight_chunks(rows):
+    """The output rows of the weight gradient in WEIGHT_CHUNKS (or fewer) consecutive chunks,
+    as (r_begin, r_end): a split that depends on the shape only, never on the threads."""
+    n = min(rows, WEIGHT_CHUNKS)
+    return [(q * rows // n, (q + 1) * rows // n) for q in range(n)]
+
+
+cdef inline Py_ssize_t _new_rows_first(Py_ssize_t oh, Py_ssize_t SH, Py_ssize_t DH,
+                                        Py_ssize_t KH, Py_ssize_t pt) noexcept nogil:
+    """The first input row that output row oh + 1 reads and output row oh does not."""
+    return max(oh * SH - pt + (KH - 1) * DH + 1, (oh + 1) * SH - pt, 0)
+
+
+cdef inline Py_ssize_t _new_rows_count(Py_ssize_t oh, Py_ssize_t OH, Py_ssize_t H, Py_ssize_t SH,
+                                       Py_ssize_t DH, Py_ssize_t KH, Py_ssize_t pt) noexcept nogil:
+    """How many consecutive input rows from _new_rows_first output row oh + 1 reads first (for
+    the prefetch of the next row): 0 when there is no next row in this image."""
+    if oh + 1 >= OH:
+        return 0
+    cdef Py_ssize_t a = _new_rows_first(oh, SH, DH, KH, pt)
+    cdef Py_ssize_t b = min((oh + 1) * SH - pt + (KH - 1) * DH, H - 1)
+    return b - a + 1 if b >= a else 0
+
+
+cdef inline Py_ssize_t _last_dy_row(Py_ssize_t ih, Py_ssize_t OH, Py_ssize_t SH, Py_ssize_t DH,
+                                    Py_ssize_t KH, Py_ssize_t pt) noexcept nogil:
+    """The last row of dy that input row ih gathers from (-1 for none)."""
+    cdef Py_ssize_t i, t, best = -1
+    for i in range(KH):
+        t = ih + pt - i * DH
+        if t >= 0 and t % SH == 0 and t // SH < OH and t // SH > best:
+            best = t // SH
+    return best
 
 
 cdef fc_dw_geom _geom(size_t channels, size_t in_w, size_t out_w, size_t kh, size_t kw,
@@ -150,14 +172,17 @@ def depthwise_forward(x, w, b, stride, dilation, pad_top, pad_left, out_h, out_w
     cdef const float[::1] zero = np.zeros(W * C, np.float32)
     cdef Py_ssize_t per_thread = KH + 2 * KH * kw
     cdef size_t[::1] scratch = np.empty(nt * per_thread, np.uintp)
-    cdef Py_ssize_t r, n, oh, i, ih
+    cdef Py_ssize_t r, n, oh, i, ih, first
     cdef int tid
     cdef unsigned ftz
     cdef const float** rows
+    cdef size_t[::1] next_buf = np.zeros(nt * 4, np.uintp)
+    cdef fc_dw_next* nx
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         ftz = cconv_ftz_enter()
         rows = <const float**>&scratch[tid * per_thread]
+        nx = <fc_dw_next*>&next_buf[tid * 4]
         for r in prange(N * OH, schedule="static"):
             n = r // OH
             oh = r - n * OH
@@ -167,7 +192,13 @@ def depthwise_forward(x, w, b, stride, dilation, pad_top, pad_left, out_h, out_w
                     rows[i] = &xv[(n * H + ih) * W * C]
                 else:
                     rows[i] = &zero[0]
-            k.forward_row(&g, rows, &wv[0], bias_ptr, &yv[r * OW * C], lo, hi, rows + KH)
+            # prefetched while this row runs: the next row's new input rows and its output row
+            nx.n_in = _new_rows_count(oh, OH, H, SH, DH, KH, pt)
+            first = _new_rows_first(oh, SH, DH, KH, pt)
+            nx.in_ = &xv[(n * H + first) * W * C] if nx.n_in > 0 else NULL
+            nx.out = &yv[(r + 1) * OW * C] if r + 1 < N * OH else NULL
+            nx.dy = NULL
+            k.forward_row(&g, rows, &wv[0], bias_ptr, &yv[r * OW * C], lo, hi, nx, rows + KH)
         cconv_ftz_restore(ftz)
     return y
 
@@ -202,14 +233,17 @@ def depthwise_backward_data(dy, w, input_shape, stride, dilation, pad_top, pad_l
     cdef const float[::1] zero = np.zeros(OW * C, np.float32)
     cdef Py_ssize_t per_thread = KH + 2 * KH * kw
     cdef size_t[::1] scratch = np.empty(nt * per_thread, np.uintp)
-    cdef Py_ssize_t r, n, ih, i, t, oh
+    cdef Py_ssize_t r, n, ih, i, t, oh, last
     cdef int tid
     cdef unsigned ftz
     cdef const float** rows
+    cdef size_t[::1] next_buf = np.zeros(nt * 4, np.uintp)
+    cdef fc_dw_next* nx
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         ftz = cconv_ftz_enter()
         rows = <const float**>&scratch[tid * per_thread]
+        nx = <fc_dw_next*>&next_buf[tid * 4]
         for r in prange(N * H, schedule="static"):
             n = r // H
             ih = r - n * H
@@ -225,7 +259,17 @@ def depthwise_backward_data(dy, w, input_shape, stride, dilation, pad_top, pad_l
                         rows[i] = &dyv[(n * OH + oh) * OW * C]
                     else:
                         rows[i] = &zero[0]
-            k.backward_data_row(&g, rows, &wv[0], &dxv[r * W * C], rows + KH)
+            # prefetched while this row runs: the next row's new row of dy and its output row
+            nx.in_ = NULL
+            nx.n_in = 0
+            if ih + 1 < H:
+                last = _last_dy_row(ih + 1, OH, SH, DH, KH, pt)
+                if last >= 0 and last > _last_dy_row(ih, OH, SH, DH, KH, pt):
+                    nx.in_ = &dyv[(n * OH + last) * OW * C]
+                    nx.n_in = 1
+            nx.out = &dxv[(r + 1) * W * C] if r + 1 < N * H else NULL
+            nx.dy = NULL
+            k.backward_data_row(&g, rows, &wv[0], &dxv[r * W * C], nx, rows + KH)
         cconv_ftz_restore(ftz)
     return dx
 
@@ -249,27 +293,29 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
     cdef fc_dwconv_kernels k = fc_dwconv_select(current_isa())
     cdef fc_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
 
-    units = _weight_units(C, KH, nt)
-    cdef size_t[:, ::1] uv = np.array(units, np.uintp).reshape(-1, 4)
-    cdef Py_ssize_t n_units = uv.shape[0]
+    cdef Py_ssize_t[:, ::1] chunks = np.array(_weight_chunks(N * OH), np.intp)
+    cdef Py_ssize_t n_parts = chunks.shape[0]
 
-    acc = np.zeros((KH * kw, C), np.float64)
-    cdef double[::1] accv = acc.reshape(-1)
+    parts = np.zeros((n_parts, KH * kw, C), np.float64)
+    cdef double[::1] pv = parts.reshape(-1)
+    cdef Py_ssize_t part_size = KH * kw * C
     cdef const float[::1] xv = x.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
-    cdef const float[::1] zero = np.zeros(W * C, np.float32)
     cdef Py_ssize_t per_thread = KH + 2 * KH * kw
     cdef size_t[::1] scratch = np.empty(nt * per_thread, np.uintp)
-    cdef Py_ssize_t u_, r, n, oh, i, ih
+    cdef size_t[::1] next_buf = np.zeros(nt * 4, np.uintp)
+    cdef Py_ssize_t q, r, n, oh, i, ih, first
     cdef int tid
     cdef unsigned ftz
     cdef const float** rows
+    cdef fc_dw_next* nx
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         ftz = cconv_ftz_enter()
         rows = <const float**>&scratch[tid * per_thread]
-        for u_ in prange(n_units, schedule="static"):
-            for r in range(N * OH):
+        nx = <fc_dw_next*>&next_buf[tid * 4]
+        for q in prange(n_parts, schedule="static"):
+            for r in range(chunks[q, 0], chunks[q, 1]):
                 n = r // OH
                 oh = r - n * OH
                 for i in range(KH):
@@ -278,7 +324,17 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
                         rows[i] = &xv[(n * H + ih) * W * C]
                     else:
                         rows[i] = NULL
-                k.backward_weight_row(&g, rows, &dyv[r * OW * C], uv[u_, 0], uv[u_, 1],
-                                      uv[u_, 2], uv[u_, 3], &accv[0], rows + KH)
+                # prefetched while this row runs: the next row's new input rows and its dy
+                nx.n_in = _new_rows_count(oh, OH, H, SH, DH, KH, pt)
+                first = _new_rows_first(oh, SH, DH, KH, pt)
+                nx.in_ = &xv[(n * H + first) * W * C] if nx.n_in > 0 else NULL
+                nx.out = NULL
+                nx.dy = &dyv[(r + 1) * OW * C] if r + 1 < chunks[q, 1] else NULL
+                k.backward_weight_row(&g, rows, &dyv[r * OW * C], 0, C, 0, KH,
+                                      &pv[q * part_size], nx, rows + KH)
         cconv_ftz_restore(ftz)
+    # the chunks' partial sums, added in chunk order
+    acc = parts[0]
+    for part in parts[1:]:
+        acc += part
     return np.ascontiguousarray(acc.T.reshape(C, 1, KH, kw).astype(np.float32))

@@ -30,6 +30,19 @@ struct fc_dw_geom {
     ptrdiff_t pad_left;
 };
 
+/* What the caller's next call will touch for the first time: every row kernel fetches it into
+ * L2 while it computes (prefetcht2, prefetchw for `out`), so that the streams from and to
+ * memory overlap the arithmetic. A hint only: nothing in it is read or written. NULL: none.
+ *   in, n_in   consecutive rows of the kernel's input (x, or dy for backward-data);
+ *   out        the next output row (y or dx), NULL for none;
+ *   dy         backward-weight only: the next row of dy. */
+struct fc_dw_next {
+    const float* in;
+    size_t n_in;
+    float* out;
+    const float* dy;
+};
+
 /* Forward, one output row: y[ow][c] = clamp(bias[c] + sum_{i, j} rows[i][iw][c] * w[i, j][c])
  * with iw = ow * stride_w - pad_left + j * dilation_w, the taps with iw outside [0, in_w) left
  * out. rows: kernel_h pointers to input rows (in_w * channels floats; a row of zeros stands for
@@ -37,7 +50,8 @@ struct fc_dw_geom {
  * scratch: 2 * kernel_h * kernel_w pointers. */
 typedef void (*fc_dwconv_forward_row_fn)(const struct fc_dw_geom* g, const float* const* rows,
                                          const float* w, const float* bias, float* y, float cmin,
-                                         float cmax, const float** scratch);
+                                         float cmax, const struct fc_dw_next* next,
+                                         const float** scratch);
 
 /* Backward-data, one input row: dx[iw][c] = sum over the taps (i, j) and output pixels ow with
  * ow * stride_w - pad_left + j * dilation_w == iw of dy_rows[i][ow][c] * w[i, j][c].
@@ -48,17 +62,21 @@ typedef void (*fc_dwconv_forward_row_fn)(const struct fc_dw_geom* g, const float
  * written. scratch: 2 * kernel_h * kernel_w pointers. */
 typedef void (*fc_dwconv_backward_data_row_fn)(const struct fc_dw_geom* g,
                                                const float* const* dy_rows, const float* w,
-                                               float* dx, const float** scratch);
+                                               float* dx, const struct fc_dw_next* next,
+                                               const float** scratch);
 
 /* Backward-weight, one output row, channels [c_begin, c_end) and tap rows [i_begin, i_end):
  * acc[(i * kw + j) * channels + c] += sum_ow rows[i][iw][c] * dy[ow][c] (iw as in the forward,
- * taps outside the image left out). The sum over a run of pixels is taken in float, pixel after
- * pixel, then added to the float64 acc. c_begin must be a multiple of DWCONV_CHANNEL_BLOCK (or 0).
- * scratch: 2 * kernel_h * kernel_w pointers. */
+ * taps outside the image left out; rows[i] NULL: tap row i outside the image). The sum over a
+ * run of pixels is taken in float, pixel after pixel, then added to the float64 acc. c_begin
+ * must be a multiple of DWCONV_CHANNEL_BLOCK. Only channels [c_begin, c_end) of `next` are
+ * fetched. scratch: 2 * kernel_h * kernel_w pointers. */
 typedef void (*fc_dwconv_backward_weight_row_fn)(const struct fc_dw_geom* g,
                                                  const float* const* rows, const float* dy,
                                                  size_t c_begin, size_t c_end, size_t i_begin,
-                                                 size_t i_end, double* acc, const float** scratch);
+                                                 size_t i_end, double* acc,
+                                                 const struct fc_dw_next* next,
+                                                 const float** scratch);
 
 /* Channels per work unit of the backward-weight pass: a multiple of every SIMD width. */
 #define DWCONV_CHANNEL_BLOCK 16
@@ -72,12 +90,14 @@ typedef struct {
 #define FC_DWCONV_DECLARE(isa)                                                                  \
     void f32_dwconv_forward_row__##isa(const struct fc_dw_geom*, const float* const*,           \
                                        const float*, const float*, float*, float, float,        \
-                                       const float**);                                          \
+                                       const struct fc_dw_next*, const float**);                \
     void f32_dwconv_backward_data_row__##isa(const struct fc_dw_geom*, const float* const*,     \
-                                             const float*, float*, const float**);              \
+                                             const float*, float*, const struct fc_dw_next*,    \
+                                             const float**);                                    \
     void f32_dwconv_backward_weight_row__##isa(const struct fc_dw_geom*, const float* const*,   \
                                                const float*, size_t, size_t, size_t, size_t,    \
-                                               double*, const float**);
+                                               double*, const struct fc_dw_next*,               \
+                                               const float**);
 
 #define FC_DWCONV_TABLE(isa)                                                                    \
     (fc_dwconv_kernels) {                                                                       \

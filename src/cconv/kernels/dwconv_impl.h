@@ -37,6 +37,48 @@ DW_INLINE void dw_st(float* p, vf_t v, size_t tail) {
 /* min(hi, max(lo, v)): a NaN in v comes through. */
 DW_INLINE vf_t dw_clamp(vf_t v, vf_t lo, vf_t hi) { return vf_min(hi, vf_max(lo, v)); }
 
+/* Rows that the caller's next call will read for the first time: while a run of output
+ * pixels is computed, the same part of those rows is fetched into L2 (prefetcht2), so that the
+ * streams from memory overlap the arithmetic. base is at the run's first pixel; an output pixel
+ * covers `step` floats of each row, in pixels of `pix` floats (step = stride * pix). */
+struct dw_pf {
+    const float* base;
+    size_t rows, row_floats, step, pix;
+    int write;  /* to be written: fetched for ownership (prefetchw) */
+};
+
+/* Output pixels [p, p + n) of every prefetched row, channels [c0, c0 + nc) of each pixel. */
+DW_INLINE void dw_prefetch(const struct dw_pf* pf, size_t p, size_t n, size_t c0, size_t nc) {
+    if (!pf || !pf->rows) return;
+    for (size_t r = 0; r < pf->rows; r++) {
+        const float* row = pf->base + r * pf->row_floats;
+        if (nc == pf->pix) {  /* whole pixels: one contiguous range */
+            const char* a = (const char*)(row + p * pf->step);
+            const char* b = (const char*)(row + (p + n) * pf->step);
+            if (pf->write)
+                for (; a < b; a += 64) __builtin_prefetch(a, 1, 1);
+            else
+                for (; a < b; a += 64) __builtin_prefetch(a, 0, 1);
+            continue;
+        }
+        for (const float* q = row + p * pf->step; q < row + (p + n) * pf->step; q += pf->pix) {
+            __builtin_prefetch(q + c0, 0, 1);
+            __builtin_prefetch(q + c0 + nc - 1, 0, 1);
+        }
+    }
+}
+
+/* The prefetch of a run that starts `off` floats into rows of `row_floats` floats. */
+static struct dw_pf dw_pf_at(const float* next, size_t n_next, size_t row_floats, ptrdiff_t off,
+                             size_t step, size_t pix) {
+    struct dw_pf pf = {NULL, 0, row_floats, step, pix, 0};
+    if (next && n_next) {
+        pf.base = next + off;
+        pf.rows = n_next;
+    }
+    return pf;
+}
+
 /* The pixels [lo, hi) of an output row whose every tap lies inside [0, in): o*s - pad >= 0 and
  * o*s - pad + (k-1)*d <= in - 1. Returns lo <= hi <= out. */
 static void dw_interior(size_t in, size_t out, size_t k, size_t s, size_t d, ptrdiff_t pad,
@@ -75,54 +117,107 @@ DW_INLINE void dw_out_tile(const size_t NT, size_t nt, const size_t U, const siz
     for (size_t u = 0; u < U; u++) dw_st(y + c0 + (p + u) * y_step, dw_clamp(acc[u], lo, hi), tail);
 }
 
+/* The 3x3 taps as three rows of three adjacent pixels (xp[3i + j] == xp[3i] + j*C, C floats a
+ * pixel), output pixel u reading pixel u*S + j of each row (S = 1 or 2, compile-time): each
+ * input vector is loaded once per tile and feeds every tap that reads it. Per output element
+ * the FMAs come in the same (i, j) order as in dw_out_tile, so the results are the same. */
+DW_INLINE void dw_out_tile3(const size_t S, const size_t U, const size_t tail, size_t C,
+                            size_t c0, size_t p, const float* const* xp, const vf_t* wv, vf_t b,
+                            float* y, size_t y_step, vf_t lo, vf_t hi) {
+    vf_t acc[DW_TILE];
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) acc[u] = b;
+#pragma GCC unroll 3
+    for (size_t i = 0; i < 3; i++) {
+        const float* r = xp[3 * i] + c0 + p * S * C;
+#pragma GCC unroll 32
+        for (size_t px = 0; px < (U - 1) * S + 3; px++) {
+            const vf_t xv = dw_ld(r + px * C, tail);
+#pragma GCC unroll 3
+            for (size_t j = 0; j < 3; j++) {
+                if (px >= j && (px - j) % S == 0 && (px - j) / S < U)
+                    acc[(px - j) / S] = vf_fma(xv, wv[3 * i + j], acc[(px - j) / S]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) dw_st(y + c0 + (p + u) * y_step, dw_clamp(acc[u], lo, hi), tail);
+}
+
+/* How a segment's taps are read: any list (runtime count), 9 taps with their weights in
+ * registers, or the 3x3 row layout of dw_out_tile3 with stride 1 or 2. */
+enum { DW_ANY = 0, DW_NINE = 9, DW_ROWS3_S1 = 31, DW_ROWS3_S2 = 32 };
+
+DW_INLINE void dw_out_tile_any(const int MODE, size_t nt, const size_t U, const size_t tail,
+                               size_t C, size_t c0, size_t p, const float* const* xp,
+                               const float* const* wp, const vf_t* wv, size_t x_step, vf_t b,
+                               float* y, size_t y_step, vf_t lo, vf_t hi) {
+    if (MODE == DW_ROWS3_S1) dw_out_tile3(1, U, tail, C, c0, p, xp, wv, b, y, y_step, lo, hi);
+    else if (MODE == DW_ROWS3_S2) dw_out_tile3(2, U, tail, C, c0, p, xp, wv, b, y, y_step, lo, hi);
+    else dw_out_tile(MODE == DW_NINE ? 9 : 0, nt, U, tail, c0, p, xp, wp, wv, x_step, b, y, y_step,
+                     lo, hi);
+}
+
 /* U pixels from p, every channel: the channel vectors in order, each with its weights. */
-DW_INLINE void dw_out_tile_channels(const size_t NT, size_t nt, const size_t U, size_t channels,
+DW_INLINE void dw_out_tile_channels(const int MODE, size_t nt, const size_t U, size_t channels,
                                     size_t p, const float* const* xp, const float* const* wp,
                                     size_t x_step, const float* bias, float* y, size_t y_step,
-                                    vf_t lo, vf_t hi) {
+                                    vf_t lo, vf_t hi, const struct dw_pf* pf) {
+    const size_t NT = MODE == DW_ANY ? 0 : 9;
+    dw_prefetch(pf, p, U, 0, pf ? pf->pix : 0);
+    dw_prefetch(pf ? pf + 1 : NULL, p, U, 0, pf ? pf[1].pix : 0);
     const size_t tail = channels % DW_VLEN, full = channels - tail;
-    vf_t wv[9];  /* NT <= 9 */
+    vf_t wv[9];
     for (size_t c0 = 0; c0 < full; c0 += DW_VLEN) {
 #pragma GCC unroll 16
         for (size_t t = 0; t < NT; t++) wv[t] = vf_load(wp[t] + c0);
-        dw_out_tile(NT, nt, U, 0, c0, p, xp, wp, wv, x_step, bias ? vf_load(bias + c0) : vf_zero(),
-                    y, y_step, lo, hi);
+        dw_out_tile_any(MODE, nt, U, 0, channels, c0, p, xp, wp, wv, x_step,
+                        bias ? vf_load(bias + c0) : vf_zero(), y, y_step, lo, hi);
     }
     if (DW_VLEN > 1 && tail) {
 #pragma GCC unroll 16
         for (size_t t = 0; t < NT; t++) wv[t] = dw_ld(wp[t] + full, tail);
-        dw_out_tile(NT, nt, U, tail, full, p, xp, wp, wv, x_step,
-                    bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
+        dw_out_tile_any(MODE, nt, U, tail, channels, full, p, xp, wp, wv, x_step,
+                        bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
     }
 }
 
 /* npix pixels, pixel tiles outer and channel vectors inner, so that the input and output rows
  * are read and written front to back. Full tiles, then a last full tile that overlaps the
  * previous one (the pixels computed twice get the same bits), or for short runs halving tiles. */
-DW_INLINE void dw_out_run(const size_t NT, size_t nt, size_t channels, size_t npix,
+DW_INLINE void dw_out_run(const int MODE, size_t nt, size_t channels, size_t npix,
                           const float* const* xp, const float* const* wp, size_t x_step,
-                          const float* bias, float* y, size_t y_step, vf_t lo, vf_t hi) {
+                          const float* bias, float* y, size_t y_step, vf_t lo, vf_t hi,
+                          const struct dw_pf* pf) {
     if (npix >= DW_TILE) {
         size_t p = 0;
         for (; p + DW_TILE <= npix; p += DW_TILE)
-            dw_out_tile_channels(NT, nt, DW_TILE, channels, p, xp, wp, x_step, bias, y, y_step,
-                                 lo, hi);
+            dw_out_tile_channels(MODE, nt, DW_TILE, channels, p, xp, wp, x_step, bias, y, y_step,
+                                 lo, hi, pf);
         if (p < npix)
-            dw_out_tile_channels(NT, nt, DW_TILE, channels, npix - DW_TILE, xp, wp, x_step, bias,
-                                 y, y_step, lo, hi);
+            dw_out_tile_channels(MODE, nt, DW_TILE, channels, npix - DW_TILE, xp, wp, x_step,
+                                 bias, y, y_step, lo, hi, pf);
         return;
     }
     size_t p = 0;
     if (DW_TILE > 4 && npix - p >= 4) {
-        dw_out_tile_channels(NT, nt, 4, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi);
+        dw_out_tile_channels(MODE, nt, 4, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
         p += 4;
     }
     if (DW_TILE > 2 && npix - p >= 2) {
-        dw_out_tile_channels(NT, nt, 2, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi);
+        dw_out_tile_channels(MODE, nt, 2, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
         p += 2;
     }
     if (p < npix)
-        dw_out_tile_channels(NT, nt, 1, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi);
+        dw_out_tile_channels(MODE, nt, 1, channels, p, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
+}
+
+/* Whether 9 taps are three rows of three adjacent pixels (the layout of dw_out_tile3). */
+static int dw_rows3(size_t nt, const float* const* xp, size_t C) {
+    if (nt != 9) return 0;
+    for (size_t t = 0; t < 9; t++)
+        if (xp[t] != xp[t - t % 3] + (t % 3) * C) return 0;
+    return 1;
 }
 
 /* One pixel, channel vectors [c0, c0 + U*DW_VLEN) side by side (independent FMA chains). */
@@ -145,7 +240,7 @@ DW_INLINE void dw_out_pixel(const size_t U, size_t nt, size_t c0, const float* c
 /* All channels of one segment. */
 static void dw_out_segment(size_t channels, size_t nt, size_t npix, const float* const* xp,
                            const float* const* wp, size_t x_step, const float* bias, float* y,
-                           size_t y_step, float cmin, float cmax) {
+                           size_t y_step, float cmin, float cmax, const struct dw_pf* pf) {
     const vf_t lo = vf_set1(cmin), hi = vf_set1(cmax);
     const size_t tail = channels % DW_VLEN, full = channels - tail;
     if (npix == 1) {  /* border pixels: several channel vectors at a time */
@@ -158,15 +253,22 @@ static void dw_out_segment(size_t channels, size_t nt, size_t npix, const float*
                         bias ? dw_ld(bias + full, tail) : vf_zero(), y, y_step, lo, hi);
         return;
     }
-    if (nt == 9) dw_out_run(9, 9, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi);
-    else dw_out_run(0, nt, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi);
+    if (dw_rows3(nt, xp, channels) && x_step == channels)
+        dw_out_run(DW_ROWS3_S1, 9, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
+    else if (dw_rows3(nt, xp, channels) && x_step == 2 * channels)
+        dw_out_run(DW_ROWS3_S2, 9, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
+    else if (nt == 9)
+        dw_out_run(DW_NINE, 9, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
+    else
+        dw_out_run(DW_ANY, nt, channels, npix, xp, wp, x_step, bias, y, y_step, lo, hi, pf);
 }
 
 /* ----------------------------------------------------------------------------- forward */
 
 void DW_FN(f32_dwconv_forward_row)(const struct fc_dw_geom* g, const float* const* rows,
                                    const float* w, const float* bias, float* y, float cmin,
-                                   float cmax, const float** scratch) {
+                                   float cmax, const struct fc_dw_next* next,
+                                   const float** scratch) {
     const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
     const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
     const ptrdiff_t pl = g->pad_left;
@@ -189,7 +291,7 @@ void DW_FN(f32_dwconv_forward_row)(const struct fc_dw_geom* g, const float* cons
                 nt++;
             }
         }
-        dw_out_segment(C, nt, 1, xp, wp, 0, bias, y + ow * C, C, cmin, cmax);
+        dw_out_segment(C, nt, 1, xp, wp, 0, bias, y + ow * C, C, cmin, cmax, NULL);
     }
     if (hi > lo) {
         size_t nt = 0;
@@ -201,14 +303,20 @@ void DW_FN(f32_dwconv_forward_row)(const struct fc_dw_geom* g, const float* cons
                 nt++;
             }
         }
-        dw_out_segment(C, nt, hi - lo, xp, wp, s * C, bias, y + lo * C, C, cmin, cmax);
+        struct dw_pf pf[2] = {
+            dw_pf_at(next ? next->in : NULL, next ? next->n_in : 0, in_w * C,
+                     ((ptrdiff_t)(lo * s) - pl) * (ptrdiff_t)C, s * C, C),
+            dw_pf_at(next ? next->out : NULL, 1, out_w * C, (ptrdiff_t)(lo * C), C, C)};
+        pf[1].write = 1;
+        dw_out_segment(C, nt, hi - lo, xp, wp, s * C, bias, y + lo * C, C, cmin, cmax, pf);
     }
 }
 
 /* ----------------------------------------------------------------------- backward data */
 
 void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float* const* dy_rows,
-                                         const float* w, float* dx, const float** scratch) {
+                                         const float* w, float* dx,
+                                         const struct fc_dw_next* next, const float** scratch) {
     const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
     const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
     const ptrdiff_t pl = g->pad_left;
@@ -247,7 +355,8 @@ void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float
             size_t nt = 0;
             for (size_t i = 0; i < kh; i++) {
                 if (!dy_rows[i]) continue;
-                for (size_t j = 0; j < kw; j++) {
+                for (size_t jj = 0; jj < kw; jj++) {
+                    const size_t j = kw - 1 - jj;
                     const ptrdiff_t v = (ptrdiff_t)ph + pl - (ptrdiff_t)(j * d);
                     if (v % (ptrdiff_t)s) continue;
                     const ptrdiff_t ow = (ptrdiff_t)q + v / (ptrdiff_t)s;
@@ -258,13 +367,16 @@ void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float
                 }
             }
             dw_out_segment(C, nt, 1, xp, wp, 0, NULL, dx + (ph + q * s) * C, C, -INFINITY,
-                           INFINITY);
+                           INFINITY, NULL);
         }
         if (q_hi > q_lo) {
             size_t nt = 0;
+            const float* first_row = NULL;
             for (size_t i = 0; i < kh; i++) {
                 if (!dy_rows[i]) continue;
-                for (size_t j = 0; j < kw; j++) {
+                if (!first_row) first_row = dy_rows[i];
+                for (size_t jj = 0; jj < kw; jj++) {  /* j descending: dy pixels ascending */
+                    const size_t j = kw - 1 - jj;
                     const ptrdiff_t v = (ptrdiff_t)ph + pl - (ptrdiff_t)(j * d);
                     if (v % (ptrdiff_t)s) continue;
                     xp[nt] = dy_rows[i] + (size_t)(q_lo + v / (ptrdiff_t)s) * C;
@@ -272,8 +384,16 @@ void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float
                     nt++;
                 }
             }
+            /* the first phase fetches the next call's new row of dy from its first tap on,
+             * and the next row of dx */
+            struct dw_pf pf[2] = {
+                dw_pf_at(ph == 0 && next ? next->in : NULL, next ? next->n_in : 0, out_w * C,
+                         xp[0] - first_row, C, C),
+                dw_pf_at(ph == 0 && next ? next->out : NULL, 1, in_w * C, q_lo * (ptrdiff_t)(s * C),
+                         s * C, s * C)};
+            pf[1].write = 1;
             dw_out_segment(C, nt, (size_t)(q_hi - q_lo), xp, wp, C, NULL,
-                           dx + (ph + (size_t)q_lo * s) * C, s * C, -INFINITY, INFINITY);
+                           dx + (ph + (size_t)q_lo * s) * C, s * C, -INFINITY, INFINITY, pf);
         }
     }
 }
@@ -284,51 +404,119 @@ void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float
  * segment's pixels in order, from zero, then added to its float64 accumulator. */
 DW_INLINE void dw_w_block(const size_t NT, const size_t tail, size_t c0, size_t npix,
                           const float* const* xp, const size_t* tix, size_t x_step,
-                          const float* dy, size_t C, double* acc) {
+                          const float* dy, size_t C, double* acc, const struct dw_pf* pf,
+                          const struct dw_pf* pf_dy) {
     vf_t sum[9];  /* NT <= 9 */
 #pragma GCC unroll 16
     for (size_t t = 0; t < NT; t++) sum[t] = vf_zero();
     const float* dyc = dy + c0;
-    for (size_t p = 0; p < npix; p++) {
-        const vf_t dv = dw_ld(dyc + p * C, tail);
+    for (size_t p0 = 0; p0 < npix; p0 += DW_TILE) {
+        const size_t n = npix - p0 < DW_TILE ? npix - p0 : DW_TILE;
+        dw_prefetch(pf, p0, n, c0, DW_VLEN);
+        dw_prefetch(pf_dy, p0, n, c0, DW_VLEN);
+        for (size_t p = p0; p < p0 + n; p++) {
+            const vf_t dv = dw_ld(dyc + p * C, tail);
 #pragma GCC unroll 16
-        for (size_t t = 0; t < NT; t++)
-            sum[t] = vf_fma(dw_ld(xp[t] + c0 + p * x_step, tail), dv, sum[t]);
+            for (size_t t = 0; t < NT; t++)
+                sum[t] = vf_fma(dw_ld(xp[t] + c0 + p * x_step, tail), dv, sum[t]);
+        }
     }
 #pragma GCC unroll 16
     for (size_t t = 0; t < NT; t++) vf_acc64(acc + tix[t] * C + c0, sum[t], tail);
 }
 
-/* Channels [c_begin, c_end) of one segment; the taps in groups held in registers (the
- * grouping does not change any element's arithmetic). */
+/* The 3x3 row layout of dw_out_tile3, U pixels from p of one channel vector: each input vector
+ * is loaded once and feeds every tap that reads it; each tap's sum still takes the pixels in
+ * order, so the result is that of dw_w_block. */
+DW_INLINE void dw_w_tile3(const size_t S, const size_t U, const size_t tail, size_t C, size_t c0,
+                          size_t p, const float* const* xp, const float* dy, vf_t* sum) {
+    vf_t dv[DW_TILE];
+#pragma GCC unroll 16
+    for (size_t u = 0; u < U; u++) dv[u] = dw_ld(dy + c0 + (p + u) * C, tail);
+#pragma GCC unroll 3
+    for (size_t i = 0; i < 3; i++) {
+        const float* r = xp[3 * i] + c0 + p * S * C;
+#pragma GCC unroll 32
+        for (size_t px = 0; px < (U - 1) * S + 3; px++) {
+            const vf_t xv = dw_ld(r + px * C, tail);
+#pragma GCC unroll 3
+            for (size_t j = 0; j < 3; j++) {
+                if (px >= j && (px - j) % S == 0 && (px - j) / S < U)
+                    sum[3 * i + j] = vf_fma(xv, dv[(px - j) / S], sum[3 * i + j]);
+            }
+        }
+    }
+}
+
+DW_INLINE void dw_w_block3(const size_t S, const size_t tail, size_t c0, size_t npix,
+                           const float* const* xp, const size_t* tix, const float* dy, size_t C,
+                           double* acc, const struct dw_pf* pf, const struct dw_pf* pf_dy) {
+    vf_t sum[9];
+#pragma GCC unroll 16
+    for (size_t t = 0; t < 9; t++) sum[t] = vf_zero();
+    size_t p = 0;
+    for (; p + DW_TILE <= npix; p += DW_TILE) {
+        dw_prefetch(pf, p, DW_TILE, c0, DW_VLEN);
+        dw_prefetch(pf_dy, p, DW_TILE, c0, DW_VLEN);
+        dw_w_tile3(S, DW_TILE, tail, C, c0, p, xp, dy, sum);
+    }
+    for (; p < npix; p++) dw_w_tile3(S, 1, tail, C, c0, p, xp, dy, sum);
+#pragma GCC unroll 16
+    for (size_t t = 0; t < 9; t++) vf_acc64(acc + tix[t] * C + c0, sum[t], tail);
+}
+
+/* Channels [c_begin, c_end) of one segment, one channel vector after the other; the taps in
+ * groups held in registers (the grouping does not change any element's arithmetic). */
 DW_INLINE void dw_w_channels(const size_t tail, size_t c_begin, size_t c_end, size_t nt,
                              size_t npix, const float* const* xp, const size_t* tix,
-                             size_t x_step, const float* dy, size_t C, double* acc) {
+                             size_t x_step, const float* dy, size_t C, double* acc,
+                             const struct dw_pf* pf, const struct dw_pf* pf_dy) {
     const size_t step = tail ? tail : DW_VLEN;
+    const int rows3 = npix > 1 && dw_rows3(nt, xp, C);
     for (size_t c0 = c_begin; c0 < c_end; c0 += step) {
-        size_t t = 0;
-        if (nt == 9) {
-            dw_w_block(9, tail, c0, npix, xp, tix, x_step, dy, C, acc);
+        if (rows3 && x_step == C) {
+            dw_w_block3(1, tail, c0, npix, xp, tix, dy, C, acc, pf, pf_dy);
             continue;
         }
-        for (; t + 8 <= nt; t += 8) dw_w_block(8, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc);
-        if (t + 4 <= nt) { dw_w_block(4, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc); t += 4; }
-        if (t + 2 <= nt) { dw_w_block(2, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc); t += 2; }
-        if (t < nt) dw_w_block(1, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc);
+        if (rows3 && x_step == 2 * C) {
+            dw_w_block3(2, tail, c0, npix, xp, tix, dy, C, acc, pf, pf_dy);
+            continue;
+        }
+        if (nt == 9) {
+            dw_w_block(9, tail, c0, npix, xp, tix, x_step, dy, C, acc, pf, pf_dy);
+            continue;
+        }
+        size_t t = 0;
+        for (; t + 8 <= nt; t += 8, pf = pf_dy = NULL)
+            dw_w_block(8, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc, pf, pf_dy);
+        if (t + 4 <= nt) {
+            dw_w_block(4, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc, pf, pf_dy);
+            t += 4;
+            pf = pf_dy = NULL;
+        }
+        if (t + 2 <= nt) {
+            dw_w_block(2, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc, pf, pf_dy);
+            t += 2;
+            pf = pf_dy = NULL;
+        }
+        if (t < nt) dw_w_block(1, tail, c0, npix, xp + t, tix + t, x_step, dy, C, acc, pf, pf_dy);
     }
 }
 
 static void dw_w_segment(size_t c_begin, size_t c_end, size_t nt, size_t npix,
                          const float* const* xp, const size_t* tix, size_t x_step,
-                         const float* dy, size_t C, double* acc) {
+                         const float* dy, size_t C, double* acc, const struct dw_pf* pf,
+                         const struct dw_pf* pf_dy) {
     const size_t tail = (c_end - c_begin) % DW_VLEN, full = c_end - tail;
-    if (full > c_begin) dw_w_channels(0, c_begin, full, nt, npix, xp, tix, x_step, dy, C, acc);
-    if (tail) dw_w_channels(tail, full, c_end, nt, npix, xp, tix, x_step, dy, C, acc);
+    if (full > c_begin)
+        dw_w_channels(0, c_begin, full, nt, npix, xp, tix, x_step, dy, C, acc, pf, pf_dy);
+    if (tail) dw_w_channels(tail, full, c_end, nt, npix, xp, tix, x_step, dy, C, acc, pf, pf_dy);
 }
 
 void DW_FN(f32_dwconv_backward_weight_row)(const struct fc_dw_geom* g, const float* const* rows,
                                            const float* dy, size_t c_begin, size_t c_end,
                                            size_t i_begin, size_t i_end, double* acc,
+                                           const struct fc_dw_next* next,
                                            const float** scratch) {
     const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
     const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
@@ -351,7 +539,14 @@ void DW_FN(f32_dwconv_backward_weight_row)(const struct fc_dw_geom* g, const flo
                     nt++;
                 }
             }
-            if (nt) dw_w_segment(c_begin, c_end, nt, hi - lo, xp, tix, s * C, dy + lo * C, C, acc);
+            const struct dw_pf pf = dw_pf_at(next ? next->in : NULL, next ? next->n_in : 0,
+                                             in_w * C, ((ptrdiff_t)(lo * s) - pl) * (ptrdiff_t)C,
+                                             s * C, C);
+            const struct dw_pf pf_dy =
+                dw_pf_at(next ? next->dy : NULL, 1, out_w * C, (ptrdiff_t)(lo * C), C, C);
+            if (nt)
+                dw_w_segment(c_begin, c_end, nt, hi - lo, xp, tix, s * C, dy + lo * C, C, acc, &pf,
+                             &pf_dy);
             ow = hi - 1;
             continue;
         }
@@ -366,6 +561,6 @@ void DW_FN(f32_dwconv_backward_weight_row)(const struct fc_dw_geom* g, const flo
                 nt++;
             }
         }
-        if (nt) dw_w_segment(c_begin, c_end, nt, 1, xp, tix, 0, dy + ow * C, C, acc);
+        if (nt) dw_w_segment(c_begin, c_end, nt, 1, xp, tix, 0, dy + ow * C, C, acc, NULL, NULL);
     }
 }
