@@ -301,6 +301,7 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
     cdef Py_ssize_t part_size = KH * kw * C
     cdef const float[::1] xv = x.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
+    cdef const float[::1] zero = np.zeros(W * C, np.float32)
     cdef Py_ssize_t per_thread = KH + 2 * KH * kw
     cdef size_t[::1] scratch = np.empty(nt * per_thread, np.uintp)
     cdef size_t[::1] next_buf = np.zeros(nt * 4, np.uintp)
@@ -323,7 +324,7 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
                     if ih >= 0 and ih < H:
                         rows[i] = &xv[(n * H + ih) * W * C]
                     else:
-                        rows[i] = NULL
+                        rows[i] = &zero[0]
                 # prefetched while this row runs: the next row's new input rows and its dy
                 nx.n_in = _new_rows_count(oh, OH, H, SH, DH, KH, pt)
                 first = _new_rows_first(oh, SH, DH, KH, pt)

@@ -425,20 +425,24 @@ DW_INLINE void dw_w_block(const size_t NT, const size_t tail, size_t c0, size_t 
     for (size_t t = 0; t < NT; t++) vf_acc64(acc + tix[t] * C + c0, sum[t], tail);
 }
 
-/* The 3x3 row layout of dw_out_tile3, U pixels from p of one channel vector: each input vector
- * is loaded once and feeds every tap that reads it; each tap's sum still takes the pixels in
- * order, so the result is that of dw_w_block. */
-DW_INLINE void dw_w_tile3(const size_t S, const size_t U, const size_t tail, size_t C, size_t c0,
-                          size_t p, const float* const* xp, const float* dy, vf_t* sum) {
+/* 3x3 taps, dilation 1, stride S (1 or 2): U output pixels of one channel vector, reading
+ * columns iw .. iw + (U-1)*S + 2 of the three input rows (iw: column of tap j = 0 of the first
+ * pixel). Each input vector is loaded once and feeds every tap that reads it; each tap's sum
+ * takes the pixels in order. GUARD: columns outside [0, in_w) read as zeros (the padding). */
+DW_INLINE void dw_w_tile3(const size_t S, const size_t U, const int GUARD, const size_t tail,
+                          size_t C, size_t c0, const float* const* rows, ptrdiff_t iw,
+                          size_t in_w, const float* dy, vf_t* sum) {
     vf_t dv[DW_TILE];
 #pragma GCC unroll 16
-    for (size_t u = 0; u < U; u++) dv[u] = dw_ld(dy + c0 + (p + u) * C, tail);
+    for (size_t u = 0; u < U; u++) dv[u] = dw_ld(dy + c0 + u * C, tail);
 #pragma GCC unroll 3
     for (size_t i = 0; i < 3; i++) {
-        const float* r = xp[3 * i] + c0 + p * S * C;
 #pragma GCC unroll 32
         for (size_t px = 0; px < (U - 1) * S + 3; px++) {
-            const vf_t xv = dw_ld(r + px * C, tail);
+            const ptrdiff_t col = iw + (ptrdiff_t)px;
+            vf_t xv;
+            if (GUARD && (col < 0 || col >= (ptrdiff_t)in_w)) xv = vf_zero();
+            else xv = dw_ld(rows[i] + (size_t)col * C + c0, tail);
 #pragma GCC unroll 3
             for (size_t j = 0; j < 3; j++) {
                 if (px >= j && (px - j) % S == 0 && (px - j) / S < U)
@@ -448,21 +452,29 @@ DW_INLINE void dw_w_tile3(const size_t S, const size_t U, const size_t tail, siz
     }
 }
 
-DW_INLINE void dw_w_block3(const size_t S, const size_t tail, size_t c0, size_t npix,
-                           const float* const* xp, const size_t* tix, const float* dy, size_t C,
-                           double* acc, const struct dw_pf* pf, const struct dw_pf* pf_dy) {
+/* A whole output row of one channel vector in 3x3 tiles: every pixel, border ones included
+ * (their taps in the padding read zeros), summed in order, then added to acc. */
+DW_INLINE void dw_w_row3(const size_t S, const size_t tail, size_t c0, size_t out_w,
+                         size_t in_w, ptrdiff_t pl, const float* const* rows, const float* dy,
+                         size_t C, double* acc, const struct dw_pf* pf,
+                         const struct dw_pf* pf_dy) {
     vf_t sum[9];
 #pragma GCC unroll 16
     for (size_t t = 0; t < 9; t++) sum[t] = vf_zero();
     size_t p = 0;
-    for (; p + DW_TILE <= npix; p += DW_TILE) {
+    for (; p + DW_TILE <= out_w; p += DW_TILE) {
         dw_prefetch(pf, p, DW_TILE, c0, DW_VLEN);
         dw_prefetch(pf_dy, p, DW_TILE, c0, DW_VLEN);
-        dw_w_tile3(S, DW_TILE, tail, C, c0, p, xp, dy, sum);
+        const ptrdiff_t iw = (ptrdiff_t)(p * S) - pl;
+        if (iw >= 0 && iw + (ptrdiff_t)((DW_TILE - 1) * S + 2) < (ptrdiff_t)in_w)
+            dw_w_tile3(S, DW_TILE, 0, tail, C, c0, rows, iw, in_w, dy + p * C, sum);
+        else
+            dw_w_tile3(S, DW_TILE, 1, tail, C, c0, rows, iw, in_w, dy + p * C, sum);
     }
-    for (; p < npix; p++) dw_w_tile3(S, 1, tail, C, c0, p, xp, dy, sum);
+    for (; p < out_w; p++)
+        dw_w_tile3(S, 1, 1, tail, C, c0, rows, (ptrdiff_t)(p * S) - pl, in_w, dy + p * C, sum);
 #pragma GCC unroll 16
-    for (size_t t = 0; t < 9; t++) vf_acc64(acc + tix[t] * C + c0, sum[t], tail);
+    for (size_t t = 0; t < 9; t++) vf_acc64(acc + t * C + c0, sum[t], tail);
 }
 
 /* Channels [c_begin, c_end) of one segment, one channel vector after the other; the taps in
@@ -472,16 +484,7 @@ DW_INLINE void dw_w_channels(const size_t tail, size_t c_begin, size_t c_end, si
                              size_t x_step, const float* dy, size_t C, double* acc,
                              const struct dw_pf* pf, const struct dw_pf* pf_dy) {
     const size_t step = tail ? tail : DW_VLEN;
-    const int rows3 = npix > 1 && dw_rows3(nt, xp, C);
     for (size_t c0 = c_begin; c0 < c_end; c0 += step) {
-        if (rows3 && x_step == C) {
-            dw_w_block3(1, tail, c0, npix, xp, tix, dy, C, acc, pf, pf_dy);
-            continue;
-        }
-        if (rows3 && x_step == 2 * C) {
-            dw_w_block3(2, tail, c0, npix, xp, tix, dy, C, acc, pf, pf_dy);
-            continue;
-        }
         if (nt == 9) {
             dw_w_block(9, tail, c0, npix, xp, tix, x_step, dy, C, acc, pf, pf_dy);
             continue;
@@ -524,6 +527,24 @@ void DW_FN(f32_dwconv_backward_weight_row)(const struct fc_dw_geom* g, const flo
     const float** xp = scratch;
     size_t* tix = (size_t*)(void*)(scratch + kh * kw);
     if (c_end <= c_begin || i_end <= i_begin) return;
+
+    if (kh == 3 && kw == 3 && d == 1 && (s == 1 || s == 2) && i_begin == 0 && i_end == 3 &&
+        rows[0] && rows[1] && rows[2]) {  /* the common 3x3: whole rows in register tiles */
+        const struct dw_pf pf =
+            dw_pf_at(next ? next->in : NULL, next ? next->n_in : 0, in_w * C, 0, s * C, C);
+        const struct dw_pf pf_dy = dw_pf_at(next ? next->dy : NULL, 1, out_w * C, 0, C, C);
+        const size_t tail = (c_end - c_begin) % DW_VLEN, full = c_end - tail;
+        for (size_t c0 = c_begin; c0 < full; c0 += DW_VLEN) {
+            if (s == 1) dw_w_row3(1, 0, c0, out_w, in_w, pl, rows, dy, C, acc, &pf, &pf_dy);
+            else dw_w_row3(2, 0, c0, out_w, in_w, pl, rows, dy, C, acc, &pf, &pf_dy);
+        }
+        if (DW_VLEN > 1 && tail) {
+            if (s == 1) dw_w_row3(1, tail, full, out_w, in_w, pl, rows, dy, C, acc, &pf, &pf_dy);
+            else dw_w_row3(2, tail, full, out_w, in_w, pl, rows, dy, C, acc, &pf, &pf_dy);
+        }
+        return;
+    }
+
     size_t lo, hi;
     dw_interior(in_w, out_w, kw, s, d, pl, &lo, &hi);
 
