@@ -67,9 +67,10 @@ typedef void (*fc_dwconv_backward_data_row_fn)(const struct fc_dw_geom* g,
 
 /* Backward-weight, one output row, channels [c_begin, c_end) and tap rows [i_begin, i_end):
  * acc[(i * kw + j) * channels + c] += sum_ow rows[i][iw][c] * dy[ow][c] (iw as in the forward,
- * taps outside the image left out; rows[i] NULL: tap row i outside the image). The sum over a
- * run of pixels is taken in float, pixel after pixel, then added to the float64 acc. c_begin
- * must be a multiple of DWCONV_CHANNEL_BLOCK. Only channels [c_begin, c_end) of `next` are
+ * taps outside the image left out; rows[i]: a row of zeros or NULL for tap row i outside the
+ * image). The sum over a run of pixels (a whole row for 3x3 kernels) is taken in float, pixel
+ * after pixel, then added to the float64 acc. c_begin must be a multiple of
+ * DWCONV_CHANNEL_BLOCK. Only channels [c_begin, c_end) of `next` are
  * fetched. scratch: 2 * kernel_h * kernel_w pointers. */
 typedef void (*fc_dwconv_backward_weight_row_fn)(const struct fc_dw_geom* g,
                                                  const float* const* rows, const float* dy,

@@ -61,9 +61,10 @@ DW_INLINE void dw_prefetch(const struct dw_pf* pf, size_t p, size_t n, size_t c0
                 for (; a < b; a += 64) __builtin_prefetch(a, 0, 1);
             continue;
         }
-        for (const float* q = row + p * pf->step; q < row + (p + n) * pf->step; q += pf->pix) {
-            __builtin_prefetch(q + c0, 0, 1);
-            __builtin_prefetch(q + c0 + nc - 1, 0, 1);
+        for (const float* q = row + p * pf->step + c0; q < row + (p + n) * pf->step; q += pf->pix) {
+            __builtin_prefetch(q, 0, 1);
+            if (((size_t)q & 63) + nc * sizeof(float) > 64)  /* the channels cross a line */
+                __builtin_prefetch(q + nc - 1, 0, 1);
         }
     }
 }
