@@ -58,6 +58,7 @@ cdef extern from "dwconv.h" nogil:
 # Row chunks of the weight gradient: each sums its rows into its own float64 partial, and the
 # partials are added in chunk order. Their number depends on the shape only (at most this many).
 DEF WEIGHT_CHUNKS = 32
+DEF WEIGHT_PARTS_BYTES = 8 << 20
 
 
 # ------------------------------------------------------------------------- argument handling
@@ -86,10 +87,11 @@ def _positive(op, name, value):
     return value
 
 
-def _weight_chunks(rows):
-    """The output rows of the weight gradient in WEIGHT_CHUNKS (or fewer) consecutive chunks,
-    as (r_begin, r_end): a split that depends on the shape only, never on the threads."""
-    n = min(rows, WEIGHT_CHUNKS)
+def _weight_chunks(rows, part_floats):
+    """The output rows of the weight gradient in WEIGHT_CHUNKS (or fewer, to keep the float64
+    partials within WEIGHT_PARTS_BYTES) consecutive chunks, as (r_begin, r_end): a split that
+    depends on the shape only, never on the threads."""
+    n = max(1, min(rows, WEIGHT_CHUNKS, WEIGHT_PARTS_BYTES // (8 * part_floats)))
     return [(q * rows // n, (q + 1) * rows // n) for q in range(n)]
 
 
@@ -293,7 +295,7 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
     cdef fc_dwconv_kernels k = fc_dwconv_select(current_isa())
     cdef fc_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
 
-    cdef Py_ssize_t[:, ::1] chunks = np.array(_weight_chunks(N * OH), np.intp)
+    cdef Py_ssize_t[:, ::1] chunks = np.array(_weight_chunks(N * OH, KH * kw * C), np.intp)
     cdef Py_ssize_t n_parts = chunks.shape[0]
 
     parts = np.zeros((n_parts, KH * kw, C), np.float64)

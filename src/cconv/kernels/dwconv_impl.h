@@ -12,11 +12,17 @@
  *
  * A "segment" is a run of pixels that all read the same list of taps: the interior of a row
  * (every tap inside the image) is one segment, each border pixel is a segment of one pixel with
- * its valid taps only. Within a segment the channels go in vectors (the last one masked), and
- * the pixels in register tiles. Per output element the arithmetic is always the same: start from
- * the bias (or zero) and add the taps in (i, j) order with one FMA each; per weight-gradient
- * element: a float sum over the segment's pixels in order, from zero, added to the float64
- * accumulator.
+ * its valid taps only. Within a segment the pixels go in register tiles and the channels in
+ * vectors (the last one masked). 3x3 kernels with dilation 1 and stride 1 or 2 have tiles that
+ * load each input vector once for all the taps that read it. Per output element the arithmetic
+ * is always the same: start from the bias (or zero) and add the taps in list order with one FMA
+ * each; per weight-gradient element: a float sum over a run of pixels in order (a segment, or a
+ * whole row for 3x3), from zero, added to the float64 accumulator. So the results depend on the
+ * shapes only, never on how the caller splits rows over threads.
+ *
+ * Every row kernel also fetches into L2, while it computes, what the caller's next call will
+ * read for the first time (struct fc_dw_next): the streams from and to memory then overlap the
+ * arithmetic, which matters because depthwise convolution does little arithmetic per byte.
  */
 #include <math.h>
 #include <stddef.h>
@@ -238,7 +244,8 @@ DW_INLINE void dw_out_pixel(const size_t U, size_t nt, size_t c0, const float* c
     for (size_t u = 0; u < U; u++) vf_store(y + c0 + u * DW_VLEN, dw_clamp(acc[u], lo, hi));
 }
 
-/* All channels of one segment. */
+/* All channels of one segment. pf: NULL, or two prefetches: the inputs and the outputs of the
+ * caller's next call. */
 static void dw_out_segment(size_t channels, size_t nt, size_t npix, const float* const* xp,
                            const float* const* wp, size_t x_step, const float* bias, float* y,
                            size_t y_step, float cmin, float cmax, const struct dw_pf* pf) {
