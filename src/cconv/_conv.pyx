@@ -13,6 +13,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
 
 from cconv._runtime cimport current_isa, resolve_threads
+from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, conv_output_size,
                                conv_padding, pair)
 
@@ -168,7 +169,16 @@ cdef _forward_pixels(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
     return y
 
 
+cdef bint _is_depthwise(_Conv g):
+    """One filter per channel: the dedicated depthwise kernels (SIMD across channels) run it."""
+    return g.s.groups == g.s.in_c == g.s.out_c and g.s.groups > 1
+
+
 cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
+    if _is_depthwise(g):
+        return depthwise_forward(x, w, b, (g.s.stride_h, g.s.stride_w),
+                                 (g.s.dilation_h, g.s.dilation_w), g.s.pad_top, g.s.pad_left,
+                                 g.s.out_h, g.s.out_w, cmin, cmax, n_threads)
     if (g.s.groups == 1 and g.s.in_c <= PIXELS_MAX_IN_CHANNELS
             and g.s.out_c <= PIXELS_MAX_OUT_CHANNELS):
         return _forward_pixels(g, x, w, b, cmin, cmax, n_threads)
@@ -207,6 +217,10 @@ cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
 
 
 cdef _backward_data(_Conv g, dy, w, int n_threads):
+    if _is_depthwise(g):
+        return depthwise_backward_data(dy, w, g.in_shape, (g.s.stride_h, g.s.stride_w),
+                                       (g.s.dilation_h, g.s.dilation_w), g.s.pad_top,
+                                       g.s.pad_left, n_threads)
     cdef size_t groups = g.s.groups
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     if cin_g < COL2IM_MAX_CHANNELS:
@@ -291,6 +305,10 @@ cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
 
 
 cdef _backward_weight(_Conv g, x, dy, int n_threads):
+    if _is_depthwise(g):
+        return depthwise_backward_weight(x, dy, g.kernel, (g.s.stride_h, g.s.stride_w),
+                                         (g.s.dilation_h, g.s.dilation_w), g.s.pad_top,
+                                         g.s.pad_left, n_threads)
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef size_t K = taps * cin_g

@@ -28,32 +28,32 @@ cdef extern from "isa.h" nogil:
     void cconv_ftz_restore(unsigned previous)
 
 cdef extern from "dwconv.h" nogil:
-    struct fc_dw_geom:
+    struct cconv_dw_geom:
         size_t channels
         size_t in_w, out_w
         size_t kernel_h, kernel_w
         size_t stride_w, dilation_w
         ptrdiff_t pad_left
-    struct fc_dw_next:
+    struct cconv_dw_next:
         const float* in_ "in"
         size_t n_in
         float* out
         const float* dy
-    ctypedef void (*fc_dwconv_forward_row_fn)(const fc_dw_geom*, const float* const*,
+    ctypedef void (*cconv_dwconv_forward_row_fn)(const cconv_dw_geom*, const float* const*,
                                               const float*, const float*, float*, float, float,
-                                              const fc_dw_next*, const float**) noexcept nogil
-    ctypedef void (*fc_dwconv_backward_data_row_fn)(const fc_dw_geom*, const float* const*,
-                                                    const float*, float*, const fc_dw_next*,
+                                              const cconv_dw_next*, const float**) noexcept nogil
+    ctypedef void (*cconv_dwconv_backward_data_row_fn)(const cconv_dw_geom*, const float* const*,
+                                                    const float*, float*, const cconv_dw_next*,
                                                     const float**) noexcept nogil
-    ctypedef void (*fc_dwconv_backward_weight_row_fn)(const fc_dw_geom*, const float* const*,
+    ctypedef void (*cconv_dwconv_backward_weight_row_fn)(const cconv_dw_geom*, const float* const*,
                                                       const float*, size_t, size_t, size_t,
-                                                      size_t, double*, const fc_dw_next*,
+                                                      size_t, double*, const cconv_dw_next*,
                                                       const float**) noexcept nogil
-    ctypedef struct fc_dwconv_kernels:
-        fc_dwconv_forward_row_fn forward_row
-        fc_dwconv_backward_data_row_fn backward_data_row
-        fc_dwconv_backward_weight_row_fn backward_weight_row
-    fc_dwconv_kernels fc_dwconv_select(int isa)
+    ctypedef struct cconv_dwconv_kernels:
+        cconv_dwconv_forward_row_fn forward_row
+        cconv_dwconv_backward_data_row_fn backward_data_row
+        cconv_dwconv_backward_weight_row_fn backward_weight_row
+    cconv_dwconv_kernels cconv_dwconv_select(int isa)
 
 # Row chunks of the weight gradient: each sums its rows into its own float64 partial, and the
 # partials are added in chunk order. Their number depends on the shape only (at most this many).
@@ -123,9 +123,9 @@ cdef inline Py_ssize_t _last_dy_row(Py_ssize_t ih, Py_ssize_t OH, Py_ssize_t SH,
     return best
 
 
-cdef fc_dw_geom _geom(size_t channels, size_t in_w, size_t out_w, size_t kh, size_t kw,
+cdef cconv_dw_geom _geom(size_t channels, size_t in_w, size_t out_w, size_t kh, size_t kw,
                       size_t stride_w, size_t dilation_w, ptrdiff_t pad_left):
-    cdef fc_dw_geom g
+    cdef cconv_dw_geom g
     g.channels = channels
     g.in_w = in_w
     g.out_w = out_w
@@ -163,8 +163,8 @@ def depthwise_forward(x, w, b, stride, dilation, pad_top, pad_left, out_h, out_w
         bv = b
         bias_ptr = &bv[0]
     cdef int nt = resolve_threads(n_threads)
-    cdef fc_dwconv_kernels k = fc_dwconv_select(current_isa())
-    cdef fc_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
+    cdef cconv_dwconv_kernels k = cconv_dwconv_select(current_isa())
+    cdef cconv_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
     cdef float lo = cmin, hi = cmax
 
     y = np.empty((N, OH, OW, C), np.float32)
@@ -179,12 +179,12 @@ def depthwise_forward(x, w, b, stride, dilation, pad_top, pad_left, out_h, out_w
     cdef unsigned ftz
     cdef const float** rows
     cdef size_t[::1] next_buf = np.zeros(nt * 4, np.uintp)
-    cdef fc_dw_next* nx
+    cdef cconv_dw_next* nx
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         ftz = cconv_ftz_enter()
         rows = <const float**>&scratch[tid * per_thread]
-        nx = <fc_dw_next*>&next_buf[tid * 4]
+        nx = <cconv_dw_next*>&next_buf[tid * 4]
         for r in prange(N * OH, schedule="static"):
             n = r // OH
             oh = r - n * OH
@@ -225,8 +225,8 @@ def depthwise_backward_data(dy, w, input_shape, stride, dilation, pad_top, pad_l
     (sh, sw), (dh, dw) = pair(op, "stride", stride, 1), pair(op, "dilation", dilation, 1)
     cdef Py_ssize_t pt = int(pad_top), KH = kh, SH = sh, DH = dh
     cdef int nt = resolve_threads(n_threads)
-    cdef fc_dwconv_kernels k = fc_dwconv_select(current_isa())
-    cdef fc_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
+    cdef cconv_dwconv_kernels k = cconv_dwconv_select(current_isa())
+    cdef cconv_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
 
     dx = np.empty((N, H, W, C), np.float32)
     cdef const float[::1] dyv = dy.reshape(-1)
@@ -240,12 +240,12 @@ def depthwise_backward_data(dy, w, input_shape, stride, dilation, pad_top, pad_l
     cdef unsigned ftz
     cdef const float** rows
     cdef size_t[::1] next_buf = np.zeros(nt * 4, np.uintp)
-    cdef fc_dw_next* nx
+    cdef cconv_dw_next* nx
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         ftz = cconv_ftz_enter()
         rows = <const float**>&scratch[tid * per_thread]
-        nx = <fc_dw_next*>&next_buf[tid * 4]
+        nx = <cconv_dw_next*>&next_buf[tid * 4]
         for r in prange(N * H, schedule="static"):
             n = r // H
             ih = r - n * H
@@ -292,8 +292,8 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
     (sh, sw), (dh, dw) = pair(op, "stride", stride, 1), pair(op, "dilation", dilation, 1)
     cdef Py_ssize_t pt = int(pad_top), KH = kh, SH = sh, DH = dh
     cdef int nt = resolve_threads(n_threads)
-    cdef fc_dwconv_kernels k = fc_dwconv_select(current_isa())
-    cdef fc_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
+    cdef cconv_dwconv_kernels k = cconv_dwconv_select(current_isa())
+    cdef cconv_dw_geom g = _geom(C, W, OW, kh, kw, sw, dw, int(pad_left))
 
     cdef Py_ssize_t[:, ::1] chunks = np.array(_weight_chunks(N * OH, KH * kw * C), np.intp)
     cdef Py_ssize_t n_parts = chunks.shape[0]
@@ -311,12 +311,12 @@ def depthwise_backward_weight(x, dy, kernel_size, stride, dilation, pad_top, pad
     cdef int tid
     cdef unsigned ftz
     cdef const float** rows
-    cdef fc_dw_next* nx
+    cdef cconv_dw_next* nx
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         ftz = cconv_ftz_enter()
         rows = <const float**>&scratch[tid * per_thread]
-        nx = <fc_dw_next*>&next_buf[tid * 4]
+        nx = <cconv_dw_next*>&next_buf[tid * 4]
         for q in prange(n_parts, schedule="static"):
             for r in range(chunks[q, 0], chunks[q, 1]):
                 n = r // OH

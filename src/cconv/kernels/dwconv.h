@@ -22,7 +22,7 @@
 #include "isa.h"
 
 /* The horizontal geometry of a depthwise convolution, in the forward direction (x -> y). */
-struct fc_dw_geom {
+struct cconv_dw_geom {
     size_t channels;
     size_t in_w, out_w;
     size_t kernel_h, kernel_w;
@@ -36,7 +36,7 @@ struct fc_dw_geom {
  *   in, n_in   consecutive rows of the kernel's input (x, or dy for backward-data);
  *   out        the next output row (y or dx), NULL for none;
  *   dy         backward-weight only: the next row of dy. */
-struct fc_dw_next {
+struct cconv_dw_next {
     const float* in;
     size_t n_in;
     float* out;
@@ -48,9 +48,9 @@ struct fc_dw_next {
  * out. rows: kernel_h pointers to input rows (in_w * channels floats; a row of zeros stands for
  * vertical padding). bias may be NULL (zero). clamp(v) = min(cmax, max(cmin, v)), NaN kept.
  * scratch: 2 * kernel_h * kernel_w pointers. */
-typedef void (*fc_dwconv_forward_row_fn)(const struct fc_dw_geom* g, const float* const* rows,
+typedef void (*cconv_dwconv_forward_row_fn)(const struct cconv_dw_geom* g, const float* const* rows,
                                          const float* w, const float* bias, float* y, float cmin,
-                                         float cmax, const struct fc_dw_next* next,
+                                         float cmax, const struct cconv_dw_next* next,
                                          const float** scratch);
 
 /* Backward-data, one input row: dx[iw][c] = sum over the taps (i, j) and output pixels ow with
@@ -60,9 +60,9 @@ typedef void (*fc_dwconv_forward_row_fn)(const struct fc_dw_geom* g, const float
  * when tap row i reaches no output row (stride phase). Input pixels are split by the horizontal
  * stride phase, each phase a dense gather over its own taps (no scatter). Every pixel of dx is
  * written. scratch: 2 * kernel_h * kernel_w pointers. */
-typedef void (*fc_dwconv_backward_data_row_fn)(const struct fc_dw_geom* g,
+typedef void (*cconv_dwconv_backward_data_row_fn)(const struct cconv_dw_geom* g,
                                                const float* const* dy_rows, const float* w,
-                                               float* dx, const struct fc_dw_next* next,
+                                               float* dx, const struct cconv_dw_next* next,
                                                const float** scratch);
 
 /* Backward-weight, one output row, channels [c_begin, c_end) and tap rows [i_begin, i_end):
@@ -72,54 +72,54 @@ typedef void (*fc_dwconv_backward_data_row_fn)(const struct fc_dw_geom* g,
  * after pixel, then added to the float64 acc. c_begin must be a multiple of
  * DWCONV_CHANNEL_BLOCK. Only channels [c_begin, c_end) of `next` are
  * fetched. scratch: 2 * kernel_h * kernel_w pointers. */
-typedef void (*fc_dwconv_backward_weight_row_fn)(const struct fc_dw_geom* g,
+typedef void (*cconv_dwconv_backward_weight_row_fn)(const struct cconv_dw_geom* g,
                                                  const float* const* rows, const float* dy,
                                                  size_t c_begin, size_t c_end, size_t i_begin,
                                                  size_t i_end, double* acc,
-                                                 const struct fc_dw_next* next,
+                                                 const struct cconv_dw_next* next,
                                                  const float** scratch);
 
 /* Channels per work unit of the backward-weight pass: a multiple of every SIMD width. */
 #define DWCONV_CHANNEL_BLOCK 16
 
 typedef struct {
-    fc_dwconv_forward_row_fn forward_row;
-    fc_dwconv_backward_data_row_fn backward_data_row;
-    fc_dwconv_backward_weight_row_fn backward_weight_row;
-} fc_dwconv_kernels;
+    cconv_dwconv_forward_row_fn forward_row;
+    cconv_dwconv_backward_data_row_fn backward_data_row;
+    cconv_dwconv_backward_weight_row_fn backward_weight_row;
+} cconv_dwconv_kernels;
 
-#define FC_DWCONV_DECLARE(isa)                                                                  \
-    void f32_dwconv_forward_row__##isa(const struct fc_dw_geom*, const float* const*,           \
+#define CCONV_DWCONV_DECLARE(isa)                                                                  \
+    void f32_dwconv_forward_row__##isa(const struct cconv_dw_geom*, const float* const*,           \
                                        const float*, const float*, float*, float, float,        \
-                                       const struct fc_dw_next*, const float**);                \
-    void f32_dwconv_backward_data_row__##isa(const struct fc_dw_geom*, const float* const*,     \
-                                             const float*, float*, const struct fc_dw_next*,    \
+                                       const struct cconv_dw_next*, const float**);                \
+    void f32_dwconv_backward_data_row__##isa(const struct cconv_dw_geom*, const float* const*,     \
+                                             const float*, float*, const struct cconv_dw_next*,    \
                                              const float**);                                    \
-    void f32_dwconv_backward_weight_row__##isa(const struct fc_dw_geom*, const float* const*,   \
+    void f32_dwconv_backward_weight_row__##isa(const struct cconv_dw_geom*, const float* const*,   \
                                                const float*, size_t, size_t, size_t, size_t,    \
-                                               double*, const struct fc_dw_next*,               \
+                                               double*, const struct cconv_dw_next*,               \
                                                const float**);
 
-#define FC_DWCONV_TABLE(isa)                                                                    \
-    (fc_dwconv_kernels) {                                                                       \
+#define CCONV_DWCONV_TABLE(isa)                                                                    \
+    (cconv_dwconv_kernels) {                                                                       \
         f32_dwconv_forward_row__##isa, f32_dwconv_backward_data_row__##isa,                     \
             f32_dwconv_backward_weight_row__##isa                                               \
     }
 
-FC_DWCONV_DECLARE(scalar)
+CCONV_DWCONV_DECLARE(scalar)
 #if defined(__x86_64__) || defined(_M_X64)
-FC_DWCONV_DECLARE(avx2)
-FC_DWCONV_DECLARE(avx512)
+CCONV_DWCONV_DECLARE(avx2)
+CCONV_DWCONV_DECLARE(avx512)
 #endif
 
 /* The one place where the depthwise kernels are chosen. */
-static inline fc_dwconv_kernels fc_dwconv_select(int isa) {
+static inline cconv_dwconv_kernels cconv_dwconv_select(int isa) {
 #if defined(__x86_64__) || defined(_M_X64)
-    if (isa == CCONV_ISA_AVX512) return FC_DWCONV_TABLE(avx512);
-    if (isa == CCONV_ISA_AVX2) return FC_DWCONV_TABLE(avx2);
+    if (isa == CCONV_ISA_AVX512) return CCONV_DWCONV_TABLE(avx512);
+    if (isa == CCONV_ISA_AVX2) return CCONV_DWCONV_TABLE(avx2);
 #endif
     (void)isa;
-    return FC_DWCONV_TABLE(scalar);
+    return CCONV_DWCONV_TABLE(scalar);
 }
 
 #endif

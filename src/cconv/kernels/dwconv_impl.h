@@ -21,7 +21,7 @@
  * shapes only, never on how the caller splits rows over threads.
  *
  * Every row kernel also fetches into L2, while it computes, what the caller's next call will
- * read for the first time (struct fc_dw_next): the streams from and to memory then overlap the
+ * read for the first time (struct cconv_dw_next): the streams from and to memory then overlap the
  * arithmetic, which matters because depthwise convolution does little arithmetic per byte.
  */
 #include <math.h>
@@ -273,9 +273,9 @@ static void dw_out_segment(size_t channels, size_t nt, size_t npix, const float*
 
 /* ----------------------------------------------------------------------------- forward */
 
-void DW_FN(f32_dwconv_forward_row)(const struct fc_dw_geom* g, const float* const* rows,
+void DW_FN(f32_dwconv_forward_row)(const struct cconv_dw_geom* g, const float* const* rows,
                                    const float* w, const float* bias, float* y, float cmin,
-                                   float cmax, const struct fc_dw_next* next,
+                                   float cmax, const struct cconv_dw_next* next,
                                    const float** scratch) {
     const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
     const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
@@ -322,9 +322,9 @@ void DW_FN(f32_dwconv_forward_row)(const struct fc_dw_geom* g, const float* cons
 
 /* ----------------------------------------------------------------------- backward data */
 
-void DW_FN(f32_dwconv_backward_data_row)(const struct fc_dw_geom* g, const float* const* dy_rows,
+void DW_FN(f32_dwconv_backward_data_row)(const struct cconv_dw_geom* g, const float* const* dy_rows,
                                          const float* w, float* dx,
-                                         const struct fc_dw_next* next, const float** scratch) {
+                                         const struct cconv_dw_next* next, const float** scratch) {
     const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
     const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
     const ptrdiff_t pl = g->pad_left;
@@ -524,10 +524,10 @@ static void dw_w_segment(size_t c_begin, size_t c_end, size_t nt, size_t npix,
     if (tail) dw_w_channels(tail, full, c_end, nt, npix, xp, tix, x_step, dy, C, acc, pf, pf_dy);
 }
 
-void DW_FN(f32_dwconv_backward_weight_row)(const struct fc_dw_geom* g, const float* const* rows,
+void DW_FN(f32_dwconv_backward_weight_row)(const struct cconv_dw_geom* g, const float* const* rows,
                                            const float* dy, size_t c_begin, size_t c_end,
                                            size_t i_begin, size_t i_end, double* acc,
-                                           const struct fc_dw_next* next,
+                                           const struct cconv_dw_next* next,
                                            const float** scratch) {
     const size_t C = g->channels, kh = g->kernel_h, kw = g->kernel_w;
     const size_t s = g->stride_w, d = g->dilation_w, in_w = g->in_w, out_w = g->out_w;
