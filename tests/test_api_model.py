@@ -371,3 +371,37 @@ def test_training_is_bitwise_identical_for_1_and_2_threads(mnist):
     finally:
         fc.set_num_threads(previous)
     assert all(states[0][k].tobytes() == states[1][k].tobytes() for k in states[0])
+
+
+def test_eval_folds_batch_norm_into_convolutions():
+    """eval() runs Conv2d+BatchNorm2d(+ReLU) as one convolution: same outputs within 1e-5."""
+    fc.manual_seed(3)
+    model = fc.Sequential(   # flat, so that running it layer by layer folds nothing
+        fc.Conv2d(3, 16, 3, padding=1), fc.BatchNorm2d(16), fc.ReLU(),
+        fc.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), fc.BatchNorm2d(32),
+        fc.Conv2d(32, 32, 3, padding=1, groups=32), fc.BatchNorm2d(32), fc.ReLU(),
+        fc.GlobalAvgPool2d(), fc.Linear(32, 10))
+    model.compile(optimizer=fc.SGD(lr=0.05, momentum=0.9), loss=fc.CrossEntropyLoss())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 32, 32, 3)).astype(np.float32)
+    for _ in range(3):   # non-trivial running statistics and affine parameters
+        model.train_step(x, rng.integers(0, 10, 8))
+    model.eval()
+    h = x
+    for layer in model:  # layer by layer: BatchNorm2d on its own, nothing folded
+        h = layer.forward(h)
+    folded = model(x)
+    assert_close("eval folded vs unfolded", folded, h.astype(np.float64), 1e-5)
+    assert model._last_forward_folded
+    with pytest.raises(RuntimeError, match="folded"):
+        model.backward(np.ones_like(folded))
+    # new statistics (load_state_dict replaces the arrays): the cache follows
+    state = model.state_dict()
+    state["1.running_var"] = state["1.running_var"] * 4
+    model.load_state_dict(state)
+    h = x
+    for layer in model:
+        h = layer.forward(h)
+    assert_close("eval folded vs unfolded", model(x), h.astype(np.float64), 1e-5)
+    model.train()
+    model.backward(np.ones_like(model(x)))  # train mode: no folding, backward works

@@ -7,7 +7,7 @@ from . import callbacks as _callbacks
 from . import losses as _losses
 from . import optim as _optim
 from .data import DataLoader
-from .layers import Conv2d, Layer, ReLU, Sigmoid, Softmax
+from .layers import BatchNorm2d, Conv2d, Layer, ReLU, Sigmoid, Softmax, _check_nhwc
 from .progress import ProgressBar
 
 
@@ -31,6 +31,8 @@ class Sequential(Layer):
         self.loss = None
         self.history = None
         self.stop_training = False
+        self._folded = {}          # layer index -> (source arrays, folded conv weight and bias)
+        self._last_forward_folded = False
 
     # --- container -----------------------------------------------------------------------------
     def __len__(self):
@@ -71,30 +73,72 @@ class Sequential(Layer):
         return x
 
     def forward(self, x):
+        """Run the layers. In eval mode a Conv2d followed by BatchNorm2d runs as one convolution
+        with the batch norm folded into its weights, and a ReLU after a convolution is fused
+        into it: the same outputs (within float32 rounding), one pass over memory."""
         x = self._prepare(x)
         if self.input_shape is None and x.ndim >= 2:
             self.input_shape = tuple(x.shape[1:])
         layers = self.layers
+        folding = not self.training
+        self._last_forward_folded = False
         i = 0
         try:
             while i < len(layers):
                 layer = layers[i]
                 nxt = layers[i + 1] if i + 1 < len(layers) else None
-                if type(layer) is Conv2d and type(nxt) is ReLU:
-                    # Fused convolution + ReLU: the ReLU keeps the output its backward needs.
-                    x = layer.forward(x, activation="relu")
-                    nxt._y = x
-                    i += 2
-                    continue
+                if type(layer) is Conv2d:
+                    bn = nxt if folding and type(nxt) is BatchNorm2d and nxt.track_running_stats else None
+                    after = layers[i + 2] if bn is not None and i + 2 < len(layers) else nxt
+                    relu = type(after) is ReLU
+                    if bn is not None:
+                        w, b = self._folded_conv_bn(i, layer, bn)
+                        x = cconv.conv2d(_check_nhwc(layer, x, layer.in_channels), w, b,
+                                         activation="relu" if relu else None, algo=layer.algo,
+                                         **layer._args())
+                        self._last_forward_folded = True
+                        i += 2 + relu
+                        continue
+                    if relu:
+                        # Fused convolution + ReLU: the ReLU keeps the output its backward needs.
+                        x = layer.forward(x, activation="relu")
+                        nxt._y = x
+                        i += 2
+                        continue
                 x = layer.forward(x)
                 i += 1
         except ValueError as exc:  # say where in the model the bad shape arrived
             raise ValueError(f"Sequential layer {i} ({type(layers[i]).__name__}): {exc}") from None
         return x
 
+    def _folded_conv_bn(self, i, conv, bn):
+        """Conv weight and bias with the eval-mode batch norm after it folded in, cached until
+        any of the arrays they come from is replaced (load_state_dict, a training step) or the
+        mode changes. Edit parameters in place in eval mode? Call eval() again."""
+        gamma, beta = bn._affine()
+        sources = (conv.weight.data, None if conv.bias is None else conv.bias.data, gamma, beta,
+                   bn.running_mean, bn.running_var)
+        cached = self._folded.get(i)
+        if cached is not None and all(a is b for a, b in zip(cached[0], sources)):
+            return cached[1]
+        scale = gamma.astype(np.float64) / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+        bias = np.zeros(conv.out_channels) if conv.bias is None else conv.bias.data.astype(np.float64)
+        w = (conv.weight.data * scale[:, None, None, None]).astype(np.float32)
+        b = ((bias - bn.running_mean) * scale + beta).astype(np.float32)
+        self._folded[i] = (sources, (w, b))
+        return w, b
+
+    def train(self, mode=True):
+        self._folded = {}
+        return super().train(mode)
+
     def backward(self, dy, input_grad=True):
         """Backpropagate ``dy``; returns the input gradient, or None with ``input_grad=False``
         (training a model: then its first layer computes its parameter gradients only)."""
+        if self._last_forward_folded:
+            raise RuntimeError("Sequential.backward: the last forward ran in eval mode with batch "
+                               "norm folded into the convolutions; call model.train() before "
+                               "the forward pass to backpropagate")
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i == 0 and not input_grad:
