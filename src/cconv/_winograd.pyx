@@ -1,0 +1,348 @@
+"""Winograd convolution F(4x4, 3x3) and F(2x2, 3x3): 3x3 kernels, stride 1, dilation 1, one group.
+
+Layers of the implementation:
+  kernels/f32_wino{2,4}x3__ISA.c  one block of tiles: input transform, alpha^2 igemm GEMMs,
+                                  output transform with bias and clamp (kernels/winograd.h)
+  this module                     argument checks, weight transform, block sizing, OpenMP over
+                                  blocks of tiles
+Every output element is computed inside one block, from its own tile only, with the igemm
+micro-kernel's fixed summation order: results are bitwise identical for any number of threads.
+
+The backward-data pass of a stride-1 3x3 convolution is a 3x3 convolution of dy with the
+weights rotated by 180 degrees and their in/out channels swapped, padded by 2 - pad: the same
+kernels, with the weights read through other strides.
+"""
+import operator
+
+import numpy as np
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport free, malloc
+
+from cconv._runtime cimport current_isa, resolve_threads
+from cconv._validation import as_float32, as_nhwc, check_finite, check_shape, pair
+
+cdef extern from "isa.h":
+    unsigned cconv_ftz_enter() nogil
+    void cconv_ftz_restore(unsigned) nogil
+
+cdef extern from "igemm.h":
+    ctypedef void (*f32_igemm_ukernel_fn)(size_t, size_t, size_t, size_t, const float* const*,
+                                          size_t, const float*, const float*, const float*,
+                                          float* const*, size_t, int, float, float) noexcept nogil
+    struct f32_igemm_config:
+        f32_igemm_ukernel_fn ukernel
+        size_t mr
+        size_t nr
+    f32_igemm_config f32_igemm_select(int isa, size_t n) nogil
+
+cdef extern from "winograd.h":
+    struct fc_wino_shape:
+        size_t batch, in_h, in_w, in_c
+        size_t out_h, out_w, out_c
+        ptrdiff_t pad_top, pad_left
+        size_t tiles_h, tiles_w
+        size_t v_row, v_plane, m_row, m_plane, co_chunk
+    struct fc_wino_scratch:
+        float* v
+        float* m
+        const float** a_rows
+        float** c_rows
+        const float* zero
+    ctypedef void (*f32_wino_block_fn)(const fc_wino_shape*, const f32_igemm_config*,
+                                       const float*, const float*, const float*, float*, size_t,
+                                       size_t, float, float, const fc_wino_scratch*) noexcept nogil
+    ctypedef void (*f32_wino_weights_fn)(size_t, size_t, const float*, ptrdiff_t, ptrdiff_t,
+                                         ptrdiff_t, ptrdiff_t, size_t, size_t,
+                                         float*) noexcept nogil
+    struct f32_wino_config:
+        f32_wino_block_fn block
+        f32_wino_weights_fn weights
+        size_t m
+        size_t alpha
+    f32_wino_config f32_wino_select(int isa, int m) nogil
+
+# Bytes of one block's transformed input V and GEMM output M together: they stay in the L2
+# cache (1-2 MiB per core on current x86 cores) between the transforms and the GEMMs.
+DEF BLOCK_BYTES = 512 * 1024
+# Output channels per pass of GEMMs + output transform (rounded to the micro-kernel's NR): M
+# holds one chunk, so that wide layers keep more tiles per block.
+DEF CO_CHUNK = 64
+DEF ALIGN_FLOATS = 16  # 64-byte rows and planes
+
+_OPS = ("winograd_forward", "winograd_backward_data")
+
+
+# ----------------------------------------------------------------------------- weights
+
+cdef class WinogradWeights:
+    """3x3 weights transformed (U = G g G^T) and packed in NR-wide panels for one ISA.
+
+    Made by :func:`winograd_transform_weights`; pass it as ``w`` to :func:`winograd_forward`
+    (``backward_data=False``) or :func:`winograd_backward_data` (``backward_data=True``) to skip
+    the transform. It stays valid until the weights it was made from change.
+    """
+    cdef readonly int tile
+    cdef readonly bint backward_data
+    cdef readonly tuple weight_shape
+    cdef readonly int isa
+    cdef readonly size_t nr, k, n
+    cdef readonly object packed
+    cdef object _w
+
+    def __repr__(self):
+        return (f"WinogradWeights(tile={self.tile}, backward_data={bool(self.backward_data)}, "
+                f"weight_shape={self.weight_shape}, nr={self.nr})")
+
+
+cdef WinogradWeights _transform(w, int tile, bint backward, int isa, int n_threads):
+    """U for the GEMMs of one pass: (K x N) = (Cin x Cout) forward, (Cout x Cin) backward."""
+    cdef f32_wino_config wc = f32_wino_select(isa, tile)
+    cdef size_t cout = w.shape[0], cin = w.shape[1]
+    cdef size_t n_out = cin if backward else cout
+    cdef size_t k = cout if backward else cin
+    cdef f32_igemm_config cfg = f32_igemm_select(isa, n_out)
+    cdef size_t nr = cfg.nr, panels = (n_out + nr - 1) // nr
+    cdef const float[::1] wv = w.reshape(-1)
+    packed = np.empty(wc.alpha * wc.alpha * panels * k * nr, np.float32)
+    cdef float[::1] pv = packed
+    cdef const float* base = &wv[0]
+    cdef ptrdiff_t s_n, s_k, s_i, s_j
+    if backward:  # g'(ci, co)[i][j] = w[co, ci, 2 - i, 2 - j]
+        base = base + 8
+        s_n, s_k, s_i, s_j = 9, cin * 9, -3, -1
+    else:
+        s_n, s_k, s_i, s_j = cin * 9, 9, 3, 1
+    cdef Py_ssize_t p
+    with nogil:
+        for p in prange(<Py_ssize_t>panels, num_threads=n_threads, schedule="static"):
+            wc.weights(n_out, k, base, s_n, s_k, s_i, s_j, nr, p, &pv[0])
+    cdef WinogradWeights u = WinogradWeights.__new__(WinogradWeights)
+    u.tile, u.backward_data, u.weight_shape = tile, backward, tuple(int(v) for v in w.shape)
+    u.isa, u.nr, u.k, u.n = isa, nr, k, n_out
+    u.packed, u._w = packed, w
+    return u
+
+
+def _check_tile(op, tile):
+    if tile not in (2, 4):
+        raise ValueError(f"{op}: tile must be 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)), got {tile!r}")
+    return int(tile)
+
+
+def _check_weight(op, w):
+    w = as_float32(op, "weight", w)
+    if w.ndim != 4 or w.shape[2:] != (3, 3) or 0 in w.shape:
+        raise ValueError(f"{op}: weight must be (out_channels, in_channels, 3, 3), got shape "
+                         f"{w.shape}")
+    check_finite(op, "weight", w)
+    return w
+
+
+def winograd_transform_weights(w, tile=4, backward_data=False, n_threads=None):
+    """Transform 3x3 weights ``w`` (out, in, 3, 3) for F(tile x tile, 3x3), packed for the ISA
+    in use: the part of a Winograd convolution that depends on the weights only (cacheable)."""
+    op = "winograd_transform_weights"
+    tile = _check_tile(op, tile)
+    w = _check_weight(op, w)
+    return _transform(w, tile, bool(backward_data), current_isa(), _threads(op, n_threads))
+
+
+cdef WinogradWeights _weights(op, w, int tile, bint backward, int n_threads):
+    """``w`` as transformed weights for this pass and the current ISA."""
+    cdef WinogradWeights u
+    if isinstance(w, WinogradWeights):
+        u = w
+        if u.tile != tile or u.backward_data != backward:
+            raise ValueError(f"{op}: transformed weights {u!r} do not match tile={tile}, "
+                             f"backward_data={bool(backward)}")
+        if u.isa != current_isa():  # the ISA cap changed since: pack again for this one
+            return _transform(u._w, tile, backward, current_isa(), n_threads)
+        return u
+    return _transform(_check_weight(op, w), tile, backward, current_isa(), n_threads)
+
+
+# ----------------------------------------------------------------------------- argument helpers
+
+cdef int _threads(op, n_threads) except -1:
+    try:
+        return resolve_threads(n_threads)
+    except ValueError as exc:
+        raise ValueError(f"{op}: {exc}") from None
+
+
+def _int(op, name, value, minimum):
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{op}: {name} must be an int, got {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def winograd_supported(w_shape, stride=1, dilation=1, groups=1):
+    """Whether a convolution with weight shape ``w_shape`` (out, in/groups, kh, kw), ``stride``,
+    ``dilation`` and ``groups`` can run as Winograd F(m x m, 3x3): 3x3, stride 1, dilation 1,
+    one group."""
+    try:
+        shape = tuple(int(v) for v in w_shape)
+        st = pair("winograd_supported", "stride", stride, minimum=1)
+        dil = pair("winograd_supported", "dilation", dilation, minimum=1)
+        g = operator.index(groups)
+    except (TypeError, ValueError):
+        return False
+    return (len(shape) == 4 and shape[2:] == (3, 3) and min(shape) >= 1 and st == (1, 1)
+            and dil == (1, 1) and g == 1)
+
+
+# ----------------------------------------------------------------------------- the run
+
+cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t out_h,
+          size_t out_w, float cmin, float cmax, int n_threads):
+    """y (N, out_h, out_w, u.n) = 3x3 conv of x (N, H, W, u.k) with the transformed weights."""
+    cdef int isa = current_isa()
+    cdef f32_wino_config wc = f32_wino_select(isa, u.tile)
+    cdef f32_igemm_config cfg = f32_igemm_select(isa, u.n)
+    assert cfg.nr == u.nr
+    cdef fc_wino_shape s
+    cdef size_t alpha2 = wc.alpha * wc.alpha
+    s.batch, s.in_h, s.in_w, s.in_c = x.shape
+    s.out_h, s.out_w, s.out_c = out_h, out_w, u.n
+    s.pad_top, s.pad_left = pad_top, pad_left
+    s.tiles_h = (out_h + wc.m - 1) // wc.m
+    s.tiles_w = (out_w + wc.m - 1) // wc.m
+    cdef size_t total = s.batch * s.tiles_h * s.tiles_w
+    cdef size_t panels = (s.out_c + cfg.nr - 1) // cfg.nr
+    s.co_chunk = min(panels, max(1, CO_CHUNK // cfg.nr)) * cfg.nr
+    s.v_row = (s.in_c + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+    s.m_row = (s.co_chunk + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+
+    # Tiles per block: V and M of one block within BLOCK_BYTES, a multiple of MR, and a block
+    # count that the threads share evenly. (Results do not depend on it: see the module doc.)
+    cdef size_t mr = cfg.mr
+    cdef size_t per_tile = alpha2 * (s.v_row + s.m_row) * 4
+    cdef size_t cap = max(mr, BLOCK_BYTES // per_tile // mr * mr)
+    cdef size_t blocks = (total + cap - 1) // cap
+    blocks = (blocks + n_threads - 1) // n_threads * n_threads
+    cap = ((total + blocks - 1) // blocks + mr - 1) // mr * mr
+    blocks = (total + cap - 1) // cap
+    s.v_plane = cap * s.v_row + ALIGN_FLOATS  # the extra line keeps planes off one cache set
+    s.m_plane = cap * s.m_row + ALIGN_FLOATS
+
+    cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
+    cdef size_t m_floats = alpha2 * s.m_plane + ALIGN_FLOATS
+    cdef float[::1] vbuf = np.empty(n_threads * v_floats, np.float32)
+    cdef float[::1] mbuf = np.empty(n_threads * m_floats, np.float32)
+    cdef size_t[::1] rows = np.empty(2 * n_threads * cap, np.uintp)
+    cdef const float[::1] zero = np.zeros(max(s.in_c, ALIGN_FLOATS), np.float32)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef const float[::1] uv = u.packed
+    cdef const float* bias = NULL
+    cdef const float[::1] bv
+    if b is not None:
+        bv = b
+        bias = &bv[0]
+    y = np.empty((s.batch, out_h, out_w, s.out_c), np.float32)
+    cdef float[::1] yv = y.reshape(-1)
+
+    cdef fc_wino_scratch* scratch = <fc_wino_scratch*>malloc(n_threads * sizeof(fc_wino_scratch))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef int t
+    for t in range(n_threads):
+        scratch[t].v = <float*>((<uintptr_t>&vbuf[t * v_floats] + 63) & ~(<uintptr_t>63))
+        scratch[t].m = <float*>((<uintptr_t>&mbuf[t * m_floats] + 63) & ~(<uintptr_t>63))
+        scratch[t].a_rows = <const float**>&rows[2 * t * cap]
+        scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cap]
+        scratch[t].zero = &zero[0]
+    cdef Py_ssize_t blk
+    cdef size_t tile0
+    cdef int tid
+    cdef unsigned ftz
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            tid = threadid()
+            ftz = cconv_ftz_enter()
+            for blk in prange(<Py_ssize_t>blocks, schedule="static"):
+                tile0 = blk * cap
+                wc.block(&s, &cfg, &xv[0], &uv[0], bias, &yv[0], tile0, min(cap, total - tile0),
+                         cmin, cmax, &scratch[tid])
+            cconv_ftz_restore(ftz)
+    finally:
+        free(scratch)
+    return y
+
+
+# ----------------------------------------------------------------------------- public functions
+
+def winograd_forward(x, w, b, pad_top, pad_left, out_h, out_w, cmin=-INFINITY, cmax=INFINITY,
+                     tile=4, n_threads=None):
+    """y = clamp(conv3x3(x, w) + b, cmin, cmax) by Winograd F(tile x tile, 3x3).
+
+    x: NHWC (N, H, W, Cin); w: (Cout, Cin, 3, 3), or winograd_transform_weights(w, tile);
+    b: (Cout,) or None. Stride 1, dilation 1; padding pad_top/pad_left, the bottom/right padding
+    implied by the output size (out_h, out_w), which must be >= 0. cmin/cmax: the fused
+    activation's clamp (-inf/inf: none, 0/inf: ReLU); NaN propagates. Returns y (N, out_h,
+    out_w, Cout).
+    """
+    op = "winograd_forward"
+    tile = _check_tile(op, tile)
+    x = as_nhwc(op, "input", x)
+    cdef int nt = _threads(op, n_threads)
+    pt, pl = _int(op, "pad_top", pad_top, 0), _int(op, "pad_left", pad_left, 0)
+    oh, ow = _int(op, "out_h", out_h, 1), _int(op, "out_w", out_w, 1)
+    n, h, wd, cin = x.shape
+    if oh + 2 - pt - h < 0 or ow + 2 - pl - wd < 0:
+        raise ValueError(f"{op}: output {oh}x{ow} is too small for input {x.shape} with padding "
+                         f"top {pt}, left {pl} (bottom/right padding would be negative)")
+    try:
+        lo, hi = float(cmin), float(cmax)
+    except (TypeError, ValueError):
+        raise ValueError(f"{op}: cmin/cmax must be floats, got {cmin!r}, {cmax!r}") from None
+    if isnan(lo) or isnan(hi) or lo > hi:
+        raise ValueError(f"{op}: clamp bounds must satisfy cmin <= cmax, got {cmin}, {cmax}")
+    cdef WinogradWeights u = _weights(op, w, tile, False, nt)
+    if u.k != cin:
+        raise ValueError(f"{op}: input has {cin} channels but weight {u.weight_shape} expects "
+                         f"{u.k} (input shape {x.shape})")
+    if b is not None:
+        b = as_float32(op, "bias", b)
+        check_shape(op, "bias", b, (u.n,))
+        check_finite(op, "bias", b)
+    return _run(x, u, b, pt, pl, oh, ow, lo, hi, nt)
+
+
+def winograd_backward_data(dy, w, input_shape, pad_top, pad_left, tile=4, n_threads=None):
+    """dx of y = conv3x3(x, w) (stride 1, padding pad_top/pad_left, the bottom/right padding
+    implied by the shapes) for the output gradient dy (N, Ho, Wo, Cout), by Winograd
+    F(tile x tile, 3x3): a 3x3 convolution of dy with w rotated by 180 degrees, in/out channels
+    swapped, padding 2 - pad. w: (Cout, Cin, 3, 3), or winograd_transform_weights(w, tile,
+    backward_data=True). Returns dx with shape ``input_shape`` (N, H, W, Cin).
+    """
+    op = "winograd_backward_data"
+    tile = _check_tile(op, tile)
+    try:
+        shape = tuple(operator.index(v) for v in input_shape)
+    except TypeError:
+        raise ValueError(f"{op}: input_shape must be 4 ints (N, H, W, C), got {input_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"{op}: input_shape must be 4 positive ints (N, H, W, C), got {input_shape!r}")
+    dy = as_nhwc(op, "grad_output", dy)
+    cdef int nt = _threads(op, n_threads)
+    pt, pl = _int(op, "pad_top", pad_top, 0), _int(op, "pad_left", pad_left, 0)
+    n, h, wd, cin = shape
+    cdef WinogradWeights u = _weights(op, w, tile, True, nt)
+    if u.n != cin:
+        raise ValueError(f"{op}: input_shape {shape} has {cin} channels but weight "
+                         f"{u.weight_shape} expects {u.n}")
+    if dy.shape[0] != n or dy.shape[3] != u.k:
+        raise ValueError(f"{op}: grad_output {dy.shape} does not match input_shape {shape} and "
+                         f"weight {u.weight_shape}")
+    oh, ow = dy.shape[1], dy.shape[2]
+    if oh + 2 - pt - h < 0 or ow + 2 - pl - wd < 0:
+        raise ValueError(f"{op}: grad_output {dy.shape} is too small for input_shape {shape} with "
+                         f"padding top {pt}, left {pl} (bottom/right padding would be negative)")
+    return _run(dy, u, None, 2 - pt, 2 - pl, h, wd, -INFINITY, INFINITY, nt)

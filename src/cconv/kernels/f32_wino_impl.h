@@ -1,0 +1,264 @@
+/* Body of the Winograd kernels F(m x m, 3 x 3) (contract in winograd.h), shared by every ISA.
+ *
+ * The including file defines:
+ *   WINO_M           2 or 4                WINO_BLOCK, WINO_WEIGHTS   the two function names
+ *   VEC, VLEN        vector type, floats per vector (a plain float and 1 for the scalar path)
+ *   VZERO() VSET1(x) VLOADU(p) VSTOREU(p, v) VADD VSUB VMUL VMAX(a, b) VMIN(a, b)
+ *   VFMA(a, b, c) = a * b + c     VFNMA(a, b, c) = c - a * b
+ *   VLOAD_PART(p, n) / VSTORE_PART(p, v, n)   the first n (< VLEN) floats (zeros past them)
+ * Every transform works on VLEN channels at once: NHWC makes each of them a vector operation.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "winograd.h"
+
+#define WINO_ALPHA (WINO_M + 2)
+#define WINO_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------ 1-D transforms, VLEN lanes */
+
+#if WINO_M == 4
+/* B^T, rows: [4 0 -5 0 1 0] [0 -4 -4 1 1 0] [0 4 -4 -1 1 0] [0 -2 -1 2 1 0] [0 2 -1 -2 1 0]
+ * [0 4 0 -5 0 1]. */
+WINO_INLINE void wino_bt(const VEC d[6], VEC t[6]) {
+    const VEC c2 = VSET1(2.0f), c4 = VSET1(4.0f), c5 = VSET1(5.0f);
+    const VEC a = VFNMA(c4, d[2], d[4]);  /* d4 - 4 d2 */
+    const VEC b = VFNMA(c4, d[1], d[3]);  /* d3 - 4 d1 */
+    const VEC c = VSUB(d[4], d[2]);
+    const VEC e = VMUL(c2, VSUB(d[3], d[1]));
+    t[0] = VFMA(c4, d[0], VFNMA(c5, d[2], d[4]));
+    t[1] = VADD(a, b);
+    t[2] = VSUB(a, b);
+    t[3] = VADD(c, e);
+    t[4] = VSUB(c, e);
+    t[5] = VFMA(c4, d[1], VFNMA(c5, d[3], d[5]));
+}
+
+/* A^T, rows: [1 1 1 1 1 0] [0 1 -1 2 -2 0] [0 1 1 4 4 0] [0 1 -1 8 -8 1]. */
+WINO_INLINE void wino_at(const VEC m[6], VEC y[4]) {
+    const VEC s12 = VADD(m[1], m[2]), d12 = VSUB(m[1], m[2]);
+    const VEC s34 = VADD(m[3], m[4]), d34 = VSUB(m[3], m[4]);
+    y[0] = VADD(VADD(m[0], s12), s34);
+    y[1] = VFMA(VSET1(2.0f), d34, d12);
+    y[2] = VFMA(VSET1(4.0f), s34, s12);
+    y[3] = VADD(VFMA(VSET1(8.0f), d34, d12), m[5]);
+}
+
+/* G, rows: [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]. */
+static inline void wino_g(const float g[3], float u[6]) {
+    const float even = g[0] + g[2];
+    u[0] = g[0] * 0.25f;
+    u[1] = -(even + g[1]) * (1.0f / 6.0f);
+    u[2] = -(even - g[1]) * (1.0f / 6.0f);
+    const float a = g[0] * (1.0f / 24.0f) + g[2] * (1.0f / 6.0f), b = g[1] * (1.0f / 12.0f);
+    u[3] = a + b;
+    u[4] = a - b;
+    u[5] = g[2];
+}
+
+#elif WINO_M == 2
+/* B^T, rows: [1 0 -1 0] [0 1 1 0] [0 -1 1 0] [0 1 0 -1]. */
+WINO_INLINE void wino_bt(const VEC d[4], VEC t[4]) {
+    t[0] = VSUB(d[0], d[2]);
+    t[1] = VADD(d[1], d[2]);
+    t[2] = VSUB(d[2], d[1]);
+    t[3] = VSUB(d[1], d[3]);
+}
+
+/* A^T, rows: [1 1 1 0] [0 1 -1 -1]. */
+WINO_INLINE void wino_at(const VEC m[4], VEC y[2]) {
+    y[0] = VADD(VADD(m[0], m[1]), m[2]);
+    y[1] = VSUB(VSUB(m[1], m[2]), m[3]);
+}
+
+/* G, rows: [1 0 0] [1/2 1/2 1/2] [1/2 -1/2 1/2] [0 0 1]. */
+static inline void wino_g(const float g[3], float u[4]) {
+    const float even = g[0] + g[2];
+    u[0] = g[0];
+    u[1] = (even + g[1]) * 0.5f;
+    u[2] = (even - g[1]) * 0.5f;
+    u[3] = g[2];
+}
+#else
+#error "WINO_M must be 2 or 4"
+#endif
+
+/* ------------------------------------------------------------------ tile transforms */
+
+/* V[xi] = (B^T d B)[xi] for channels [c, c + n), n = VLEN unless `part`. p: alpha^2 pointers to
+ * the patch's pixels (row-major), the zero row for points outside the image. */
+WINO_INLINE void input_tile_vec(const float* const* p, size_t c, size_t n, int part, float* v,
+                                size_t plane) {
+    VEC t[WINO_ALPHA][WINO_ALPHA];
+    for (size_t j = 0; j < WINO_ALPHA; j++) {
+        VEC d[WINO_ALPHA], r[WINO_ALPHA];
+        for (size_t i = 0; i < WINO_ALPHA; i++)
+            d[i] = part ? VLOAD_PART(p[i * WINO_ALPHA + j] + c, n) : VLOADU(p[i * WINO_ALPHA + j] + c);
+        wino_bt(d, r);
+        for (size_t i = 0; i < WINO_ALPHA; i++) t[i][j] = r[i];
+    }
+    for (size_t i = 0; i < WINO_ALPHA; i++) {
+        VEC r[WINO_ALPHA];
+        wino_bt(t[i], r);
+        for (size_t j = 0; j < WINO_ALPHA; j++) {
+            float* out = v + (i * WINO_ALPHA + j) * plane + c;
+            if (part) VSTORE_PART(out, r[j], n);
+            else VSTOREU(out, r[j]);
+        }
+    }
+}
+
+static void input_tile(const float* const* p, size_t channels, float* v, size_t plane) {
+    size_t c = 0;
+    for (; c + VLEN <= channels; c += VLEN) input_tile_vec(p, c, VLEN, 0, v, plane);
+    if (c < channels) input_tile_vec(p, c, channels - c, 1, v, plane);
+}
+
+/* y = A^T M A + bias, clamped, for channels [c, c + n) of one tile; out: m*m pointers (NULL
+ * where the tile runs past the output). max(lo, x) / min(hi, x): NaN propagates. */
+WINO_INLINE void output_tile_vec(const float* mt, size_t plane, size_t c, size_t n, int part,
+                                 const float* bias, VEC lo, VEC hi, float* const* out) {
+    VEC t[WINO_M][WINO_ALPHA];
+    for (size_t j = 0; j < WINO_ALPHA; j++) {
+        VEC m[WINO_ALPHA], r[WINO_M];
+        for (size_t i = 0; i < WINO_ALPHA; i++) {
+            const float* src = mt + (i * WINO_ALPHA + j) * plane + c;
+            m[i] = part ? VLOAD_PART(src, n) : VLOADU(src);
+        }
+        wino_at(m, r);
+        for (size_t i = 0; i < WINO_M; i++) t[i][j] = r[i];
+    }
+    const VEC b = bias ? (part ? VLOAD_PART(bias + c, n) : VLOADU(bias + c)) : VZERO();
+    for (size_t i = 0; i < WINO_M; i++) {
+        VEC r[WINO_M];
+        wino_at(t[i], r);
+        for (size_t j = 0; j < WINO_M; j++) {
+            float* dst = out[i * WINO_M + j];
+            if (!dst) continue;
+            const VEC value = VMIN(hi, VMAX(lo, VADD(r[j], b)));
+            if (part) VSTORE_PART(dst + c, value, n);
+            else VSTOREU(dst + c, value);
+        }
+    }
+}
+
+static void output_tile(const float* mt, size_t plane, size_t channels, const float* bias,
+                        float cmin, float cmax, float* const* out) {
+    const VEC lo = VSET1(cmin), hi = VSET1(cmax);
+    size_t c = 0;
+    for (; c + VLEN <= channels; c += VLEN) output_tile_vec(mt, plane, c, VLEN, 0, bias, lo, hi, out);
+    if (c < channels) output_tile_vec(mt, plane, c, channels - c, 1, bias, lo, hi, out);
+}
+
+/* ------------------------------------------------------------------ one block of tiles */
+
+void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cfg,
+                const float* x, const float* packed_u, const float* bias, float* y,
+                size_t tile0, size_t ntiles, float cmin, float cmax,
+                const struct fc_wino_scratch* ws) {
+    const size_t MR = cfg->mr, NR = cfg->nr, K = s->in_c, N = s->out_c;
+    const size_t panels = (N + NR - 1) / NR;
+    const size_t per_image = s->tiles_h * s->tiles_w;
+    float* const v = ws->v;
+    float* const m = ws->m;
+    const float* const zero = ws->zero;
+
+    /* 1. Input transform of every tile of the block. */
+    size_t n = tile0 / per_image, th = (tile0 % per_image) / s->tiles_w, tw = tile0 % s->tiles_w;
+    const size_t tile_n = n, tile_th = th, tile_tw = tw;
+    for (size_t t = 0; t < ntiles; t++) {
+        const float* p[WINO_ALPHA * WINO_ALPHA];
+        const float* image = x + n * s->in_h * s->in_w * K;
+        const ptrdiff_t ih0 = (ptrdiff_t)(th * WINO_M) - s->pad_top;
+        const ptrdiff_t iw0 = (ptrdiff_t)(tw * WINO_M) - s->pad_left;
+        for (size_t i = 0; i < WINO_ALPHA; i++) {
+            const ptrdiff_t ih = ih0 + (ptrdiff_t)i;
+            const int row_in = ih >= 0 && ih < (ptrdiff_t)s->in_h;
+            for (size_t j = 0; j < WINO_ALPHA; j++) {
+                const ptrdiff_t iw = iw0 + (ptrdiff_t)j;
+                p[i * WINO_ALPHA + j] = row_in && iw >= 0 && iw < (ptrdiff_t)s->in_w
+                    ? image + ((size_t)ih * s->in_w + (size_t)iw) * K : zero;
+            }
+        }
+        input_tile(p, K, v + t * s->v_row, s->v_plane);
+        if (++tw == s->tiles_w) { tw = 0; if (++th == s->tiles_h) { th = 0; n++; } }
+    }
+
+    /* Row pointers of the GEMMs: one per tile, relative to plane 0 (a_offset and c_offset pick
+     * the plane); rows past the block read the zero row and are never stored. */
+    const size_t rows = (ntiles + MR - 1) / MR * MR;
+    for (size_t t = 0; t < rows; t++) {
+        ws->a_rows[t] = t < ntiles ? v + t * s->v_row : zero;
+        ws->c_rows[t] = m + (t < ntiles ? t : 0) * s->m_row;
+    }
+
+    for (size_t co0 = 0; co0 < N; co0 += s->co_chunk) {
+        const size_t cc = N - co0 < s->co_chunk ? N - co0 : s->co_chunk;
+        const size_t p0 = co0 / NR, p1 = (co0 + cc + NR - 1) / NR;
+
+        /* 2. alpha^2 GEMMs over this chunk of output channels. */
+        for (size_t xi = 0; xi < WINO_ALPHA * WINO_ALPHA; xi++) {
+            for (size_t p = p0; p < p1; p++) {
+                const size_t nc = N - p * NR < NR ? N - p * NR : NR;
+                const float* u = packed_u + (xi * panels + p) * K * NR;
+                for (size_t m0 = 0; m0 < ntiles; m0 += MR) {
+                    const size_t mr = ntiles - m0 < MR ? ntiles - m0 : MR;
+                    cfg->ukernel(mr, nc, K, 1, ws->a_rows + m0, xi * s->v_plane, zero, u, NULL,
+                                 ws->c_rows + m0, xi * s->m_plane + (p - p0) * NR, 0,
+                                 -INFINITY, INFINITY);
+                }
+            }
+        }
+
+        /* 3. Output transform of the chunk, bias and clamp fused. */
+        n = tile_n; th = tile_th; tw = tile_tw;
+        for (size_t t = 0; t < ntiles; t++) {
+            float* out[WINO_M * WINO_M];
+            float* image = y + n * s->out_h * s->out_w * N + co0;
+            for (size_t i = 0; i < WINO_M; i++) {
+                const size_t oh = th * WINO_M + i;
+                for (size_t j = 0; j < WINO_M; j++) {
+                    const size_t ow = tw * WINO_M + j;
+                    out[i * WINO_M + j] = oh < s->out_h && ow < s->out_w
+                        ? image + (oh * s->out_w + ow) * N : NULL;
+                }
+            }
+            output_tile(m + t * s->m_row, s->m_plane, cc, bias ? bias + co0 : NULL, cmin, cmax, out);
+            if (++tw == s->tiles_w) { tw = 0; if (++th == s->tiles_h) { th = 0; n++; } }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ weight transform */
+
+void WINO_WEIGHTS(size_t n_out, size_t k, const float* w, ptrdiff_t s_n, ptrdiff_t s_k,
+                  ptrdiff_t s_i, ptrdiff_t s_j, size_t nr, size_t panel, float* packed) {
+    const size_t panels = (n_out + nr - 1) / nr;
+    for (size_t kk = 0; kk < k; kk++) {
+        for (size_t j = 0; j < nr; j++) {
+            const size_t nn = panel * nr + j;
+            float u[WINO_ALPHA][WINO_ALPHA];
+            if (nn < n_out) {
+                const float* g = w + (ptrdiff_t)nn * s_n + (ptrdiff_t)kk * s_k;
+                float t[WINO_ALPHA][3];  /* t = G g */
+                for (size_t c = 0; c < 3; c++) {
+                    const float col[3] = {g[c * s_j], g[s_i + c * s_j], g[2 * s_i + c * s_j]};
+                    float r[WINO_ALPHA];
+                    wino_g(col, r);
+                    for (size_t i = 0; i < WINO_ALPHA; i++) t[i][c] = r[i];
+                }
+                for (size_t i = 0; i < WINO_ALPHA; i++) wino_g(t[i], u[i]);  /* u = t G^T */
+            } else {
+                for (size_t i = 0; i < WINO_ALPHA; i++)
+                    for (size_t l = 0; l < WINO_ALPHA; l++) u[i][l] = 0.0f;
+            }
+            for (size_t i = 0; i < WINO_ALPHA; i++)
+                for (size_t l = 0; l < WINO_ALPHA; l++)
+                    packed[(((i * WINO_ALPHA + l) * panels + panel) * k + kk) * nr + j] = u[i][l];
+        }
+    }
+}
+
+#undef WINO_ALPHA
+#undef WINO_INLINE
