@@ -46,14 +46,15 @@ WINO_INLINE void wino_at(const VEC m[6], VEC y[4]) {
 }
 
 /* G, rows: [1/4 0 0] [-1/6 -1/6 -1/6] [-1/6 1/6 -1/6] [1/24 1/12 1/6] [1/24 -1/12 1/6] [0 0 1]. */
-static inline void wino_g(const float g[3], float u[6]) {
-    const float even = g[0] + g[2];
-    u[0] = g[0] * 0.25f;
-    u[1] = -(even + g[1]) * (1.0f / 6.0f);
-    u[2] = -(even - g[1]) * (1.0f / 6.0f);
-    const float a = g[0] * (1.0f / 24.0f) + g[2] * (1.0f / 6.0f), b = g[1] * (1.0f / 12.0f);
-    u[3] = a + b;
-    u[4] = a - b;
+WINO_INLINE void wino_g(const VEC g[3], VEC u[6]) {
+    const VEC even = VADD(g[0], g[2]);
+    const VEC a = VFMA(VSET1(1.0f / 24.0f), g[0], VMUL(VSET1(1.0f / 6.0f), g[2]));
+    const VEC b = VMUL(VSET1(1.0f / 12.0f), g[1]);
+    u[0] = VMUL(VSET1(0.25f), g[0]);
+    u[1] = VMUL(VSET1(-1.0f / 6.0f), VADD(even, g[1]));
+    u[2] = VMUL(VSET1(-1.0f / 6.0f), VSUB(even, g[1]));
+    u[3] = VADD(a, b);
+    u[4] = VSUB(a, b);
     u[5] = g[2];
 }
 
@@ -73,11 +74,11 @@ WINO_INLINE void wino_at(const VEC m[4], VEC y[2]) {
 }
 
 /* G, rows: [1 0 0] [1/2 1/2 1/2] [1/2 -1/2 1/2] [0 0 1]. */
-static inline void wino_g(const float g[3], float u[4]) {
-    const float even = g[0] + g[2];
+WINO_INLINE void wino_g(const VEC g[3], VEC u[4]) {
+    const VEC even = VADD(g[0], g[2]), half = VSET1(0.5f);
     u[0] = g[0];
-    u[1] = (even + g[1]) * 0.5f;
-    u[2] = (even - g[1]) * 0.5f;
+    u[1] = VMUL(half, VADD(even, g[1]));
+    u[2] = VMUL(half, VSUB(even, g[1]));
     u[3] = g[2];
 }
 #else
@@ -232,31 +233,50 @@ void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cf
 
 /* ------------------------------------------------------------------ weight transform */
 
+/* u[xi] = (G g G^T)[xi] for VLEN output channels at once (n = VLEN unless `part`): g9 holds the
+ * 3x3 kernels tap-major, g9[tap * stride + lane]; the result goes to out[xi * out_stride]. */
+WINO_INLINE void weights_vec(const float* g9, size_t stride, size_t n, int part, float* out,
+                             size_t out_stride) {
+    VEC t[WINO_ALPHA][3];  /* t = G g */
+    for (size_t c = 0; c < 3; c++) {
+        VEC col[3], r[WINO_ALPHA];
+        for (size_t i = 0; i < 3; i++) {
+            const float* src = g9 + (i * 3 + c) * stride;
+            col[i] = part ? VLOAD_PART(src, n) : VLOADU(src);
+        }
+        wino_g(col, r);
+        for (size_t i = 0; i < WINO_ALPHA; i++) t[i][c] = r[i];
+    }
+    for (size_t i = 0; i < WINO_ALPHA; i++) {
+        VEC r[WINO_ALPHA];
+        wino_g(t[i], r);  /* u = t G^T */
+        for (size_t l = 0; l < WINO_ALPHA; l++) {
+            float* dst = out + (i * WINO_ALPHA + l) * out_stride;
+            if (part) VSTORE_PART(dst, r[l], n);
+            else VSTOREU(dst, r[l]);
+        }
+    }
+}
+
 void WINO_WEIGHTS(size_t n_out, size_t k, const float* w, ptrdiff_t s_n, ptrdiff_t s_k,
                   ptrdiff_t s_i, ptrdiff_t s_j, size_t nr, size_t panel, float* packed) {
+    enum { MAX_NR = 64 };
     const size_t panels = (n_out + nr - 1) / nr;
+    const size_t plane = panels * k * nr;  /* floats between the packed U[xi] */
+    float g9[9 * MAX_NR];
     for (size_t kk = 0; kk < k; kk++) {
+        /* The panel's nr kernels for this input channel, tap-major (zeros past n_out). */
         for (size_t j = 0; j < nr; j++) {
             const size_t nn = panel * nr + j;
-            float u[WINO_ALPHA][WINO_ALPHA];
-            if (nn < n_out) {
-                const float* g = w + (ptrdiff_t)nn * s_n + (ptrdiff_t)kk * s_k;
-                float t[WINO_ALPHA][3];  /* t = G g */
-                for (size_t c = 0; c < 3; c++) {
-                    const float col[3] = {g[c * s_j], g[s_i + c * s_j], g[2 * s_i + c * s_j]};
-                    float r[WINO_ALPHA];
-                    wino_g(col, r);
-                    for (size_t i = 0; i < WINO_ALPHA; i++) t[i][c] = r[i];
-                }
-                for (size_t i = 0; i < WINO_ALPHA; i++) wino_g(t[i], u[i]);  /* u = t G^T */
-            } else {
-                for (size_t i = 0; i < WINO_ALPHA; i++)
-                    for (size_t l = 0; l < WINO_ALPHA; l++) u[i][l] = 0.0f;
-            }
-            for (size_t i = 0; i < WINO_ALPHA; i++)
-                for (size_t l = 0; l < WINO_ALPHA; l++)
-                    packed[(((i * WINO_ALPHA + l) * panels + panel) * k + kk) * nr + j] = u[i][l];
+            const float* g = w + (ptrdiff_t)nn * s_n + (ptrdiff_t)kk * s_k;
+            for (size_t i = 0; i < 3; i++)
+                for (size_t c = 0; c < 3; c++)
+                    g9[(i * 3 + c) * MAX_NR + j] = nn < n_out ? g[(ptrdiff_t)i * s_i + (ptrdiff_t)c * s_j] : 0.0f;
         }
+        float* out = packed + (panel * k + kk) * nr;
+        size_t j = 0;
+        for (; j + VLEN <= nr; j += VLEN) weights_vec(g9 + j, MAX_NR, VLEN, 0, out + j, plane);
+        if (j < nr) weights_vec(g9 + j, MAX_NR, nr - j, 1, out + j, plane);
     }
 }
 
