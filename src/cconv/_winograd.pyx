@@ -66,13 +66,23 @@ cdef extern from "winograd.h":
 
 # Bytes of one block's transformed input V and GEMM output M together: they stay in the L2
 # cache (1-2 MiB per core on current x86 cores) between the transforms and the GEMMs.
-DEF BLOCK_BYTES = 512 * 1024
+cdef size_t BLOCK_BYTES = 512 * 1024
 # Output channels per pass of GEMMs + output transform (rounded to the micro-kernel's NR): M
 # holds one chunk, so that wide layers keep more tiles per block.
-DEF CO_CHUNK = 64
+cdef size_t CO_CHUNK = 64
 DEF ALIGN_FLOATS = 16  # 64-byte rows and planes
 
-_OPS = ("winograd_forward", "winograd_backward_data")
+
+
+def _tuning(block_bytes=None, co_chunk=None):
+    """Read or set the blocking parameters (for measurements): returns the previous values."""
+    global BLOCK_BYTES, CO_CHUNK
+    previous = (BLOCK_BYTES, CO_CHUNK)
+    if block_bytes is not None:
+        BLOCK_BYTES = max(1, int(block_bytes))
+    if co_chunk is not None:
+        CO_CHUNK = max(1, int(co_chunk))
+    return previous
 
 
 # ----------------------------------------------------------------------------- weights
@@ -220,15 +230,15 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     s.v_row = (s.in_c + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
     s.m_row = (s.co_chunk + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
 
-    # Tiles per block: V and M of one block within BLOCK_BYTES, a multiple of MR, and a block
-    # count that the threads share evenly. (Results do not depend on it: see the module doc.)
+    # Each thread takes one equal share of the tiles, in blocks of `cap` tiles: V and M of one
+    # block within BLOCK_BYTES, a multiple of MR. (Results do not depend on the blocking: see
+    # the module doc.)
     cdef size_t mr = cfg.mr
     cdef size_t per_tile = alpha2 * (s.v_row + s.m_row) * 4
     cdef size_t cap = max(mr, BLOCK_BYTES // per_tile // mr * mr)
-    cdef size_t blocks = (total + cap - 1) // cap
-    blocks = (blocks + n_threads - 1) // n_threads * n_threads
-    cap = ((total + blocks - 1) // blocks + mr - 1) // mr * mr
-    blocks = (total + cap - 1) // cap
+    cdef size_t share = ((total + n_threads - 1) // n_threads + mr - 1) // mr * mr
+    cdef size_t per_share = (share + cap - 1) // cap
+    cap = ((share + per_share - 1) // per_share + mr - 1) // mr * mr
     s.v_plane = cap * s.v_row + ALIGN_FLOATS  # the extra line keeps planes off one cache set
     s.m_plane = cap * s.m_row + ALIGN_FLOATS
 
@@ -258,18 +268,21 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         scratch[t].a_rows = <const float**>&rows[2 * t * cap]
         scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cap]
         scratch[t].zero = &zero[0]
-    cdef Py_ssize_t blk
-    cdef size_t tile0
+    cdef Py_ssize_t part
+    cdef size_t tile0, end
     cdef int tid
     cdef unsigned ftz
     try:
         with nogil, parallel(num_threads=n_threads):
             tid = threadid()
             ftz = cconv_ftz_enter()
-            for blk in prange(<Py_ssize_t>blocks, schedule="static"):
-                tile0 = blk * cap
-                wc.block(&s, &cfg, &xv[0], &uv[0], bias, &yv[0], tile0, min(cap, total - tile0),
-                         cmin, cmax, &scratch[tid])
+            for part in prange(n_threads, schedule="static", chunksize=1):
+                tile0 = part * share
+                end = min(total, tile0 + share)
+                while tile0 < end:
+                    wc.block(&s, &cfg, &xv[0], &uv[0], bias, &yv[0], tile0, min(cap, end - tile0),
+                             cmin, cmax, &scratch[tid])
+                    tile0 = tile0 + cap
             cconv_ftz_restore(ftz)
     finally:
         free(scratch)
