@@ -101,38 +101,68 @@ cdef class WinogradWeights:
     cdef readonly size_t nr, k, n
     cdef readonly object packed
     cdef object _w
+    cdef bint _ready  # packed holds the transform (else only its memory)
 
     def __repr__(self):
         return (f"WinogradWeights(tile={self.tile}, backward_data={bool(self.backward_data)}, "
                 f"weight_shape={self.weight_shape}, nr={self.nr})")
 
 
-cdef WinogradWeights _transform(w, int tile, bint backward, int isa, int n_threads):
-    """U for the GEMMs of one pass: (K x N) = (Cin x Cout) forward, (Cout x Cin) backward."""
+cdef struct _WeightJob:  # the transform of one WinogradWeights, for nogil loops over its panels
+    f32_wino_weights_fn fn
+    size_t n_out, k, nr, panels
+    const float* w
+    ptrdiff_t s_n, s_k, s_i, s_j
+    float* packed
+
+
+cdef WinogradWeights _prepare(w, int tile, bint backward, int isa):
+    """WinogradWeights for the GEMMs of one pass, (K x N) = (Cin x Cout) forward and
+    (Cout x Cin) backward, with the memory of its packed panels but not yet their values."""
     cdef f32_wino_config wc = f32_wino_select(isa, tile)
     cdef size_t cout = w.shape[0], cin = w.shape[1]
     cdef size_t n_out = cin if backward else cout
-    cdef size_t k = cout if backward else cin
     cdef f32_igemm_config cfg = f32_igemm_select(isa, n_out)
-    cdef size_t nr = cfg.nr, panels = (n_out + nr - 1) // nr
-    cdef const float[::1] wv = w.reshape(-1)
-    packed = np.empty(wc.alpha * wc.alpha * panels * k * nr, np.float32)
-    cdef float[::1] pv = packed
-    cdef const float* base = &wv[0]
-    cdef ptrdiff_t s_n, s_k, s_i, s_j
-    if backward:  # g'(ci, co)[i][j] = w[co, ci, 2 - i, 2 - j]
-        base = base + 8
-        s_n, s_k, s_i, s_j = 9, cin * 9, -3, -1
-    else:
-        s_n, s_k, s_i, s_j = cin * 9, 9, 3, 1
-    cdef Py_ssize_t p
-    with nogil:
-        for p in prange(<Py_ssize_t>panels, num_threads=n_threads, schedule="static"):
-            wc.weights(n_out, k, base, s_n, s_k, s_i, s_j, nr, p, &pv[0])
     cdef WinogradWeights u = WinogradWeights.__new__(WinogradWeights)
     u.tile, u.backward_data, u.weight_shape = tile, backward, tuple(int(v) for v in w.shape)
-    u.isa, u.nr, u.k, u.n = isa, nr, k, n_out
-    u.packed, u._w = packed, w
+    u.isa, u.nr, u.n = isa, cfg.nr, n_out
+    u.k = cout if backward else cin
+    u.packed = np.empty(wc.alpha * wc.alpha * ((n_out + cfg.nr - 1) // cfg.nr) * u.k * cfg.nr,
+                        np.float32)
+    u._w, u._ready = w, False
+    return u
+
+
+cdef _WeightJob _job(WinogradWeights u):
+    cdef _WeightJob job
+    cdef const float[::1] wv = u._w.reshape(-1)
+    cdef float[::1] pv = u.packed
+    cdef size_t cin = u._w.shape[1]
+    job.fn = f32_wino_select(u.isa, u.tile).weights
+    job.n_out, job.k, job.nr = u.n, u.k, u.nr
+    job.panels = (u.n + u.nr - 1) // u.nr
+    job.packed = &pv[0]
+    if u.backward_data:  # g'(ci, co)[i][j] = w[co, ci, 2 - i, 2 - j]
+        job.w = &wv[0] + 8
+        job.s_n, job.s_k, job.s_i, job.s_j = 9, cin * 9, -3, -1
+    else:
+        job.w = &wv[0]
+        job.s_n, job.s_k, job.s_i, job.s_j = cin * 9, 9, 3, 1
+    return job
+
+
+cdef inline void _run_job(const _WeightJob* job, size_t panel) noexcept nogil:
+    job.fn(job.n_out, job.k, job.w, job.s_n, job.s_k, job.s_i, job.s_j, job.nr, panel, job.packed)
+
+
+cdef WinogradWeights _transform(w, int tile, bint backward, int isa, int n_threads):
+    cdef WinogradWeights u = _prepare(w, tile, backward, isa)
+    cdef _WeightJob job = _job(u)
+    cdef Py_ssize_t p
+    with nogil:
+        for p in prange(<Py_ssize_t>job.panels, num_threads=n_threads, schedule="static"):
+            _run_job(&job, p)
+    u._ready = True
     return u
 
 
@@ -160,7 +190,7 @@ def winograd_transform_weights(w, tile=4, backward_data=False, n_threads=None):
     return _transform(w, tile, bool(backward_data), current_isa(), _threads(op, n_threads))
 
 
-cdef WinogradWeights _weights(op, w, int tile, bint backward, int n_threads):
+cdef WinogradWeights _weights(op, w, int tile, bint backward):
     """``w`` as transformed weights for this pass and the current ISA."""
     cdef WinogradWeights u
     if isinstance(w, WinogradWeights):
@@ -169,9 +199,10 @@ cdef WinogradWeights _weights(op, w, int tile, bint backward, int n_threads):
             raise ValueError(f"{op}: transformed weights {u!r} do not match tile={tile}, "
                              f"backward_data={bool(backward)}")
         if u.isa != current_isa():  # the ISA cap changed since: pack again for this one
-            return _transform(u._w, tile, backward, current_isa(), n_threads)
+            return _prepare(u._w, tile, backward, current_isa())
         return u
-    return _transform(_check_weight(op, w), tile, backward, current_isa(), n_threads)
+    # Transformed inside the convolution's own parallel region (_run).
+    return _prepare(_check_weight(op, w), tile, backward, current_isa())
 
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -250,6 +281,10 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef const float[::1] zero = np.zeros(max(s.in_c, ALIGN_FLOATS), np.float32)
     cdef const float[::1] xv = x.reshape(-1)
     cdef const float[::1] uv = u.packed
+    cdef bint pending = not u._ready
+    cdef _WeightJob job
+    if pending:
+        job = _job(u)
     cdef const float* bias = NULL
     cdef const float[::1] bv
     if b is not None:
@@ -268,7 +303,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         scratch[t].a_rows = <const float**>&rows[2 * t * cap]
         scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cap]
         scratch[t].zero = &zero[0]
-    cdef Py_ssize_t part
+    cdef Py_ssize_t part, p
     cdef size_t tile0, end
     cdef int tid
     cdef unsigned ftz
@@ -276,6 +311,9 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         with nogil, parallel(num_threads=n_threads):
             tid = threadid()
             ftz = cconv_ftz_enter()
+            if pending:  # the weight transform, in the same region (one fork and join)
+                for p in prange(<Py_ssize_t>job.panels, schedule="static"):
+                    _run_job(&job, p)
             for part in prange(n_threads, schedule="static", chunksize=1):
                 tile0 = part * share
                 end = min(total, tile0 + share)
@@ -286,6 +324,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
             cconv_ftz_restore(ftz)
     finally:
         free(scratch)
+    u._ready = True
     return y
 
 
@@ -317,7 +356,7 @@ def winograd_forward(x, w, b, pad_top, pad_left, out_h, out_w, cmin=-INFINITY, c
         raise ValueError(f"{op}: cmin/cmax must be floats, got {cmin!r}, {cmax!r}") from None
     if isnan(lo) or isnan(hi) or lo > hi:
         raise ValueError(f"{op}: clamp bounds must satisfy cmin <= cmax, got {cmin}, {cmax}")
-    cdef WinogradWeights u = _weights(op, w, tile, False, nt)
+    cdef WinogradWeights u = _weights(op, w, tile, False)
     if u.k != cin:
         raise ValueError(f"{op}: input has {cin} channels but weight {u.weight_shape} expects "
                          f"{u.k} (input shape {x.shape})")
@@ -347,7 +386,7 @@ def winograd_backward_data(dy, w, input_shape, pad_top, pad_left, tile=4, n_thre
     cdef int nt = _threads(op, n_threads)
     pt, pl = _int(op, "pad_top", pad_top, 0), _int(op, "pad_left", pad_left, 0)
     n, h, wd, cin = shape
-    cdef WinogradWeights u = _weights(op, w, tile, True, nt)
+    cdef WinogradWeights u = _weights(op, w, tile, True)
     if u.n != cin:
         raise ValueError(f"{op}: input_shape {shape} has {cin} channels but weight "
                          f"{u.weight_shape} expects {u.n}")
