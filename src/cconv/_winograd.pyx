@@ -70,14 +70,17 @@ cdef size_t BLOCK_BYTES = 512 * 1024
 # Output channels per pass of GEMMs + output transform (rounded to the micro-kernel's NR): M
 # holds one chunk, so that wide layers keep more tiles per block.
 cdef size_t CO_CHUNK = 64
+cdef bint TILE_MAJOR = False
 DEF ALIGN_FLOATS = 16  # 64-byte rows and planes
 
 
 
-def _tuning(block_bytes=None, co_chunk=None):
+def _tuning(block_bytes=None, co_chunk=None, tile_major=None):
     """Read or set the blocking parameters (for measurements): returns the previous values."""
-    global BLOCK_BYTES, CO_CHUNK
-    previous = (BLOCK_BYTES, CO_CHUNK)
+    global BLOCK_BYTES, CO_CHUNK, TILE_MAJOR
+    previous = (BLOCK_BYTES, CO_CHUNK, TILE_MAJOR)
+    if tile_major is not None:
+        TILE_MAJOR = bool(tile_major)
     if block_bytes is not None:
         BLOCK_BYTES = max(1, int(block_bytes))
     if co_chunk is not None:
@@ -258,23 +261,29 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef size_t total = s.batch * s.tiles_h * s.tiles_w
     cdef size_t panels = (s.out_c + cfg.nr - 1) // cfg.nr
     s.co_chunk = min(panels, max(1, CO_CHUNK // cfg.nr)) * cfg.nr
-    s.v_row = (s.in_c + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
-    s.m_row = (s.co_chunk + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+    cdef size_t vc = (s.in_c + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+    cdef size_t mc = (s.co_chunk + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
 
     # Each thread takes one equal share of the tiles, in blocks of `cap` tiles: V and M of one
     # block within BLOCK_BYTES, a multiple of MR. (Results do not depend on the blocking: see
     # the module doc.)
     cdef size_t mr = cfg.mr
-    cdef size_t per_tile = alpha2 * (s.v_row + s.m_row) * 4
+    cdef size_t per_tile = alpha2 * (vc + mc) * 4
     cdef size_t cap = max(mr, BLOCK_BYTES // per_tile // mr * mr)
     cdef size_t share = ((total + n_threads - 1) // n_threads + mr - 1) // mr * mr
     cdef size_t per_share = (share + cap - 1) // cap
     cap = ((share + per_share - 1) // per_share + mr - 1) // mr * mr
-    s.v_plane = cap * s.v_row + ALIGN_FLOATS  # the extra line keeps planes off one cache set
-    s.m_plane = cap * s.m_row + ALIGN_FLOATS
-
-    cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
-    cdef size_t m_floats = alpha2 * s.m_plane + ALIGN_FLOATS
+    cdef size_t v_floats, m_floats
+    if TILE_MAJOR:  # V[t][xi][c]: each tile's transform is one contiguous run
+        s.v_plane, s.v_row = vc, alpha2 * vc
+        s.m_plane, s.m_row = mc, alpha2 * mc
+        v_floats = cap * s.v_row + ALIGN_FLOATS
+        m_floats = cap * s.m_row + ALIGN_FLOATS
+    else:  # V[xi][t][c], the extra line keeps planes off one cache set
+        s.v_row, s.v_plane = vc, cap * vc + ALIGN_FLOATS
+        s.m_row, s.m_plane = mc, cap * mc + ALIGN_FLOATS
+        v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
+        m_floats = alpha2 * s.m_plane + ALIGN_FLOATS
     cdef float[::1] vbuf = np.empty(n_threads * v_floats, np.float32)
     cdef float[::1] mbuf = np.empty(n_threads * m_floats, np.float32)
     cdef size_t[::1] rows = np.empty(2 * n_threads * cap, np.uintp)
@@ -287,8 +296,8 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         job = _job(u)
     cdef const float* bias = NULL
     cdef const float[::1] bv
-    if b is not None:
-        bv = b
+    if b is not None:  # zero-padded to whole NR-wide panels, read by the micro-kernel
+        bv = np.concatenate([b, np.zeros(panels * cfg.nr - s.out_c, np.float32)])
         bias = &bv[0]
     y = np.empty((s.batch, out_h, out_w, s.out_c), np.float32)
     cdef float[::1] yv = y.reshape(-1)

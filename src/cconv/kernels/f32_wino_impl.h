@@ -14,6 +14,9 @@
 #include "winograd.h"
 
 #define WINO_ALPHA (WINO_M + 2)
+/* Column 1 of A^T is all ones (for m = 2 and 4): a constant added to M[1][1] reaches every
+ * output of the tile once, so the bias rides in as the GEMM's initial value at this point. */
+#define WINO_BIAS_POINT (WINO_ALPHA + 1)
 #define WINO_INLINE static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------ 1-D transforms, VLEN lanes */
@@ -26,13 +29,31 @@ WINO_INLINE void wino_bt(const VEC d[6], VEC t[6]) {
     const VEC a = VFNMA(c4, d[2], d[4]);  /* d4 - 4 d2 */
     const VEC b = VFNMA(c4, d[1], d[3]);  /* d3 - 4 d1 */
     const VEC c = VSUB(d[4], d[2]);
-    const VEC e = VMUL(c2, VSUB(d[3], d[1]));
+    const VEC e = VSUB(d[3], d[1]);
     t[0] = VFMA(c4, d[0], VFNMA(c5, d[2], d[4]));
     t[1] = VADD(a, b);
     t[2] = VSUB(a, b);
-    t[3] = VADD(c, e);
-    t[4] = VSUB(c, e);
+    t[3] = VFMA(c2, e, c);
+    t[4] = VFNMA(c2, e, c);
     t[5] = VFMA(c4, d[1], VFNMA(c5, d[3], d[5]));
+}
+
+/* Rows 3h .. 3h+2 of B^T d (the two halves share no work). */
+WINO_INLINE void wino_bt_half(const VEC d[6], VEC t[3], int h) {
+    const VEC c4 = VSET1(4.0f), c5 = VSET1(5.0f);
+    if (h == 0) {
+        const VEC a = VFNMA(c4, d[2], d[4]);  /* d4 - 4 d2 */
+        const VEC b = VFNMA(c4, d[1], d[3]);  /* d3 - 4 d1 */
+        t[0] = VFMA(c4, d[0], VFNMA(c5, d[2], d[4]));
+        t[1] = VADD(a, b);
+        t[2] = VSUB(a, b);
+    } else {
+        const VEC c = VSUB(d[4], d[2]);
+        const VEC e = VSUB(d[3], d[1]);
+        t[0] = VFMA(VSET1(2.0f), e, c);
+        t[1] = VFNMA(VSET1(2.0f), e, c);
+        t[2] = VFMA(c4, d[1], VFNMA(c5, d[3], d[5]));
+    }
 }
 
 /* A^T, rows: [1 1 1 1 1 0] [0 1 -1 2 -2 0] [0 1 1 4 4 0] [0 1 -1 8 -8 1]. */
@@ -67,6 +88,17 @@ WINO_INLINE void wino_bt(const VEC d[4], VEC t[4]) {
     t[3] = VSUB(d[1], d[3]);
 }
 
+/* Rows 2h, 2h+1 of B^T d. */
+WINO_INLINE void wino_bt_half(const VEC d[4], VEC t[2], int h) {
+    if (h == 0) {
+        t[0] = VSUB(d[0], d[2]);
+        t[1] = VADD(d[1], d[2]);
+    } else {
+        t[0] = VSUB(d[2], d[1]);
+        t[1] = VSUB(d[1], d[3]);
+    }
+}
+
 /* A^T, rows: [1 1 1 0] [0 1 -1 -1]. */
 WINO_INLINE void wino_at(const VEC m[4], VEC y[2]) {
     y[0] = VADD(VADD(m[0], m[1]), m[2]);
@@ -91,21 +123,26 @@ WINO_INLINE void wino_g(const VEC g[3], VEC u[4]) {
  * the patch's pixels (row-major), the zero row for points outside the image. */
 WINO_INLINE void input_tile_vec(const float* const* p, size_t c, size_t n, int part, float* v,
                                 size_t plane) {
-    VEC t[WINO_ALPHA][WINO_ALPHA];
-    for (size_t j = 0; j < WINO_ALPHA; j++) {
-        VEC d[WINO_ALPHA], r[WINO_ALPHA];
-        for (size_t i = 0; i < WINO_ALPHA; i++)
-            d[i] = part ? VLOAD_PART(p[i * WINO_ALPHA + j] + c, n) : VLOADU(p[i * WINO_ALPHA + j] + c);
-        wino_bt(d, r);
-        for (size_t i = 0; i < WINO_ALPHA; i++) t[i][j] = r[i];
-    }
-    for (size_t i = 0; i < WINO_ALPHA; i++) {
-        VEC r[WINO_ALPHA];
-        wino_bt(t[i], r);
+    /* In two halves of alpha/2 rows of B^T d each, so that one half (3 x 6 vectors for F(4x4))
+     * stays in registers: the input is read twice (from L1) instead of spilling. */
+    enum { H = WINO_ALPHA / 2 };
+    for (int h = 0; h < 2; h++) {
+        VEC t[H][WINO_ALPHA];
         for (size_t j = 0; j < WINO_ALPHA; j++) {
-            float* out = v + (i * WINO_ALPHA + j) * plane + c;
-            if (part) VSTORE_PART(out, r[j], n);
-            else VSTOREU(out, r[j]);
+            VEC d[WINO_ALPHA], r[H];
+            for (size_t i = 0; i < WINO_ALPHA; i++)
+                d[i] = part ? VLOAD_PART(p[i * WINO_ALPHA + j] + c, n) : VLOADU(p[i * WINO_ALPHA + j] + c);
+            wino_bt_half(d, r, h);
+            for (size_t i = 0; i < H; i++) t[i][j] = r[i];
+        }
+        for (size_t i = 0; i < H; i++) {
+            VEC r[WINO_ALPHA];
+            wino_bt(t[i], r);
+            for (size_t j = 0; j < WINO_ALPHA; j++) {
+                float* out = v + ((h * H + i) * WINO_ALPHA + j) * plane + c;
+                if (part) VSTORE_PART(out, r[j], n);
+                else VSTOREU(out, r[j]);
+            }
         }
     }
 }
@@ -116,10 +153,11 @@ static void input_tile(const float* const* p, size_t channels, float* v, size_t 
     if (c < channels) input_tile_vec(p, c, channels - c, 1, v, plane);
 }
 
-/* y = A^T M A + bias, clamped, for channels [c, c + n) of one tile; out: m*m pointers (NULL
- * where the tile runs past the output). max(lo, x) / min(hi, x): NaN propagates. */
+/* y = A^T M A, clamped, for channels [c, c + n) of one tile (the bias is already in M, see
+ * WINO_BIAS_POINT); out: m*m pointers (NULL where the tile runs past the output).
+ * clamp: 0 none, 1 max(lo, y), 2 min(hi, max(lo, y)); this operand order keeps NaN. */
 WINO_INLINE void output_tile_vec(const float* mt, size_t plane, size_t c, size_t n, int part,
-                                 const float* bias, VEC lo, VEC hi, float* const* out) {
+                                 int clamp, VEC lo, VEC hi, float* const* out) {
     VEC t[WINO_M][WINO_ALPHA];
     for (size_t j = 0; j < WINO_ALPHA; j++) {
         VEC m[WINO_ALPHA], r[WINO_M];
@@ -130,29 +168,54 @@ WINO_INLINE void output_tile_vec(const float* mt, size_t plane, size_t c, size_t
         wino_at(m, r);
         for (size_t i = 0; i < WINO_M; i++) t[i][j] = r[i];
     }
-    const VEC b = bias ? (part ? VLOAD_PART(bias + c, n) : VLOADU(bias + c)) : VZERO();
     for (size_t i = 0; i < WINO_M; i++) {
         VEC r[WINO_M];
         wino_at(t[i], r);
         for (size_t j = 0; j < WINO_M; j++) {
             float* dst = out[i * WINO_M + j];
             if (!dst) continue;
-            const VEC value = VMIN(hi, VMAX(lo, VADD(r[j], b)));
+            VEC value = r[j];
+            if (clamp >= 1) value = VMAX(lo, value);
+            if (clamp >= 2) value = VMIN(hi, value);
             if (part) VSTORE_PART(dst + c, value, n);
             else VSTOREU(dst + c, value);
         }
     }
 }
 
-static void output_tile(const float* mt, size_t plane, size_t channels, const float* bias,
-                        float cmin, float cmax, float* const* out) {
-    const VEC lo = VSET1(cmin), hi = VSET1(cmax);
+WINO_INLINE void output_tile_clamp(const float* mt, size_t plane, size_t channels, int clamp,
+                                   VEC lo, VEC hi, float* const* out) {
     size_t c = 0;
-    for (; c + VLEN <= channels; c += VLEN) output_tile_vec(mt, plane, c, VLEN, 0, bias, lo, hi, out);
-    if (c < channels) output_tile_vec(mt, plane, c, channels - c, 1, bias, lo, hi, out);
+    for (; c + VLEN <= channels; c += VLEN) output_tile_vec(mt, plane, c, VLEN, 0, clamp, lo, hi, out);
+    if (c < channels) output_tile_vec(mt, plane, c, channels - c, 1, clamp, lo, hi, out);
+}
+
+static void output_tile(const float* mt, size_t plane, size_t channels, float cmin, float cmax,
+                        float* const* out) {
+    const VEC lo = VSET1(cmin), hi = VSET1(cmax);
+    if (cmax < INFINITY) output_tile_clamp(mt, plane, channels, 2, lo, hi, out);
+    else if (cmin > -INFINITY) output_tile_clamp(mt, plane, channels, 1, lo, hi, out);
+    else output_tile_clamp(mt, plane, channels, 0, lo, hi, out);
 }
 
 /* ------------------------------------------------------------------ one block of tiles */
+
+/* Pointers to the alpha x alpha input pixels of tile (n, th, tw), the zero row outside. */
+static inline void patch_pointers(const struct fc_wino_shape* s, const float* x, const float* zero,
+                                  size_t n, size_t th, size_t tw, const float** p) {
+    const float* image = x + n * s->in_h * s->in_w * s->in_c;
+    const ptrdiff_t ih0 = (ptrdiff_t)(th * WINO_M) - s->pad_top;
+    const ptrdiff_t iw0 = (ptrdiff_t)(tw * WINO_M) - s->pad_left;
+    for (size_t i = 0; i < WINO_ALPHA; i++) {
+        const ptrdiff_t ih = ih0 + (ptrdiff_t)i;
+        const int row_in = ih >= 0 && ih < (ptrdiff_t)s->in_h;
+        for (size_t j = 0; j < WINO_ALPHA; j++) {
+            const ptrdiff_t iw = iw0 + (ptrdiff_t)j;
+            p[i * WINO_ALPHA + j] = row_in && iw >= 0 && iw < (ptrdiff_t)s->in_w
+                ? image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c : zero;
+        }
+    }
+}
 
 void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cfg,
                 const float* x, const float* packed_u, const float* bias, float* y,
@@ -169,20 +232,9 @@ void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cf
     size_t n = tile0 / per_image, th = (tile0 % per_image) / s->tiles_w, tw = tile0 % s->tiles_w;
     const size_t tile_n = n, tile_th = th, tile_tw = tw;
     for (size_t t = 0; t < ntiles; t++) {
-        const float* p[WINO_ALPHA * WINO_ALPHA];
-        const float* image = x + n * s->in_h * s->in_w * K;
-        const ptrdiff_t ih0 = (ptrdiff_t)(th * WINO_M) - s->pad_top;
-        const ptrdiff_t iw0 = (ptrdiff_t)(tw * WINO_M) - s->pad_left;
-        for (size_t i = 0; i < WINO_ALPHA; i++) {
-            const ptrdiff_t ih = ih0 + (ptrdiff_t)i;
-            const int row_in = ih >= 0 && ih < (ptrdiff_t)s->in_h;
-            for (size_t j = 0; j < WINO_ALPHA; j++) {
-                const ptrdiff_t iw = iw0 + (ptrdiff_t)j;
-                p[i * WINO_ALPHA + j] = row_in && iw >= 0 && iw < (ptrdiff_t)s->in_w
-                    ? image + ((size_t)ih * s->in_w + (size_t)iw) * K : zero;
-            }
-        }
-        input_tile(p, K, v + t * s->v_row, s->v_plane);
+        const float* patch[WINO_ALPHA * WINO_ALPHA];
+        patch_pointers(s, x, zero, n, th, tw, patch);
+        input_tile(patch, K, v + t * s->v_row, s->v_plane);
         if (++tw == s->tiles_w) { tw = 0; if (++th == s->tiles_h) { th = 0; n++; } }
     }
 
@@ -203,16 +255,17 @@ void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cf
             for (size_t p = p0; p < p1; p++) {
                 const size_t nc = N - p * NR < NR ? N - p * NR : NR;
                 const float* u = packed_u + (xi * panels + p) * K * NR;
+                const float* b = bias && xi == WINO_BIAS_POINT ? bias + p * NR : NULL;
                 for (size_t m0 = 0; m0 < ntiles; m0 += MR) {
                     const size_t mr = ntiles - m0 < MR ? ntiles - m0 : MR;
-                    cfg->ukernel(mr, nc, K, 1, ws->a_rows + m0, xi * s->v_plane, zero, u, NULL,
+                    cfg->ukernel(mr, nc, K, 1, ws->a_rows + m0, xi * s->v_plane, zero, u, b,
                                  ws->c_rows + m0, xi * s->m_plane + (p - p0) * NR, 0,
                                  -INFINITY, INFINITY);
                 }
             }
         }
 
-        /* 3. Output transform of the chunk, bias and clamp fused. */
+        /* 3. Output transform of the chunk, clamp fused. */
         n = tile_n; th = tile_th; tw = tile_tw;
         for (size_t t = 0; t < ntiles; t++) {
             float* out[WINO_M * WINO_M];
@@ -225,7 +278,7 @@ void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cf
                         ? image + (oh * s->out_w + ow) * N : NULL;
                 }
             }
-            output_tile(m + t * s->m_row, s->m_plane, cc, bias ? bias + co0 : NULL, cmin, cmax, out);
+            output_tile(m + t * s->m_row, s->m_plane, cc, cmin, cmax, out);
             if (++tw == s->tiles_w) { tw = 0; if (++th == s->tiles_h) { th = 0; n++; } }
         }
     }
@@ -281,4 +334,5 @@ void WINO_WEIGHTS(size_t n_out, size_t k, const float* w, ptrdiff_t s_n, ptrdiff
 }
 
 #undef WINO_ALPHA
+#undef WINO_BIAS_POINT
 #undef WINO_INLINE

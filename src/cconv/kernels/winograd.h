@@ -7,8 +7,10 @@
  *                        patch points outside the image read a row of zeros (no padded copy).
  *   2. alpha^2 GEMMs     M[xi] (tiles x N) = V[xi] (tiles x K) * U[xi] (K x N), through the
  *                        igemm micro-kernel (ks = 1, one row pointer per tile).
- *   3. output transform  y_t = A^T M_t A + bias, clamped to [cmin, cmax], stored where the tile
- *                        lies inside the output.
+ *   3. output transform  y_t = A^T M_t A, clamped to [cmin, cmax], stored where the tile lies
+ *                        inside the output. The bias is the initial value of the GEMM at the
+ *                        point (1, 1): column 1 of A^T is all ones, so it reaches every output
+ *                        of the tile exactly once, at no cost.
  *
  * Output channels are processed in chunks of `co_chunk` (a multiple of the micro-kernel's NR):
  * steps 2 and 3 run once per chunk, so that the block's M stays small next to V.
@@ -48,7 +50,7 @@ struct fc_wino_scratch {
 
 /* Tiles [tile0, tile0 + ntiles) of the convolution, tiles numbered (n, tile row, tile column)
  * row-major. packed_u: [alpha^2][panel][K][NR] as written by the weights function of the same m
- * and the same NR; bias: out_c floats or NULL. */
+ * and the same NR; bias: NULL or panels * NR floats (out_c values, zero-padded). */
 typedef void (*f32_wino_block_fn)(const struct fc_wino_shape* s, const struct f32_igemm_config* cfg,
                                   const float* x, const float* packed_u, const float* bias, float* y,
                                   size_t tile0, size_t ntiles, float cmin, float cmax,
