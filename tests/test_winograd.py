@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv._winograd import (WinogradWeights, winograd_backward_data, winograd_forward,
-                             winograd_supported, winograd_transform_weights)
+from cconv._winograd import (WinogradWeights, winograd_backward_data, winograd_choose,
+                             winograd_forward, winograd_supported, winograd_transform_weights)
 from fastcnn import reference as ref
 
 from conftest import assert_close
@@ -237,6 +237,25 @@ def test_supported():
     assert not winograd_supported((8, 2, 3, 3), 1, 1, 2)
     assert not winograd_supported((8, 4, 3), 1, 1, 1)
     assert not winograd_supported("abc", 1, 1, 1)
+
+
+def test_choose():
+    """F(4x4) on most images, F(2x2) where F(4x4) tiles would be mostly padding (2x2, 5x5, 6x6,
+    two rows), direct for outputs one pixel high or wide and for unsupported geometries."""
+    w = (16, 16, 3, 3)
+    assert winograd_choose(w, 32, 32) == 4
+    assert winograd_choose(w, 56, 56) == 4
+    assert winograd_choose(w, 7, 7) == 4
+    assert winograd_choose(w, 3, 3) == 4
+    assert winograd_choose(w, 5, 5) == 2
+    assert winograd_choose(w, 6, 6) == 2
+    assert winograd_choose(w, 2, 2) == 2
+    assert winograd_choose(w, 2, 32) == 2
+    assert winograd_choose(w, 1, 32) == 0
+    assert winograd_choose(w, 1, 1) == 0
+    assert winograd_choose(w, 32, 32, stride=2) == 0
+    assert winograd_choose((16, 8, 3, 3), 32, 32, groups=2) == 0
+    assert winograd_choose((16, 16, 5, 5), 32, 32) == 0
 
 
 def test_bad_input():
