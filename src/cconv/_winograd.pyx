@@ -101,7 +101,7 @@ cdef class WinogradWeights:
     cdef readonly size_t nr, k, n
     cdef readonly object packed
     cdef object _w
-    cdef bint _ready  # packed holds the transform (else only its memory)
+    cdef bint _ready  # packed holds the transform (else packed is None)
 
     def __repr__(self):
         return (f"WinogradWeights(tile={self.tile}, backward_data={bool(self.backward_data)}, "
@@ -118,30 +118,30 @@ cdef struct _WeightJob:  # the transform of one WinogradWeights, for nogil loops
 
 cdef WinogradWeights _prepare(w, int tile, bint backward, int isa):
     """WinogradWeights for the GEMMs of one pass, (K x N) = (Cin x Cout) forward and
-    (Cout x Cin) backward, with the memory of its packed panels but not yet their values."""
-    cdef f32_wino_config wc = f32_wino_select(isa, tile)
+    (Cout x Cin) backward, not yet transformed (packed is None)."""
     cdef size_t cout = w.shape[0], cin = w.shape[1]
     cdef size_t n_out = cin if backward else cout
-    cdef f32_igemm_config cfg = f32_igemm_select(isa, n_out)
     cdef WinogradWeights u = WinogradWeights.__new__(WinogradWeights)
     u.tile, u.backward_data, u.weight_shape = tile, backward, tuple(int(v) for v in w.shape)
-    u.isa, u.nr, u.n = isa, cfg.nr, n_out
+    u.isa, u.nr, u.n = isa, f32_igemm_select(isa, n_out).nr, n_out
     u.k = cout if backward else cin
-    u.packed = np.empty(wc.alpha * wc.alpha * ((n_out + cfg.nr - 1) // cfg.nr) * u.k * cfg.nr,
-                        np.float32)
-    u._w, u._ready = w, False
+    u.packed, u._w, u._ready = None, w, False
     return u
 
 
-cdef _WeightJob _job(WinogradWeights u):
+cdef size_t _packed_size(WinogradWeights u):
+    cdef size_t alpha = u.tile + 2
+    return alpha * alpha * ((u.n + u.nr - 1) // u.nr) * u.k * u.nr
+
+
+cdef _WeightJob _job(WinogradWeights u, float* packed):
     cdef _WeightJob job
     cdef const float[::1] wv = u._w.reshape(-1)
-    cdef float[::1] pv = u.packed
     cdef size_t cin = u._w.shape[1]
     job.fn = f32_wino_select(u.isa, u.tile).weights
     job.n_out, job.k, job.nr = u.n, u.k, u.nr
     job.panels = (u.n + u.nr - 1) // u.nr
-    job.packed = &pv[0]
+    job.packed = packed
     if u.backward_data:  # g'(ci, co)[i][j] = w[co, ci, 2 - i, 2 - j]
         job.w = &wv[0] + 8
         job.s_n, job.s_k, job.s_i, job.s_j = 9, cin * 9, -3, -1
@@ -151,17 +151,19 @@ cdef _WeightJob _job(WinogradWeights u):
     return job
 
 
-cdef inline void _run_job(const _WeightJob* job, size_t panel) noexcept nogil:
-    job.fn(job.n_out, job.k, job.w, job.s_n, job.s_k, job.s_i, job.s_j, job.nr, panel, job.packed)
+cdef inline void _run_job(const _WeightJob* job, size_t panel, float* packed) noexcept nogil:
+    job.fn(job.n_out, job.k, job.w, job.s_n, job.s_k, job.s_i, job.s_j, job.nr, panel, packed)
 
 
 cdef WinogradWeights _transform(w, int tile, bint backward, int isa, int n_threads):
     cdef WinogradWeights u = _prepare(w, tile, backward, isa)
-    cdef _WeightJob job = _job(u)
+    u.packed = np.empty(_packed_size(u), np.float32)
+    cdef float[::1] pv = u.packed
+    cdef _WeightJob job = _job(u, &pv[0])
     cdef Py_ssize_t p
     with nogil:
         for p in prange(<Py_ssize_t>job.panels, num_threads=n_threads, schedule="static"):
-            _run_job(&job, p)
+            _run_job(&job, p, job.packed)
     u._ready = True
     return u
 
@@ -309,11 +311,17 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef size_t[::1] rows = np.empty(2 * n_threads * cap, np.uintp)
     cdef const float[::1] zero = np.zeros(max(s.in_c, ALIGN_FLOATS), np.float32)
     cdef const float[::1] xv = x.reshape(-1)
-    cdef const float[::1] uv = u.packed
+    # Weights transformed by the caller are shared by the threads. Otherwise every thread
+    # transforms all of them into its own copy: the transform is cheap next to the GEMMs, and
+    # reading a half that the other core has just written costs more than writing it again.
     cdef bint pending = not u._ready
+    cdef size_t u_floats = _packed_size(u)
+    cdef float[::1] uv = u.packed if u._ready else np.empty(n_threads * u_floats, np.float32)
+    cdef float* u_shared = &uv[0]
+    cdef float* u_mine
     cdef _WeightJob job
     if pending:
-        job = _job(u)
+        job = _job(u, u_shared)
     cdef const float* bias = NULL
     cdef const float[::1] bv
     if b is not None:  # zero-padded to whole NR-wide panels, read by the micro-kernel
@@ -340,20 +348,21 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         with nogil, parallel(num_threads=n_threads):
             tid = threadid()
             ftz = cconv_ftz_enter()
-            if pending:  # the weight transform, in the same region (one fork and join)
-                for p in prange(<Py_ssize_t>job.panels, schedule="static"):
-                    _run_job(&job, p)
+            u_mine = u_shared
+            if pending:
+                u_mine = u_shared + tid * u_floats
+                for p in range(<Py_ssize_t>job.panels):
+                    _run_job(&job, p, u_mine)
             for part in prange(n_threads, schedule="static", chunksize=1):
                 tile0 = part * share
                 end = min(total, tile0 + share)
                 while tile0 < end:
-                    wc.block(&s, &cfg, &xv[0], &uv[0], bias, &yv[0], tile0, min(cap, end - tile0),
+                    wc.block(&s, &cfg, &xv[0], u_mine, bias, &yv[0], tile0, min(cap, end - tile0),
                              cmin, cmax, &scratch[tid])
                     tile0 = tile0 + cap
             cconv_ftz_restore(ftz)
     finally:
         free(scratch)
-    u._ready = True
     return y
 
 
