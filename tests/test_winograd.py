@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv._winograd import (WinogradWeights, winograd_backward_data, winograd_choose,
+from cconv._winograd import (WinogradWeights, _tuning, winograd_backward_data, winograd_choose,
                              winograd_forward, winograd_supported, winograd_transform_weights)
 from fastcnn import reference as ref
 
@@ -104,15 +104,27 @@ def test_large_channels_and_padding_beyond_the_kernel(isa, tile):
 
 
 @pytest.mark.parametrize("tile", TILES)
-def test_threads_bitwise_identical(isa, tile):
-    """Blocks of tiles split the work; each output comes from one block in a fixed order."""
+@pytest.mark.parametrize("weights", ["per-thread", "shared", "cached"])
+def test_threads_bitwise_identical(isa, tile, weights):
+    """Blocks of tiles split the work; each output comes from one block in a fixed order. The
+    weights are transformed by every thread (small), once for all threads (large) or before."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 29, 27, 40)).astype(np.float32)
     w = rng.standard_normal((70, 40, 3, 3)).astype(np.float32)
     b = rng.standard_normal(70).astype(np.float32)
-    ys = [_forward(x, w, b, 1, True, tile, n_threads=t) for t in (1, 2, 3)]
-    dy = rng.standard_normal(ys[0].shape).astype(np.float32)
-    dxs = [winograd_backward_data(dy, w, x.shape, 1, 1, tile, n_threads=t) for t in (1, 2, 3)]
+    wf, wb = w, w
+    if weights == "cached":
+        wf, wb = winograd_transform_weights(w, tile), winograd_transform_weights(w, tile, True)
+    previous = _tuning(private_weight_bytes=0 if weights == "shared" else None)
+    try:
+        ys = [_forward(x, wf, b, 1, True, tile, n_threads=t) for t in (1, 2, 3)]
+        dy = rng.standard_normal(ys[0].shape).astype(np.float32)
+        dxs = [winograd_backward_data(dy, wb, x.shape, 1, 1, tile, n_threads=t) for t in (1, 2, 3)]
+    finally:
+        _tuning(*previous)
+    expected = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          padding=1, activation="relu")
+    assert_close(f"winograd_f{tile}_forward", ys[0], expected, TOL)
     for y in ys[1:]:
         assert np.array_equal(y, ys[0])
     for dx in dxs[1:]:

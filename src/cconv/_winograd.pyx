@@ -3,8 +3,8 @@
 Layers of the implementation:
   kernels/f32_wino{2,4}x3__ISA.c  one block of tiles: input transform, alpha^2 igemm GEMMs,
                                   output transform with bias and clamp (kernels/winograd.h)
-  this module                     argument checks, weight transform, block sizing, OpenMP over
-                                  blocks of tiles
+  this module                     argument checks, weight transform, block sizing, OpenMP: one
+                                  equal share of the tiles per thread, in cache-sized blocks
 Every output element is computed inside one block, from its own tile only, with the igemm
 micro-kernel's fixed summation order: results are bitwise identical for any number of threads.
 
@@ -70,14 +70,20 @@ cdef size_t BLOCK_BYTES = 512 * 1024
 # Output channels per pass of GEMMs + output transform (rounded to the micro-kernel's NR): M
 # holds one chunk, so that wide layers keep more tiles per block.
 cdef size_t CO_CHUNK = 64
+# Per-thread copies of the transformed weights (when the caller did not transform them) up to
+# this many bytes in all; above it, one copy that the threads share.
+cdef size_t PRIVATE_WEIGHT_BYTES = 32 * 1024 * 1024
 DEF ALIGN_FLOATS = 16  # 64-byte rows and planes
 
 
 
-def _tuning(block_bytes=None, co_chunk=None):
-    """Read or set the blocking parameters (for measurements): returns the previous values."""
-    global BLOCK_BYTES, CO_CHUNK
-    previous = (BLOCK_BYTES, CO_CHUNK)
+def _tuning(block_bytes=None, co_chunk=None, private_weight_bytes=None):
+    """Read or set the blocking parameters (for measurements and tests): returns the previous
+    values."""
+    global BLOCK_BYTES, CO_CHUNK, PRIVATE_WEIGHT_BYTES
+    previous = (BLOCK_BYTES, CO_CHUNK, PRIVATE_WEIGHT_BYTES)
+    if private_weight_bytes is not None:
+        PRIVATE_WEIGHT_BYTES = max(0, int(private_weight_bytes))
     if block_bytes is not None:
         BLOCK_BYTES = max(1, int(block_bytes))
     if co_chunk is not None:
@@ -312,11 +318,14 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef const float[::1] zero = np.zeros(max(s.in_c, ALIGN_FLOATS), np.float32)
     cdef const float[::1] xv = x.reshape(-1)
     # Weights transformed by the caller are shared by the threads. Otherwise every thread
-    # transforms all of them into its own copy: the transform is cheap next to the GEMMs, and
-    # reading a half that the other core has just written costs more than writing it again.
+    # transforms all of them into its own copy (up to PRIVATE_WEIGHT_BYTES in all): the
+    # transform is cheap next to the GEMMs, and reading the half that another core has just
+    # written costs more than writing it again.
     cdef bint pending = not u._ready
     cdef size_t u_floats = _packed_size(u)
-    cdef float[::1] uv = u.packed if u._ready else np.empty(n_threads * u_floats, np.float32)
+    cdef bint private = pending and n_threads * u_floats * 4 <= PRIVATE_WEIGHT_BYTES
+    cdef float[::1] uv = (u.packed if u._ready else
+                          np.empty((n_threads if private else 1) * u_floats, np.float32))
     cdef float* u_shared = &uv[0]
     cdef float* u_mine
     cdef _WeightJob job
@@ -340,7 +349,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         scratch[t].a_rows = <const float**>&rows[2 * t * cap]
         scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cap]
         scratch[t].zero = &zero[0]
-    cdef Py_ssize_t part, p
+    cdef Py_ssize_t part, p, q
     cdef size_t tile0, end
     cdef int tid
     cdef unsigned ftz
@@ -349,10 +358,13 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
             tid = threadid()
             ftz = cconv_ftz_enter()
             u_mine = u_shared
-            if pending:
+            if private:
                 u_mine = u_shared + tid * u_floats
                 for p in range(<Py_ssize_t>job.panels):
                     _run_job(&job, p, u_mine)
+            elif pending:  # one shared copy, the threads split its panels
+                for q in prange(<Py_ssize_t>job.panels, schedule="static"):
+                    _run_job(&job, q, u_shared)
             for part in prange(n_threads, schedule="static", chunksize=1):
                 tile0 = part * share
                 end = min(total, tile0 + share)
