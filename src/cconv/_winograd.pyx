@@ -389,6 +389,9 @@ def winograd_forward(x, w, b, pad_top, pad_left, out_h, out_w, cmin=-INFINITY, c
     implied by the output size (out_h, out_w), which must be >= 0. cmin/cmax: the fused
     activation's clamp (-inf/inf: none, 0/inf: ReLU); NaN propagates. Returns y (N, out_h,
     out_w, Cout).
+
+    The transforms mix the pixels of a tile: a NaN or Inf input makes NaN of every output of the
+    tiles that read it (a direct convolution limits it to the outputs whose window holds it).
     """
     op = "winograd_forward"
     tile = _check_tile(op, tile)
