@@ -1,0 +1,69 @@
+/* Vector operations of the Winograd kernels (f32_wino_impl.h) for one ISA, picked by the
+ * including file's WINO_ISA_SCALAR / WINO_ISA_AVX2 / WINO_ISA_AVX512. */
+#ifndef CCONV_F32_WINO_VEC_H
+#define CCONV_F32_WINO_VEC_H
+
+#if defined(WINO_ISA_AVX512)
+#include <immintrin.h>
+#define VEC __m512
+#define VLEN 16
+#define VZERO() _mm512_setzero_ps()
+#define VSET1(x) _mm512_set1_ps(x)
+#define VLOADU(p) _mm512_loadu_ps(p)
+#define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
+#define VADD(a, b) _mm512_add_ps((a), (b))
+#define VSUB(a, b) _mm512_sub_ps((a), (b))
+#define VMUL(a, b) _mm512_mul_ps((a), (b))
+#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define VFNMA(a, b, c) _mm512_fnmadd_ps((a), (b), (c))
+#define VMAX(a, b) _mm512_max_ps((a), (b))
+#define VMIN(a, b) _mm512_min_ps((a), (b))
+#define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps(VMASK(n), (p))
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), VMASK(n), (v))
+
+#elif defined(WINO_ISA_AVX2)
+#include <immintrin.h>
+#include <stdint.h>
+#define VEC __m256
+#define VLEN 8
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VADD(a, b) _mm256_add_ps((a), (b))
+#define VSUB(a, b) _mm256_sub_ps((a), (b))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VFNMA(a, b, c) _mm256_fnmadd_ps((a), (b), (c))
+#define VMAX(a, b) _mm256_max_ps((a), (b))
+#define VMIN(a, b) _mm256_min_ps((a), (b))
+/* Lane masks for the first n lanes: the 8 entries starting at 8 - n. */
+static const int32_t wino_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+#define VMASK(n) _mm256_loadu_si256((const __m256i*)(wino_mask_table + 8 - (n)))
+#define VLOAD_PART(p, n) _mm256_maskload_ps((p), VMASK(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_ps((p), VMASK(n), (v))
+
+#elif defined(WINO_ISA_SCALAR)
+#define VEC float
+#define VLEN 1
+#define VZERO() 0.0f
+#define VSET1(x) (x)
+#define VLOADU(p) (*(p))
+#define VSTOREU(p, v) (*(p) = (v))
+#define VADD(a, b) ((a) + (b))
+#define VSUB(a, b) ((a) - (b))
+#define VMUL(a, b) ((a) * (b))
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define VFNMA(a, b, c) ((c) - (a) * (b))
+/* max(lo, x) / min(hi, x) keep x when it is NaN, like the x86 instructions. */
+#define VMAX(a, b) ((b) < (a) ? (a) : (b))
+#define VMIN(a, b) ((b) > (a) ? (a) : (b))
+#define VLOAD_PART(p, n) (*(p))
+#define VSTORE_PART(p, v, n) (*(p) = (v))
+
+#else
+#error "define WINO_ISA_SCALAR, WINO_ISA_AVX2 or WINO_ISA_AVX512"
+#endif
+
+#endif
