@@ -79,8 +79,21 @@ def test_training_steps_match_pytorch(mnist, name, make, make_t):
         assert_close(f"api lenet5 4 steps {name} vs torch", ours[k], v.numpy(), 2e-4)
 
 
-def test_resnet20_matches_pytorch():
+def _all_layers(layer):
+    yield layer
+    for _, child in layer.named_children():
+        yield from _all_layers(child)
+
+
+# PyTorch runs direct convolutions: with them the port matches to float32 rounding. Winograd
+# F(4x4) (algo='auto') adds ~1e-5 relative error per 3x3 layer, which 19 layers and batch norm's
+# backward (batch 4) grow to ~1e-3 in the smallest gradients; the loss and logits stay at 1e-4.
+@pytest.mark.parametrize("algo,grad_tol", [("direct", 1e-3), ("auto", 5e-3)])
+def test_resnet20_matches_pytorch(algo, grad_tol):
     torch, model, twin = _pair_with_torch(fc.models.resnet20)
+    for layer in _all_layers(model):
+        if isinstance(layer, fc.Conv2d):
+            layer.algo = algo
     x = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
     y = np.array([1, 5, 3, 9])
     loss_fn = fc.CrossEntropyLoss()
@@ -96,7 +109,7 @@ def test_resnet20_matches_pytorch():
     assert_close("api resnet20 loss vs torch", loss, tloss.item(), 1e-4)
     grads = dict(model.named_parameters())
     for name, p in twin.named_parameters():
-        assert_close("api resnet20 grads vs torch", grads[name].grad, p.grad.numpy(), 1e-3)
+        assert_close(f"api resnet20 grads vs torch ({algo})", grads[name].grad, p.grad.numpy(), grad_tol)
     ours = model.state_dict()   # running statistics after one training batch
     for k, v in twin.state_dict().items():
         assert_close("api resnet20 running stats vs torch", ours[k], v.numpy(), 1e-4)

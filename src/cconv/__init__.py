@@ -16,7 +16,8 @@ from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gf
                        physical_cores, set_isa, set_num_threads)
 from ._info import info
 
-from ._conv import (bias_backward, conv2d, conv2d_backward_data, conv2d_backward_weight,
+from ._conv import (bias_backward, conv2d, conv2d_algorithm, conv2d_backward_data,
+                    conv2d_backward_weight,
                     conv_transpose2d, conv_transpose2d_backward_data,
                     conv_transpose2d_backward_weight, linear, linear_backward_data,
                     linear_backward_weight)

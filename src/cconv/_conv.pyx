@@ -14,6 +14,8 @@ from libc.math cimport INFINITY
 
 from cconv._runtime cimport current_isa, resolve_threads
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
+from cconv._winograd import (winograd_backward_data, winograd_choose, winograd_forward,
+                             winograd_supported)
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, conv_output_size,
                                conv_padding, pair)
 
@@ -128,9 +130,47 @@ def _pack_panels(a, size_t nr):
     return np.ascontiguousarray(out.reshape(groups, taps, k, panels, nr).transpose(0, 3, 1, 2, 4))
 
 
-def _check_algo(op, algo):
-    if algo not in ("auto", "direct"):
-        raise ValueError(f"{op}: algo must be 'auto' or 'direct', got {algo!r}")
+_ALGOS = ("auto", "direct", "winograd")
+
+
+def _algorithm(op, _Conv g, algo, backward_data=False):
+    """(name, winograd tile) that runs this convolution's forward or backward-data pass.
+
+    'auto': depthwise layers run the depthwise kernels; 3x3 stride-1 single-group layers run
+    Winograd with the tile winograd_choose measured best for the pass's output size (F(4x4) on
+    all but tiny images), everything else the direct implicit GEMM. 'winograd' forces Winograd
+    (F(4x4) unless the output is too small for it), 'direct' the implicit GEMM.
+    """
+    if algo not in _ALGOS:
+        raise ValueError(f"{op}: algo must be one of {', '.join(map(repr, _ALGOS))}, got {algo!r}")
+    if _is_depthwise(g) and algo != "winograd":
+        return "depthwise", 0
+    if algo == "direct":
+        return "direct", 0
+    w_shape = (g.s.in_c, g.s.out_c) if backward_data else (g.s.out_c, g.s.in_c // g.s.groups)
+    w_shape += g.kernel
+    stride, dilation = (g.s.stride_h, g.s.stride_w), (g.s.dilation_h, g.s.dilation_w)
+    out_h, out_w = (g.s.in_h, g.s.in_w) if backward_data else (g.s.out_h, g.s.out_w)
+    if algo == "winograd":
+        if not winograd_supported(w_shape, stride, dilation, g.s.groups):
+            raise ValueError(f"{op}: algo='winograd' needs a 3x3 kernel, stride 1, dilation 1 and "
+                             f"one group; got kernel {g.kernel}, stride {stride}, dilation "
+                             f"{dilation}, groups {g.s.groups}")
+        tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups)
+        return "winograd", tile or 2
+    tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups)
+    return ("winograd", tile) if tile else ("direct", 0)
+
+
+def conv2d_algorithm(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
+                     algo="auto", backward_data=False):
+    """The algorithm conv2d (or, with ``backward_data``, conv2d_backward_data) runs for these
+    shapes: 'direct', 'depthwise', 'winograd-f4' or 'winograd-f2'."""
+    op = "conv2d_algorithm"
+    g = _geometry(op, tuple(int(v) for v in input_shape), tuple(int(v) for v in weight_shape),
+                  stride, padding, dilation, groups)
+    name, tile = _algorithm(op, g, algo, backward_data)
+    return f"winograd-f{tile}" if name == "winograd" else name
 
 
 # ----------------------------------------------------------------------------- the three passes
@@ -359,7 +399,6 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
     op = "conv2d"
     x = as_nhwc(op, "input", x)
     w = as_float32(op, "weight", w)
-    _check_algo(op, algo)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     g = _geometry(op, x.shape, w.shape, stride, padding, dilation, groups)
@@ -369,12 +408,19 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
         check_shape(op, "bias", b, (w.shape[0],))
         check_finite(op, "bias", b)
     cmin, cmax = _ACTIVATIONS[activation]
+    cdef _Conv conv = g
+    name, tile = _algorithm(op, conv, algo)
+    if name == "winograd":
+        return winograd_forward(x, w, b, conv.s.pad_top, conv.s.pad_left, conv.s.out_h,
+                                conv.s.out_w, cmin, cmax, tile, resolve_threads(n_threads))
     return _forward(g, x, w, b, cmin, cmax, resolve_threads(n_threads))
 
 
 def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, groups=1,
-                         n_threads=None):
-    """Gradient of conv2d with respect to its input: dx with shape ``input_shape``."""
+                         algo="auto", n_threads=None):
+    """Gradient of conv2d with respect to its input: dx with shape ``input_shape``.
+
+    ``algo`` as in conv2d (Winograd runs 3x3 stride-1 layers: dx is a 3x3 convolution of dy)."""
     op = "conv2d_backward_data"
     w = as_float32(op, "weight", w)
     input_shape = tuple(int(v) for v in input_shape)
@@ -383,6 +429,11 @@ def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, gr
     g = _geometry(op, input_shape, w.shape, stride, padding, dilation, groups)
     dy = as_nhwc(op, "grad_output", dy)
     check_shape(op, "grad_output", dy, g.out_shape)
+    cdef _Conv conv = g
+    name, tile = _algorithm(op, conv, algo, backward_data=True)
+    if name == "winograd":
+        return winograd_backward_data(dy, w, input_shape, conv.s.pad_top, conv.s.pad_left, tile,
+                                      resolve_threads(n_threads))
     return _backward_data(g, dy, w, resolve_threads(n_threads))
 
 
@@ -441,7 +492,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     check_finite(op, "weight", w)
     out_shape = conv_transpose2d_output_shape(op, x.shape, w.shape, stride, padding,
                                               output_padding, dilation, groups)
-    y = conv2d_backward_data(x, w, out_shape, stride, padding, dilation, groups, n_threads)
+    y = conv2d_backward_data(x, w, out_shape, stride, padding, dilation, groups, n_threads=n_threads)
     if b is not None:
         b = as_float32(op, "bias", b)
         check_shape(op, "bias", b, (out_shape[3],))

@@ -39,21 +39,21 @@ cdef extern from "igemm.h":
     f32_igemm_config f32_igemm_select(int isa, size_t n) nogil
 
 cdef extern from "winograd.h":
-    struct fc_wino_shape:
+    struct cconv_wino_shape:
         size_t batch, in_h, in_w, in_c
         size_t out_h, out_w, out_c
         ptrdiff_t pad_top, pad_left
         size_t tiles_h, tiles_w
         size_t v_row, v_plane, m_row, m_plane, co_chunk
-    struct fc_wino_scratch:
+    struct cconv_wino_scratch:
         float* v
         float* m
         const float** a_rows
         float** c_rows
         const float* zero
-    ctypedef void (*f32_wino_block_fn)(const fc_wino_shape*, const f32_igemm_config*,
+    ctypedef void (*f32_wino_block_fn)(const cconv_wino_shape*, const f32_igemm_config*,
                                        const float*, const float*, const float*, float*, size_t,
-                                       size_t, float, float, const fc_wino_scratch*) noexcept nogil
+                                       size_t, float, float, const cconv_wino_scratch*) noexcept nogil
     ctypedef void (*f32_wino_weights_fn)(size_t, size_t, const float*, ptrdiff_t, ptrdiff_t,
                                          ptrdiff_t, ptrdiff_t, size_t, size_t,
                                          float*) noexcept nogil
@@ -285,7 +285,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef f32_wino_config wc = f32_wino_select(isa, u.tile)
     cdef f32_igemm_config cfg = f32_igemm_select(isa, u.n)
     assert cfg.nr == u.nr
-    cdef fc_wino_shape s
+    cdef cconv_wino_shape s
     cdef size_t alpha2 = wc.alpha * wc.alpha
     s.batch, s.in_h, s.in_w, s.in_c = x.shape
     s.out_h, s.out_w, s.out_c = out_h, out_w, u.n
@@ -339,7 +339,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     y = np.empty((s.batch, out_h, out_w, s.out_c), np.float32)
     cdef float[::1] yv = y.reshape(-1)
 
-    cdef fc_wino_scratch* scratch = <fc_wino_scratch*>malloc(n_threads * sizeof(fc_wino_scratch))
+    cdef cconv_wino_scratch* scratch = <cconv_wino_scratch*>malloc(n_threads * sizeof(cconv_wino_scratch))
     if scratch == NULL:
         raise MemoryError()
     cdef int t

@@ -201,7 +201,7 @@ static void output_tile(const float* mt, size_t plane, size_t channels, float cm
 /* ------------------------------------------------------------------ one block of tiles */
 
 /* Pointers to the alpha x alpha input pixels of tile (n, th, tw), the zero row outside. */
-static inline void patch_pointers(const struct fc_wino_shape* s, const float* x, const float* zero,
+static inline void patch_pointers(const struct cconv_wino_shape* s, const float* x, const float* zero,
                                   size_t n, size_t th, size_t tw, const float** p) {
     const float* image = x + n * s->in_h * s->in_w * s->in_c;
     const ptrdiff_t ih0 = (ptrdiff_t)(th * WINO_M) - s->pad_top;
@@ -217,10 +217,10 @@ static inline void patch_pointers(const struct fc_wino_shape* s, const float* x,
     }
 }
 
-void WINO_BLOCK(const struct fc_wino_shape* s, const struct f32_igemm_config* cfg,
+void WINO_BLOCK(const struct cconv_wino_shape* s, const struct f32_igemm_config* cfg,
                 const float* x, const float* packed_u, const float* bias, float* y,
                 size_t tile0, size_t ntiles, float cmin, float cmax,
-                const struct fc_wino_scratch* ws) {
+                const struct cconv_wino_scratch* ws) {
     const size_t MR = cfg->mr, NR = cfg->nr, K = s->in_c, N = s->out_c;
     const size_t panels = (N + NR - 1) / NR;
     const size_t per_image = s->tiles_h * s->tiles_w;

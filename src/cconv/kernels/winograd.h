@@ -27,7 +27,7 @@
 #include "igemm.h"
 
 /* Geometry of one Winograd convolution and of its block workspace (sizes in floats). */
-struct fc_wino_shape {
+struct cconv_wino_shape {
     size_t batch, in_h, in_w, in_c;     /* x: NHWC, in_c = K of the GEMMs */
     size_t out_h, out_w, out_c;         /* y: NHWC, out_c = N of the GEMMs */
     ptrdiff_t pad_top, pad_left;        /* may be negative (backward-data of padding > 2) */
@@ -40,7 +40,7 @@ struct fc_wino_shape {
 /* Per-thread workspace of one block of up to `capacity` tiles (capacity a multiple of MR):
  * v: alpha^2 * v_plane floats, m: alpha^2 * m_plane floats, a_rows and c_rows: capacity
  * pointers, zero: at least in_c zeros. */
-struct fc_wino_scratch {
+struct cconv_wino_scratch {
     float* v;
     float* m;
     const float** a_rows;
@@ -51,10 +51,10 @@ struct fc_wino_scratch {
 /* Tiles [tile0, tile0 + ntiles) of the convolution, tiles numbered (n, tile row, tile column)
  * row-major. packed_u: [alpha^2][panel][K][NR] as written by the weights function of the same m
  * and the same NR; bias: NULL or panels * NR floats (out_c values, zero-padded). */
-typedef void (*f32_wino_block_fn)(const struct fc_wino_shape* s, const struct f32_igemm_config* cfg,
+typedef void (*f32_wino_block_fn)(const struct cconv_wino_shape* s, const struct f32_igemm_config* cfg,
                                   const float* x, const float* packed_u, const float* bias, float* y,
                                   size_t tile0, size_t ntiles, float cmin, float cmax,
-                                  const struct fc_wino_scratch* scratch);
+                                  const struct cconv_wino_scratch* scratch);
 
 /* Weight transform U = G g G^T of one NR-wide panel of output channels, packed for the igemm
  * micro-kernel: packed[((xi * panels + panel) * k + kk) * nr + j] = U[xi] of the 3x3 kernel
@@ -72,33 +72,33 @@ struct f32_wino_config {
     size_t alpha;  /* input tile side, m + 2 */
 };
 
-#define FC_WINO_DECLARE(m, isa)                                                                  \
-    void f32_wino##m##x3_block__##isa(const struct fc_wino_shape*, const struct f32_igemm_config*, \
+#define CCONV_WINO_DECLARE(m, isa)                                                                  \
+    void f32_wino##m##x3_block__##isa(const struct cconv_wino_shape*, const struct f32_igemm_config*, \
                                       const float*, const float*, const float*, float*, size_t,  \
-                                      size_t, float, float, const struct fc_wino_scratch*);     \
+                                      size_t, float, float, const struct cconv_wino_scratch*);     \
     void f32_wino##m##x3_weights__##isa(size_t, size_t, const float*, ptrdiff_t, ptrdiff_t,      \
                                         ptrdiff_t, ptrdiff_t, size_t, size_t, float*);
 
-FC_WINO_DECLARE(2, scalar)
-FC_WINO_DECLARE(4, scalar)
+CCONV_WINO_DECLARE(2, scalar)
+CCONV_WINO_DECLARE(4, scalar)
 #if defined(__x86_64__) || defined(_M_X64)
-FC_WINO_DECLARE(2, avx2)
-FC_WINO_DECLARE(4, avx2)
-FC_WINO_DECLARE(2, avx512)
-FC_WINO_DECLARE(4, avx512)
+CCONV_WINO_DECLARE(2, avx2)
+CCONV_WINO_DECLARE(4, avx2)
+CCONV_WINO_DECLARE(2, avx512)
+CCONV_WINO_DECLARE(4, avx512)
 #endif
 
-#define FC_WINO_CONFIG(m, isa) \
+#define CCONV_WINO_CONFIG(m, isa) \
     ((struct f32_wino_config){f32_wino##m##x3_block__##isa, f32_wino##m##x3_weights__##isa, m, m + 2})
 
 /* The one place where the Winograd kernels are chosen: m = 2 or 4 (anything else gives 4). */
 static inline struct f32_wino_config f32_wino_select(int isa, int m) {
 #if defined(__x86_64__) || defined(_M_X64)
-    if (isa == CCONV_ISA_AVX512) return m == 2 ? FC_WINO_CONFIG(2, avx512) : FC_WINO_CONFIG(4, avx512);
-    if (isa == CCONV_ISA_AVX2) return m == 2 ? FC_WINO_CONFIG(2, avx2) : FC_WINO_CONFIG(4, avx2);
+    if (isa == CCONV_ISA_AVX512) return m == 2 ? CCONV_WINO_CONFIG(2, avx512) : CCONV_WINO_CONFIG(4, avx512);
+    if (isa == CCONV_ISA_AVX2) return m == 2 ? CCONV_WINO_CONFIG(2, avx2) : CCONV_WINO_CONFIG(4, avx2);
 #endif
     (void)isa;
-    return m == 2 ? FC_WINO_CONFIG(2, scalar) : FC_WINO_CONFIG(4, scalar);
+    return m == 2 ? CCONV_WINO_CONFIG(2, scalar) : CCONV_WINO_CONFIG(4, scalar);
 }
 
 #endif
