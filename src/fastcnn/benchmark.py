@@ -128,8 +128,8 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
     out(f"fastcnn {cconv.__version__}, ISA {cconv.get_isa()}, {threads} thread(s), algo={algo}; "
         f"measured FMA peak {peak:.0f} GFLOP/s"
         + (f"; PyTorch {torch.__version__} (best of NCHW and channels-last)" if torch else "; PyTorch not installed"))
-    header = (f"{'shape':14s} {'pass':16s} {'fastcnn':>8s} {'numpy':>8s} {'torch':>8s} "
-              f"{'vs torch':>9s} {'vs numpy':>9s} {'of peak':>8s}")
+    header = (f"{'shape':14s} {'pass':16s} {'algorithm':12s} {'fastcnn':>8s} {'direct':>8s} "
+              f"{'numpy':>8s} {'torch':>8s} {'vs torch':>9s} {'vs numpy':>9s} {'of peak':>8s}")
     out(header)
     out("-" * len(header))
     rows = []
@@ -138,10 +138,14 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
             if shapes and spec[0] not in shapes:
                 continue
             problem = ConvProblem(*spec, algo=algo)
+            direct = ConvProblem(*spec, algo="direct")
             for which in passes:
                 gf = lambda seconds: problem.flops / seconds / 1e9
-                row = {"shape": spec[0], "pass": which}
+                row = {"shape": spec[0], "pass": which, "algorithm": problem.algorithm(which)}
                 row["fastcnn"] = gf(best_time(problem.fastcnn(which), min_time))
+                # the direct algorithm side by side wherever the chosen one is another
+                row["direct"] = (gf(best_time(direct.fastcnn(which), min_time))
+                                 if row["algorithm"].startswith("winograd") else None)
                 row["numpy"] = gf(best_time(problem.numpy(which), min_time / 5, 3)) if with_numpy else None
                 row["torch"] = None
                 if torch is not None:
@@ -153,7 +157,8 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
                 row["of_peak"] = row["fastcnn"] / peak
                 rows.append(row)
                 fmt = lambda v, spec=".1f", suffix="": "-" if v is None else f"{v:{spec}}{suffix}"
-                out(f"{spec[0]:14s} {which:16s} {fmt(row['fastcnn']):>8s} {fmt(row['numpy']):>8s} "
+                out(f"{spec[0]:14s} {which:16s} {row['algorithm']:12s} {fmt(row['fastcnn']):>8s} "
+                    f"{fmt(row['direct']):>8s} {fmt(row['numpy']):>8s} "
                     f"{fmt(row['torch']):>8s} {fmt(row['vs_torch'], '.2f', 'x'):>9s} "
                     f"{fmt(row['vs_numpy'], '.1f', 'x'):>9s} {fmt(100 * row['of_peak'], '.0f', '%'):>8s}")
     out("")
@@ -162,6 +167,10 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
         worst = min(rows, key=lambda r: r["vs_torch"])
         out(f"geometric mean vs PyTorch: {_geomean(ratios):.2f}x   "
             f"(lowest {worst['vs_torch']:.2f}x: {worst['shape']} {worst['pass']})")
+    slower = [r for r in rows if r["direct"] and r["fastcnn"] < r["direct"]]
+    if any(r["direct"] for r in rows):
+        out("slower than the direct algorithm: " + (", ".join(f"{r['shape']} {r['pass']}"
+                                                              for r in slower) or "none"))
     if with_numpy:
         out(f"geometric mean vs numpy reference: {_geomean([r['vs_numpy'] for r in rows]):.1f}x")
     out("GFLOP/s = direct-convolution FLOPs / best time; 'of peak' = fastcnn / measured FMA peak.")
