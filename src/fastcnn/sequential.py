@@ -169,15 +169,21 @@ class Sequential(Layer):
         return total
 
     def summary(self, input_shape=None, print_fn=print):
-        """Print each layer with its output shape, parameter count and forward FLOPs per image.
+        """Print each layer with its output shape, parameter count, forward FLOPs per image and,
+        for convolutions, the algorithm their forward pass runs (direct, depthwise, winograd-f4
+        or winograd-f2; see ``cconv.conv2d_algorithm``).
 
         ``input_shape`` is one sample's (H, W, C); by default the model's ``input_shape``.
         """
         shape = tuple(input_shape) if input_shape is not None else self.input_shape
-        rows = [("#", "Layer (type)", "Output shape", "Params", "FLOPs")]
+        rows = [("#", "Layer (type)", "Output shape", "Params", "FLOPs", "Algorithm")]
         total_flops = 0
         for i, layer in enumerate(self.layers):
+            algorithm = ""
             if shape is not None:
+                if type(layer) is Conv2d:
+                    algorithm = cconv.conv2d_algorithm((1,) + tuple(shape), layer.weight.shape,
+                                                       algo=layer.algo, **layer._args())
                 flops = layer.flops(shape)
                 shape = tuple(layer.output_shape(shape))
                 total_flops += flops
@@ -185,13 +191,13 @@ class Sequential(Layer):
             else:
                 shape_text = flops_text = "?"
             rows.append((str(i), type(layer).__name__, shape_text, f"{layer.num_parameters():,}",
-                         flops_text))
-        widths = [max(len(r[c]) for r in rows) for c in range(5)]
-        line = "-" * (sum(widths) + 8)
+                         flops_text, algorithm))
+        widths = [max(len(r[c]) for r in rows) for c in range(6)]
+        line = "-" * (sum(widths) + 10)
 
         def fmt(r):
             return (f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
-                    f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}")
+                    f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}  {r[5]:<{widths[5]}}").rstrip()
 
         out = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
         total = self.num_parameters()
