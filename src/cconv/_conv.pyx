@@ -19,19 +19,8 @@ from cconv._winograd import (winograd_backward_data, winograd_choose, winograd_f
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, conv_output_size,
                                conv_padding, pair)
 
-cdef extern from "isa.h":
-    unsigned cconv_ftz_enter() nogil
-    void cconv_ftz_restore(unsigned) nogil
-
-cdef extern from "igemm.h":
-    ctypedef void (*f32_igemm_ukernel_fn)(size_t, size_t, size_t, size_t, const float* const*,
-                                          size_t, const float*, const float*, const float*,
-                                          float* const*, size_t, int, float, float) noexcept nogil
-    struct f32_igemm_config:
-        f32_igemm_ukernel_fn ukernel
-        size_t mr
-        size_t nr
-    f32_igemm_config f32_igemm_select(int isa, size_t n) nogil
+from cconv._kernels cimport (cconv_ftz_enter, cconv_ftz_restore, f32_igemm_config,
+                             f32_igemm_select)
 
 cdef extern from "conv_direct.h":
     struct cconv_conv_shape:

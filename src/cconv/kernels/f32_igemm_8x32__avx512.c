@@ -1,22 +1,9 @@
-/* 8 rows x 32 columns: 16 zmm accumulators. Body: igemm_impl.h. */
-#include <immintrin.h>
-#include <string.h>
+/* igemm micro-kernel, 8x32 register tile: 16 zmm accumulators. Body: igemm_impl.h. */
+#define SIMD_ISA_AVX512
+#include "simd_vec.h"
 #include "igemm.h"
 
 #define IGEMM_NAME f32_igemm_ukernel_8x32__avx512
 #define IGEMM_MR 8
 #define IGEMM_NV 2
-#define VEC __m512
-#define VLEN 16
-#define VZERO() _mm512_setzero_ps()
-#define VSET1(x) _mm512_set1_ps(x)
-#define VLOADU(p) _mm512_loadu_ps(p)
-#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
-#define VFMA(a, b, acc) _mm512_fmadd_ps((a), (b), (acc))
-#define VMAX(a, b) _mm512_max_ps((a), (b))
-#define VMIN(a, b) _mm512_min_ps((a), (b))
-#define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
-#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps(VMASK(n), (p))
-#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), VMASK(n), (v))
-
 #include "igemm_impl.h"

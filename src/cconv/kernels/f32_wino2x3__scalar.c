@@ -1,7 +1,7 @@
 /* Winograd F(2x2, 3x3), scalar path. Body: f32_wino_impl.h; contract: winograd.h. */
-#define WINO_ISA_SCALAR
+#define SIMD_ISA_SCALAR
 #define WINO_M 2
 #define WINO_BLOCK f32_wino2x3_block__scalar
 #define WINO_WEIGHTS f32_wino2x3_weights__scalar
-#include "f32_wino_vec.h"
+#include "simd_vec.h"
 #include "f32_wino_impl.h"

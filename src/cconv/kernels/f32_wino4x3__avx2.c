@@ -1,7 +1,7 @@
 /* Winograd F(4x4, 3x3), avx2 path. Body: f32_wino_impl.h; contract: winograd.h. */
-#define WINO_ISA_AVX2
+#define SIMD_ISA_AVX2
 #define WINO_M 4
 #define WINO_BLOCK f32_wino4x3_block__avx2
 #define WINO_WEIGHTS f32_wino4x3_weights__avx2
-#include "f32_wino_vec.h"
+#include "simd_vec.h"
 #include "f32_wino_impl.h"

@@ -1,10 +1,7 @@
 /* Body of an igemm micro-kernel (contract in igemm.h), shared by the x86 variants.
  *
- * The including file defines:
- *   IGEMM_NAME   function name            IGEMM_MR  rows            IGEMM_NV  vectors per row
- *   VEC          vector type              VLEN      floats per vector
- *   VZERO() VSET1(x) VLOADU(p) VFMA(a, b, acc) VMAX(a, b) VMIN(a, b)
- *   VLOAD_PART(p, n)  / VSTORE_PART(p, v, n)  load/store the first n (<= VLEN) floats
+ * The including file defines IGEMM_NAME (the function name), IGEMM_MR (rows) and IGEMM_NV
+ * (vectors per row), and picks an ISA for simd_vec.h (VEC, VLEN, VLOADU, VFMA, ...).
  * NR = IGEMM_NV * VLEN. The accumulators (MR * NV vectors) stay in registers when the unrolled
  * loops below are compiled with -O3; rows past mr are computed from the zero row and not stored.
  */
@@ -52,7 +49,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
             const size_t col = v * VLEN;
             if (col >= nc) break;
             const VEC r = VMIN(hi, VMAX(lo, acc[i][v]));
-            if (nc - col >= VLEN) VSTORE(out + col, r);
+            if (nc - col >= VLEN) VSTOREU(out + col, r);
             else VSTORE_PART(out + col, r, nc - col);
         }
     }

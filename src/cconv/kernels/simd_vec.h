@@ -1,9 +1,11 @@
-/* Vector operations of the Winograd kernels (f32_wino_impl.h) for one ISA, picked by the
- * including file's WINO_ISA_SCALAR / WINO_ISA_AVX2 / WINO_ISA_AVX512. */
-#ifndef CCONV_F32_WINO_VEC_H
-#define CCONV_F32_WINO_VEC_H
+/* Vector operations for the kernel bodies written once for every x86 ISA (igemm_impl.h,
+ * f32_wino_impl.h), picked by the including file's SIMD_ISA_SCALAR, SIMD_ISA_AVX2,
+ * SIMD_ISA_AVX512 (zmm, 16 lanes) or SIMD_ISA_AVX512_YMM (ymm, 8 lanes, AVX-512VL masks: on CPUs
+ * that split 512-bit FMAs, two ymm FMAs per cycle match one zmm, for narrow register tiles). */
+#ifndef CCONV_SIMD_VEC_H
+#define CCONV_SIMD_VEC_H
 
-#if defined(WINO_ISA_AVX512)
+#if defined(SIMD_ISA_AVX512)
 #include <immintrin.h>
 #define VEC __m512
 #define VLEN 16
@@ -22,7 +24,26 @@
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_ps(VMASK(n), (p))
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), VMASK(n), (v))
 
-#elif defined(WINO_ISA_AVX2)
+#elif defined(SIMD_ISA_AVX512_YMM)
+#include <immintrin.h>
+#define VEC __m256
+#define VLEN 8
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VADD(a, b) _mm256_add_ps((a), (b))
+#define VSUB(a, b) _mm256_sub_ps((a), (b))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VFNMA(a, b, c) _mm256_fnmadd_ps((a), (b), (c))
+#define VMAX(a, b) _mm256_max_ps((a), (b))
+#define VMIN(a, b) _mm256_min_ps((a), (b))
+#define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
+#define VLOAD_PART(p, n) _mm256_maskz_loadu_ps(VMASK(n), (p))
+#define VSTORE_PART(p, v, n) _mm256_mask_storeu_ps((p), VMASK(n), (v))
+
+#elif defined(SIMD_ISA_AVX2)
 #include <immintrin.h>
 #include <stdint.h>
 #define VEC __m256
@@ -39,12 +60,12 @@
 #define VMAX(a, b) _mm256_max_ps((a), (b))
 #define VMIN(a, b) _mm256_min_ps((a), (b))
 /* Lane masks for the first n lanes: the 8 entries starting at 8 - n. */
-static const int32_t wino_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-#define VMASK(n) _mm256_loadu_si256((const __m256i*)(wino_mask_table + 8 - (n)))
+static const int32_t simd_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+#define VMASK(n) _mm256_loadu_si256((const __m256i*)(simd_mask_table + 8 - (n)))
 #define VLOAD_PART(p, n) _mm256_maskload_ps((p), VMASK(n))
 #define VSTORE_PART(p, v, n) _mm256_maskstore_ps((p), VMASK(n), (v))
 
-#elif defined(WINO_ISA_SCALAR)
+#elif defined(SIMD_ISA_SCALAR)
 #define VEC float
 #define VLEN 1
 #define VZERO() 0.0f
@@ -63,7 +84,7 @@ static const int32_t wino_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0
 #define VSTORE_PART(p, v, n) (*(p) = (v))
 
 #else
-#error "define WINO_ISA_SCALAR, WINO_ISA_AVX2 or WINO_ISA_AVX512"
+#error "define SIMD_ISA_SCALAR, SIMD_ISA_AVX2, SIMD_ISA_AVX512 or SIMD_ISA_AVX512_YMM"
 #endif
 
 #endif
