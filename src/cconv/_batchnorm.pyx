@@ -15,7 +15,7 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, resolve_threads
-from cconv._validation import as_float32, check_finite, check_shape
+from cconv._validation import as_float32, check_finite, check_shape, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
     unsigned cconv_ftz_enter()
@@ -182,6 +182,7 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                          f"input shape {a.shape}")
     cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    check_workspace(op, nbytes_of(a.shape) + nbytes_of((2, nchunks, c), 8))
     part_mean = np.empty((nchunks, c), dtype=np.float64)
     part_m2 = np.empty((nchunks, c), dtype=np.float64)
     job.part0 = dptr(part_mean)
@@ -238,6 +239,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5
     rm = _channel(op, "running_mean", running_mean, c)
     rv = _channel(op, "running_var", running_var, c, nonnegative=True)
     e = _eps(op, eps)
+    check_workspace(op, nbytes_of(a.shape))
     scale = (w / np.sqrt(rv.astype(np.float64) + e)).astype(np.float32)
     zero = np.zeros(c, dtype=np.float32)
     y = np.empty(a.shape, dtype=np.float32)
@@ -269,6 +271,7 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
     e = _eps(op, eps)
     cdef Job job = _job(REDUCE, a)
     cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    check_workspace(op, nbytes_of(a.shape) + nbytes_of((2, nchunks, c), 8))
     part_dy = np.empty((nchunks, c), dtype=np.float64)
     part_dyx = np.empty((nchunks, c), dtype=np.float64)
     job.dy = fptr(g)
