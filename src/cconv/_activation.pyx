@@ -165,8 +165,7 @@ cdef inline uint8_t* bptr(arr):
 def _input(op, name, x):
     """``x`` as contiguous float32 and its shape (kept also for 0-d arrays)."""
     out = as_float32(op, name, x)
-    # ascontiguousarray makes a 0-d input 1-d: keep the input's own shape then.
-    return out, (np.shape(x) if out.shape == (1,) else out.shape)
+    return out, out.shape
 
 
 def _output(op, shape, copies=1, extra=0):

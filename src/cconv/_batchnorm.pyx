@@ -211,11 +211,20 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
                 vm[ch] = vm[ch] + delta * (nb / n)
                 vv[ch] = vv[ch] + pv[i, ch] + delta * delta * (na * nb / n)
             na = n
-    var = m2 / rows
-    invstd = 1.0 / np.sqrt(var + e)
-    mean_hi = mean.astype(np.float32)
-    mean_lo = (mean - mean_hi).astype(np.float32)
-    scale = (w * invstd).astype(np.float32)
+    # A chunk holding Inf or NaN has a non-finite mean, and the pairwise update would turn an
+    # infinite mean into NaN (inf - inf): take the plain weighted mean of the chunks there.
+    bad = ~np.isfinite(part_mean).all(axis=0)
+    if bad.any():
+        counts = np.minimum(rpc, rows - np.arange(nchunks) * rpc).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            mean[bad] = (part_mean[:, bad] * counts[:, None]).sum(axis=0) / rows
+        m2[bad] = np.nan
+    with np.errstate(all="ignore"):   # NaN or Inf in x: NaN statistics, quietly
+        var = m2 / rows
+        invstd = 1.0 / np.sqrt(var + e)
+        mean_hi = mean.astype(np.float32)
+        mean_lo = (mean - mean_hi).astype(np.float32)
+        scale = (w * invstd).astype(np.float32)
 
     y = np.empty(a.shape, dtype=np.float32)
     job.kind = APPLY
@@ -293,12 +302,13 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
                 s_dy[ch] += p_dy[i, ch]
                 s_dyx[ch] += p_dyx[i, ch]
     rows = job.rows
-    invstd = 1.0 / np.sqrt(v.astype(np.float64) + e)
-    dweight = sum_dyx * invstd
-    dbias = sum_dy
-    coef_a = w * invstd
-    coef_b = -coef_a * invstd * dweight / rows
-    coef_k = -coef_a * dbias / rows
+    with np.errstate(all="ignore"):   # NaN or Inf in dy or x: NaN gradients, quietly
+        invstd = 1.0 / np.sqrt(v.astype(np.float64) + e)
+        dweight = sum_dyx * invstd
+        dbias = sum_dy
+        coef_a = w * invstd
+        coef_b = -coef_a * invstd * dweight / rows
+        coef_k = -coef_a * dbias / rows
 
     dx = np.empty(a.shape, dtype=np.float32)
     job.kind = DX

@@ -133,6 +133,8 @@ def as_float32(op, name, array, ndim=None):
         out = np.ascontiguousarray(array, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{op}: {name} cannot be converted to float32: {exc}") from None
+    if out.shape == (1,) and np.ndim(array) == 0:
+        out = out.reshape(())   # ascontiguousarray makes a 0-d input 1-d: keep its shape
     if ndim is not None and out.ndim != ndim:
         raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {out.shape}")
     return out
