@@ -69,7 +69,10 @@ def set_memory_limit(nbytes):
     if nbytes is None:
         value = None
     elif isinstance(nbytes, str):
-        value = parse_bytes(nbytes)
+        try:
+            value = parse_bytes(nbytes)
+        except ValueError as exc:
+            raise ValueError(f"set_memory_limit: {exc}") from None
     elif isinstance(nbytes, numbers.Real) and not isinstance(nbytes, bool) and nbytes >= 1 \
             and np.isfinite(nbytes):
         value = int(nbytes)
@@ -83,10 +86,10 @@ def set_memory_limit(nbytes):
 
 
 def format_bytes(n):
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+    return f"{n:,} bytes"
 
 
 def check_workspace(op, nbytes, what="its output and scratch buffers"):
