@@ -221,6 +221,11 @@ def compare(op, actual, expected, tol=1e-5, magnitude=None, exact=False, nonfini
     absolute values: the size of the terms summed) when given; ``exact``: bit for bit.
     ``ignore``: a mask of elements not compared.
     """
+    with np.errstate(all="ignore"):
+        return _compare(op, actual, expected, tol, magnitude, exact, nonfinite, ignore)
+
+
+def _compare(op, actual, expected, tol, magnitude, exact, nonfinite, ignore):
     actual = np.asarray(actual)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{op}: shape {actual.shape} != {expected.shape}"

@@ -175,7 +175,8 @@ def pair(op, name, value, minimum=0, maximum=INT32_MAX):
         a, b = value
     except (TypeError, ValueError):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
-    if not (isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral)):
+    if not (isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral)) \
+            or isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     a, b = int(a), int(b)
     if a < minimum or b < minimum:
