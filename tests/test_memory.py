@@ -191,3 +191,38 @@ def test_training_and_prediction_do_not_leak():
     if _under_asan():
         pytest.skip("AddressSanitizer keeps freed memory in quarantine: RSS is not a measure")
     assert growth_train < 4 * 2**20 and growth_predict < 4 * 2**20
+
+
+def test_conv_workspace_bound_covers_what_conv_allocates():
+    """conv_workspace_bytes (for the convolution module's memory-limit check) is an upper bound
+    of what each pass allocates, measured with tracemalloc (numpy reports its allocations)."""
+    import tracemalloc
+
+    from cconv._validation import conv_workspace_bytes
+    rng = np.random.default_rng(0)
+    cases = [((2, 9, 7, 3), (8, 3, 3, 3), 1, 1, 1), ((1, 12, 12, 16), (32, 16, 3, 3), 1, 2, 1),
+             ((3, 8, 8, 12), (12, 4, 5, 5), 2, 1, 3), ((1, 6, 6, 9), (9, 1, 3, 3), 1, 1, 9),
+             ((4, 5, 5, 40), (70, 40, 1, 1), 1, 1, 1), ((1, 16, 16, 1), (4, 1, 7, 7), 2, 3, 1)]
+    for x_shape, w_shape, stride, padding, groups in cases:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        kw = dict(stride=stride, padding=padding, groups=groups)
+        y = cconv.conv2d(x, w, **kw)
+        passes = {"forward": lambda: cconv.conv2d(x, w, **kw),
+                  "backward_data": lambda: cconv.conv2d_backward_data(y, w, x.shape, **kw),
+                  "backward_weight": lambda: cconv.conv2d_backward_weight(x, y, w_shape[2:], **kw)}
+        previous = cconv.get_num_threads()
+        try:
+            for threads in (1, 3):
+                cconv.set_num_threads(threads)
+                for name, call in passes.items():
+                    tracemalloc.start()
+                    try:
+                        call()
+                        peak = tracemalloc.get_traced_memory()[1]
+                    finally:
+                        tracemalloc.stop()
+                    bound = conv_workspace_bytes(name, x.shape, y.shape, w.shape, groups, threads)
+                    assert peak <= bound, (name, x_shape, w_shape, threads, peak, bound)
+        finally:
+            cconv.set_num_threads(previous)

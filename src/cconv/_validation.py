@@ -114,6 +114,34 @@ def nbytes_of(shape, itemsize=4):
     return n
 
 
+def conv_workspace_bytes(pass_, x_shape, y_shape, w_shape, groups, n_threads, mr=8, nr=32):
+    """An upper bound of the bytes a direct convolution pass allocates: its result, its packed
+    (NR-padded) weights with their temporaries, and the per-thread scratch (register tile at
+    most ``mr`` x ``nr``). ``pass_``: 'forward', 'backward_data' or 'backward_weight'; shapes in
+    the forward direction: x (N, H, W, Cin), y (N, Ho, Wo, Cout), w (Cout, Cin/groups, kh, kw).
+    For ``check_workspace(op, conv_workspace_bytes(...))`` before the pass allocates."""
+    n, h, w, cin = (int(v) for v in x_shape)
+    _, oh, ow, cout = (int(v) for v in y_shape)
+    taps = int(w_shape[2]) * int(w_shape[3])
+    cin_g, cout_g = cin // groups, cout // groups
+    threads = int(n_threads)
+    if pass_ == "forward":
+        result = 4 * n * oh * ow * cout
+        weights = 4 * taps * cin_g * (cout + groups * (nr - 1))
+        scratch = threads * (8 * mr * (taps + 1) + 4 * nr * (taps * cin + cout))
+    elif pass_ == "backward_data":
+        result = 4 * n * h * w * cin
+        weights = 4 * taps * cout_g * (cin + groups * (nr - 1)) + 4 * taps * cin_g * cout
+        scratch = threads * (8 * mr * (taps + 1) + 4 * mr * (taps * cin_g + nr))
+    elif pass_ == "backward_weight":
+        result = 4 * 18 * cout * taps * cin_g            # 16 partial sums, their sum, the copy
+        weights = 0
+        scratch = threads * (4 * 512 * (taps * cin_g + nr + cout_g) + 16 * mr)
+    else:
+        raise ValueError(f"conv_workspace_bytes: unknown pass {pass_!r}")
+    return result + 2 * weights + scratch + 4 * (cin + cout) + 4096
+
+
 def check_index_range(op, what, value, shape=None, limit=INT32_MAX):
     """Refuse a count a kernel indexes with 32-bit integers when it would not fit."""
     if int(value) > limit:
