@@ -9,9 +9,12 @@ For machines that are not ARM64: tests the package as an ARM64 user gets it, wit
    the kernels (setup.py's AArch64 flags: NEON files built), cross-compiled by
    aarch64-linux-gnu-gcc into extension modules for that Python, next to a copy of src/.
 3. pytest runs tests/ (but test_kernel_harness.py, which runs its AArch64 build under qemu
-   itself) with that Python under qemu-aarch64 (user-mode emulation, the root as
-   its library prefix). `sys.executable` is a wrapper script, so tests that start a Python
-   subprocess get an emulated one too.
+   itself, and the tests marked `slow_under_emulation`, minutes each under qemu: thousands of
+   training steps, processes started) with that Python under qemu-aarch64 (user-mode
+   emulation, the root as its library prefix), the property-based tests with fewer examples
+   (FASTCNN_FUZZ_PROFILE=emulated). `sys.executable` is a wrapper script, so tests that start
+   a Python subprocess get an emulated one too. A `-m` among the pytest arguments replaces the
+   marker selection.
 Everything goes under build/aarch64-suite (the root is reused on the next run). Needs
 gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user and mmdebstrap (Debian packages) and
 Cython on this machine, and the Debian mirror; without them it says what is missing and exits
@@ -190,6 +193,7 @@ def main():
     python = write_wrapper(root, work)
     log(f"root and cross-build ready in {time.time() - start:.0f} s; running pytest under qemu")
     env = dict(os.environ, PYTHONPATH=stage, PYTHONDONTWRITEBYTECODE="1")
+    env.setdefault("FASTCNN_FUZZ_PROFILE", "emulated")
     env.pop("PYTHONHOME", None)
     check = subprocess.run([python, "-c", "import platform, cconv; "
                             "print(platform.machine(), cconv.available_isas())"],
@@ -198,8 +202,9 @@ def main():
     if check.returncode != 0:
         return check.returncode
     # The kernel harness is a C program for this machine's qemu, not for the emulated Python.
+    select = [] if "-m" in pytest_args else ["-m", "not slow_under_emulation"]
     rc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                         "--ignore=tests/test_kernel_harness.py", *pytest_args],
+                         "--ignore=tests/test_kernel_harness.py", *select, *pytest_args],
                         env=env, cwd=REPO).returncode
     log(f"pytest exit status {rc}, {time.time() - start:.0f} s in all")
     return rc

@@ -13,6 +13,15 @@ import cconv
 ISAS = cconv.available_isas()
 _worst_error = collections.defaultdict(float)
 _case_count = collections.Counter()
+_fuzz_cases = collections.Counter()
+_fuzz_refused = collections.Counter()
+
+
+def record_fuzz_case(op, refused=False):
+    """Count one property-based case of ``op`` (``refused``: it raised a ValueError)."""
+    _fuzz_cases[op] += 1
+    if refused:
+        _fuzz_refused[op] += 1
 
 
 @pytest.fixture(params=ISAS)
@@ -50,6 +59,13 @@ def assert_close(op, actual, expected, tol=1e-5):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _fuzz_cases:
+        total, refused = sum(_fuzz_cases.values()), sum(_fuzz_refused.values())
+        terminalreporter.section(f"fuzzed cases: {total} ({total - refused} checked against "
+                                 f"the reference, {refused} refused with a ValueError)")
+        for op in sorted(_fuzz_cases):
+            terminalreporter.write_line(f"{op:38s} {_fuzz_cases[op]:6d} cases "
+                                        f"({_fuzz_refused[op]} refused)")
     if not _worst_error:
         return
     terminalreporter.section("worst relative error against the float64 reference, per op")

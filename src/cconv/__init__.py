@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gflops,
                        physical_cores, set_isa, set_num_threads)
 from ._info import info
+from ._validation import get_memory_limit, set_memory_limit
 
 from ._conv import (bias_backward, conv2d, conv2d_algorithm, conv2d_backward_data,
                     conv2d_backward_weight,

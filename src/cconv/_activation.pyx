@@ -14,7 +14,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from cconv._runtime cimport current_isa, resolve_threads
-from cconv._validation import as_float32
+from cconv._validation import as_float32, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
     unsigned cconv_ftz_enter()
@@ -165,7 +165,13 @@ cdef inline uint8_t* bptr(arr):
 def _input(op, name, x):
     """``x`` as contiguous float32 and its shape (kept also for 0-d arrays)."""
     out = as_float32(op, name, x)
-    return out, np.shape(x)
+    return out, out.shape
+
+
+def _output(op, shape, copies=1, extra=0):
+    """Check ``copies`` float32 arrays of ``shape`` (and ``extra`` bytes) against the memory
+    limit before they are allocated."""
+    check_workspace(op, nbytes_of(shape) * copies + extra)
 
 
 def _pair(op, name_a, a, name_b, b):
@@ -189,6 +195,7 @@ def _param(op, name, value):
 
 cdef _run_unary(cconv_f32_vunary_fn fn, op, x, n_threads):
     a, shape = _input(op, "x", x)
+    _output(op, shape)
     y = np.empty(shape, dtype=np.float32)
     cdef Job job = new_job(UNARY)
     job.unary = fn
@@ -200,6 +207,7 @@ cdef _run_unary(cconv_f32_vunary_fn fn, op, x, n_threads):
 
 cdef _run_binary(cconv_f32_vbinary_fn fn, op, name_a, a, name_b, b, n_threads):
     fa, fb, shape = _pair(op, name_a, a, name_b, b)
+    _output(op, shape)
     y = np.empty(shape, dtype=np.float32)
     cdef Job job = new_job(BINARY)
     job.binary = fn
@@ -227,6 +235,7 @@ def leaky_relu(x, negative_slope=0.01, n_threads=None):
     """y = x where x > 0, else negative_slope * x."""
     slope = _param("leaky_relu", "negative_slope", negative_slope)
     a, shape = _input("leaky_relu", "x", x)
+    _output("leaky_relu", shape)
     y = np.empty(shape, dtype=np.float32)
     cdef Job job = new_job(UNARY_PARAM)
     job.unary_param = cconv_activation_select(current_isa()).lrelu
@@ -242,6 +251,7 @@ def leaky_relu_backward(dy, x, negative_slope=0.01, n_threads=None):
     op = "leaky_relu_backward"
     slope = _param(op, "negative_slope", negative_slope)
     fdy, fx, shape = _pair(op, "dy", dy, "x", x)
+    _output(op, shape)
     dx = np.empty(shape, dtype=np.float32)
     cdef Job job = new_job(BINARY_PARAM)
     job.binary_param = cconv_activation_select(current_isa()).lrelu_backward
@@ -294,6 +304,7 @@ cdef _run_rows(Job* job, Py_ssize_t rows, Py_ssize_t c, n_threads):
 def softmax(x, n_threads=None):
     """Softmax over the last axis of a 2-D (N, C) array, numerically stable (max subtracted)."""
     a = _rows("softmax", "x", x)
+    _output("softmax", a.shape)
     y = np.empty(a.shape, dtype=np.float32)
     cdef Job job = new_job(SOFTMAX)
     job.rows = cconv_softmax_select(current_isa()).softmax
@@ -311,6 +322,7 @@ def softmax_backward(dy, y, n_threads=None):
     if fdy.shape != fy.shape:
         raise ValueError(f"{op}: dy and y must have the same shape, got {fdy.shape} and "
                          f"{fy.shape}")
+    _output(op, fy.shape)
     dx = np.empty(fy.shape, dtype=np.float32)
     cdef Job job = new_job(SOFTMAX_BACKWARD)
     job.rows_binary = cconv_softmax_select(current_isa()).softmax_backward
@@ -355,6 +367,7 @@ def dropout(x, p, seed, n_threads=None):
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)):
         raise ValueError(f"{op}: seed must be an integer, got {seed!r}")
     a, shape = _input(op, "x", x)
+    _output(op, shape, extra=nbytes_of(shape, 1))     # y and the uint8 mask
     if rate == 0.0:
         return a.reshape(shape).copy(), np.ones(shape, dtype=np.uint8)
     y = np.empty(shape, dtype=np.float32)
@@ -382,8 +395,12 @@ def dropout_backward(dy, mask, p, n_threads=None):
     if m.dtype != np.uint8:
         if m.dtype.kind not in "biuf":
             raise ValueError(f"{op}: mask must be boolean or numeric, got dtype {m.dtype}")
+        check_workspace(op, nbytes_of(shape, 1), f"converting mask {m.shape} to uint8")
         m = (m != 0).view(np.uint8)
+    elif not m.flags.c_contiguous:
+        check_workspace(op, nbytes_of(shape, 1), f"copying mask {m.shape}")
     m = np.ascontiguousarray(m)
+    _output(op, shape)
     dx = np.empty(shape, dtype=np.float32)
     cdef Job job = new_job(DROPOUT_BACKWARD)
     job.dropout_backward = cconv_eltwise_select(current_isa()).dropout_backward
@@ -406,6 +423,7 @@ def add(a, b, n_threads=None):
 def add_backward(dy, n_threads=None):
     """(da, db): two independent float32 copies of dy."""
     fdy, shape = _input("add_backward", "dy", dy)
+    _output("add_backward", shape, copies=2)
     da = np.empty(shape, dtype=np.float32)
     db = np.empty(shape, dtype=np.float32)
     cdef Job job = new_job(COPY)

@@ -15,7 +15,7 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, resolve_threads
-from cconv._validation import as_float32, check_finite, check_shape
+from cconv._validation import as_float32, check_finite, check_shape, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
     unsigned cconv_ftz_enter()
@@ -182,6 +182,7 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                          f"input shape {a.shape}")
     cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    check_workspace(op, nbytes_of(a.shape) + nbytes_of((2, nchunks, c), 8))
     part_mean = np.empty((nchunks, c), dtype=np.float64)
     part_m2 = np.empty((nchunks, c), dtype=np.float64)
     job.part0 = dptr(part_mean)
@@ -210,11 +211,20 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
                 vm[ch] = vm[ch] + delta * (nb / n)
                 vv[ch] = vv[ch] + pv[i, ch] + delta * delta * (na * nb / n)
             na = n
-    var = m2 / rows
-    invstd = 1.0 / np.sqrt(var + e)
-    mean_hi = mean.astype(np.float32)
-    mean_lo = (mean - mean_hi).astype(np.float32)
-    scale = (w * invstd).astype(np.float32)
+    # A chunk holding Inf or NaN has a non-finite mean, and the pairwise update would turn an
+    # infinite mean into NaN (inf - inf): take the plain weighted mean of the chunks there.
+    bad = ~np.isfinite(part_mean).all(axis=0)
+    if bad.any():
+        counts = np.minimum(rpc, rows - np.arange(nchunks) * rpc).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            mean[bad] = (part_mean[:, bad] * counts[:, None]).sum(axis=0) / rows
+        m2[bad] = np.nan
+    with np.errstate(all="ignore"):   # NaN or Inf in x: NaN statistics, quietly
+        var = m2 / rows
+        invstd = 1.0 / np.sqrt(var + e)
+        mean_hi = mean.astype(np.float32)
+        mean_lo = (mean - mean_hi).astype(np.float32)
+        scale = (w * invstd).astype(np.float32)
 
     y = np.empty(a.shape, dtype=np.float32)
     job.kind = APPLY
@@ -238,6 +248,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5
     rm = _channel(op, "running_mean", running_mean, c)
     rv = _channel(op, "running_var", running_var, c, nonnegative=True)
     e = _eps(op, eps)
+    check_workspace(op, nbytes_of(a.shape))
     scale = (w / np.sqrt(rv.astype(np.float64) + e)).astype(np.float32)
     zero = np.zeros(c, dtype=np.float32)
     y = np.empty(a.shape, dtype=np.float32)
@@ -269,6 +280,7 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
     e = _eps(op, eps)
     cdef Job job = _job(REDUCE, a)
     cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
+    check_workspace(op, nbytes_of(a.shape) + nbytes_of((2, nchunks, c), 8))
     part_dy = np.empty((nchunks, c), dtype=np.float64)
     part_dyx = np.empty((nchunks, c), dtype=np.float64)
     job.dy = fptr(g)
@@ -290,12 +302,13 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
                 s_dy[ch] += p_dy[i, ch]
                 s_dyx[ch] += p_dyx[i, ch]
     rows = job.rows
-    invstd = 1.0 / np.sqrt(v.astype(np.float64) + e)
-    dweight = sum_dyx * invstd
-    dbias = sum_dy
-    coef_a = w * invstd
-    coef_b = -coef_a * invstd * dweight / rows
-    coef_k = -coef_a * dbias / rows
+    with np.errstate(all="ignore"):   # NaN or Inf in dy or x: NaN gradients, quietly
+        invstd = 1.0 / np.sqrt(v.astype(np.float64) + e)
+        dweight = sum_dyx * invstd
+        dbias = sum_dy
+        coef_a = w * invstd
+        coef_b = -coef_a * invstd * dweight / rows
+        coef_k = -coef_a * dbias / rows
 
     dx = np.empty(a.shape, dtype=np.float32)
     job.kind = DX

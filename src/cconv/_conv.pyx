@@ -16,8 +16,8 @@ from cconv._runtime cimport current_isa, resolve_threads
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
 from cconv._winograd import (winograd_backward_data, winograd_choose, winograd_forward,
                              winograd_supported)
-from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, conv_output_size,
-                               conv_padding, pair)
+from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
+                               conv_output_size, conv_padding, conv_workspace_bytes, pair)
 
 from cconv._kernels cimport (cconv_ftz_enter, cconv_ftz_restore, f32_igemm_config,
                              f32_igemm_select)
@@ -397,6 +397,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
         check_shape(op, "bias", b, (w.shape[0],))
         check_finite(op, "bias", b)
     cmin, cmax = _ACTIVATIONS[activation]
+    check_workspace(op, conv_workspace_bytes("forward", g.in_shape, g.out_shape, w.shape, groups,
+                                             resolve_threads(n_threads)))
     cdef _Conv conv = g
     name, tile = _algorithm(op, conv, algo)
     if name == "winograd":
@@ -418,6 +420,8 @@ def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, gr
     g = _geometry(op, input_shape, w.shape, stride, padding, dilation, groups)
     dy = as_nhwc(op, "grad_output", dy)
     check_shape(op, "grad_output", dy, g.out_shape)
+    check_workspace(op, conv_workspace_bytes("backward_data", g.in_shape, g.out_shape, w.shape,
+                                             groups, resolve_threads(n_threads)))
     cdef _Conv conv = g
     name, tile = _algorithm(op, conv, algo, backward_data=True)
     if name == "winograd":
@@ -438,6 +442,8 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
     w_shape = (dy.shape[3], x.shape[3] // groups, kh, kw)
     g = _geometry(op, x.shape, w_shape, stride, padding, dilation, groups)
     check_shape(op, "grad_output", dy, g.out_shape)
+    check_workspace(op, conv_workspace_bytes("backward_weight", g.in_shape, g.out_shape, w_shape,
+                                             groups, resolve_threads(n_threads)))
     return _backward_weight(g, x, dy, resolve_threads(n_threads))
 
 

@@ -13,7 +13,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, resolve_threads
-from cconv._validation import as_float32, labels_int64
+from cconv._validation import as_float32, check_workspace, labels_int64, nbytes_of
 
 cdef extern from "isa.h" nogil:
     unsigned cconv_ftz_enter()
@@ -129,6 +129,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0, n_threads=None):
     """
     op = "softmax_cross_entropy"
     a, lab, s = _check(op, "logits", logits, labels, label_smoothing)
+    check_workspace(op, nbytes_of(a.shape) + nbytes_of(a.shape[:1], 8))
     probs = np.empty(a.shape, dtype=np.float32)
     row_loss = np.empty(a.shape[0], dtype=np.float64)
     cdef float[:, ::1] pv = probs
@@ -145,6 +146,7 @@ def softmax_cross_entropy_backward(probs, labels, label_smoothing=0.0, n_threads
     """dlogits = (probs - ((1 - s) onehot(labels) + s / C)) / N, float32 (N, C)."""
     op = "softmax_cross_entropy_backward"
     a, lab, s = _check(op, "probs", probs, labels, label_smoothing)
+    check_workspace(op, nbytes_of(a.shape))
     dlogits = np.empty(a.shape, dtype=np.float32)
     cdef float[:, ::1] dv = dlogits
     cdef Job job = _job(a, lab, s)

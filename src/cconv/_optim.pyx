@@ -6,12 +6,14 @@ Large arrays are split into fixed chunks over OpenMP threads; every element is u
 own, so the result is bitwise the same for any thread count.
 """
 import math
+import numbers
 
 import numpy as np
 
 from cython.parallel cimport prange
 
 from cconv._runtime cimport current_isa, resolve_threads
+from cconv._validation import as_float32
 
 cdef extern from "optim.h" nogil:
     cdef struct cconv_sgd_params:
@@ -42,10 +44,22 @@ def _in_place(op, name, array, shape=None):
 
 
 def _grad(op, grad, shape):
-    g = np.ascontiguousarray(grad, dtype=np.float32)
+    g = as_float32(op, "gradient", grad)
     if g.shape != shape:
         raise ValueError(f"{op}: gradient has shape {g.shape}, parameter has shape {shape}")
     return g
+
+
+def _hyper(op, name, value, lo=0.0, hi=None, hi_open=False):
+    """A finite real hyperparameter in [lo, hi] (or [lo, hi) with ``hi_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating,
+                                                                     np.integer)):
+        raise ValueError(f"{op}: {name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < lo or (hi is not None and (v >= hi if hi_open else v > hi)):
+        bound = "" if hi is None else (f", < {hi}" if hi_open else f", <= {hi}")
+        raise ValueError(f"{op}: {name} must be finite and >= {lo}{bound}, got {value!r}")
+    return v
 
 
 def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
@@ -58,6 +72,10 @@ def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening
     op = "sgd_update"
     _in_place(op, "param", param)
     g = _grad(op, grad, param.shape)
+    lr, momentum = _hyper(op, "lr", lr), _hyper(op, "momentum", momentum)
+    dampening = _hyper(op, "dampening", dampening, hi=1.0)
+    weight_decay = _hyper(op, "weight_decay", weight_decay)
+    l1, l2 = _hyper(op, "l1", l1), _hyper(op, "l2", l2)
     cdef cconv_sgd_params h
     h.lr, h.momentum, h.dampening, h.weight_decay = lr, momentum, dampening, weight_decay
     h.l1, h.l2, h.nesterov, h.first_step = l1, l2, bool(nesterov), bool(first_step)
@@ -92,8 +110,14 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=
     g = _grad(op, grad, param.shape)
     _in_place(op, "exp_avg", exp_avg, param.shape)
     _in_place(op, "exp_avg_sq", exp_avg_sq, param.shape)
-    if step < 1:
-        raise ValueError(f"{op}: step counts from 1, got {step}")
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (numbers.Integral, np.integer)) \
+            or step < 1:
+        raise ValueError(f"{op}: step counts from 1 (an integer), got {step!r}")
+    lr, eps = _hyper(op, "lr", lr), _hyper(op, "eps", eps)
+    beta1 = _hyper(op, "beta1", beta1, hi=1.0, hi_open=True)
+    beta2 = _hyper(op, "beta2", beta2, hi=1.0, hi_open=True)
+    weight_decay = _hyper(op, "weight_decay", weight_decay)
+    l1, l2 = _hyper(op, "l1", l1), _hyper(op, "l2", l2)
     cdef cconv_adam_params h
     h.lr, h.beta1, h.beta2, h.eps = lr, beta1, beta2, eps
     h.weight_decay, h.l1, h.l2, h.decoupled = weight_decay, l1, l2, bool(decoupled)

@@ -19,7 +19,8 @@ from libc.stdint cimport int32_t
 
 from cconv._runtime cimport current_isa, resolve_threads
 
-from ._validation import as_float32, as_nhwc, pair, pool_output_size
+from ._validation import (as_float32, as_nhwc, check_index_range, check_workspace, nbytes_of,
+                          pair, pool_output_size)
 
 cdef extern from "isa.h" nogil:
     unsigned cconv_ftz_enter()
@@ -49,8 +50,6 @@ cdef extern from "pool.h" nogil:
 cdef enum:
     MAXPOOL_BACKWARD_BLOCK = 16
     GAVG_BLOCK = 64
-
-_INT32_MAX = 2**31 - 1
 
 
 # ------------------------------------------------------------------------- argument handling
@@ -186,10 +185,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     N, H, W, C = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (OH, OW) = _geometry(
         op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    if H * W > _INT32_MAX:
-        raise ValueError(f"{op}: image of {H}x{W} pixels is too large for int32 indices "
-                         f"(x shape {x.shape})")
+    # Indices are int32: the pixel index ih * W + iw and the window's row step dh * W.
+    check_index_range(op, "height x width (+ width)", (H + 1) * W, x.shape)
     cdef int nt = _threads(op, n_threads)
+    check_workspace(op, nbytes_of((N, OH, OW, C), 8) + nbytes_of((2, OH + OW), 16))
     r0, rc = _taps(H, OH, kh, sh, ph, dh)
     c0, cc = _taps(W, OW, kw, sw, pw, dw)
     y = np.empty((N, OH, OW, C), dtype=np.float32)
@@ -201,7 +200,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     cdef const Py_ssize_t[::1] r0v = r0, rcv = rc, c0v = c0, ccv = cc
     cdef cconv_pool_kernels kern = cconv_pool_select(current_isa())
     cdef Py_ssize_t t, total = N * OH
-    cdef Py_ssize_t H_ = H, W_ = W, C_ = C, OH_ = OH, OW_ = OW, dh_ = dh, dw_ = dw
+    # A window of one tap reads one pixel whatever its dilation: pass 1 so that the step the
+    # kernel never takes cannot overflow either.
+    cdef Py_ssize_t H_ = H, W_ = W, C_ = C, OH_ = OH, OW_ = OW
+    cdef Py_ssize_t dh_ = dh if kh > 1 else 1, dw_ = dw if kw > 1 else 1
     # A pure selection: no arithmetic, so no denormal flushing either (values are copied as is).
     for t in prange(total, nogil=True, num_threads=nt, schedule="static"):
         _max_row(&kern, &xv[0, 0, 0, 0], &yv[0, 0, 0, 0], &iv[0, 0, 0, 0], t // OH_, t % OH_,
@@ -216,6 +218,7 @@ def max_pool2d_backward(dy, indices, input_shape, n_threads=None):
     op = "max_pool2d_backward"
     shape = _input_shape(op, input_shape)
     N, H, W, C = shape
+    check_index_range(op, "height x width of input_shape", H * W, shape)
     dy = as_nhwc(op, "dy", dy)
     idx = np.asarray(indices)
     if idx.shape != dy.shape:
@@ -229,8 +232,11 @@ def max_pool2d_backward(dy, indices, input_shape, n_threads=None):
     if lo < -1 or hi >= H * W:
         raise ValueError(f"{op}: indices must lie in [-1, {H * W}) for input_shape {shape}, "
                          f"got values in [{lo}, {hi}]")
+    if idx.dtype != np.int32 or not idx.flags.c_contiguous:
+        check_workspace(op, nbytes_of(idx.shape), f"converting indices {idx.shape} to int32")
     idx = np.ascontiguousarray(idx, dtype=np.int32)
     cdef int nt = _threads(op, n_threads)
+    check_workspace(op, nbytes_of(shape))
     dx = np.zeros(shape, dtype=np.float32)
 
     cdef const float[:, :, :, ::1] gv = dy
@@ -262,6 +268,8 @@ def _sum_pool_forward(op, x, kernel_size, stride, padding, ceil_mode, average, c
     (kh, kw), (sh, sw), (ph, pw), _, (OH, OW) = _geometry(
         op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     cdef int nt = _threads(op, n_threads)
+    check_workspace(op, nbytes_of((N, OH, OW, C)) + nbytes_of((OH, OW), 4 if average else 0)
+                    + nbytes_of((2, OH + OW), 16))
     r0, rc = _taps(H, OH, kh, sh, ph, 1)
     c0, cc = _taps(W, OW, kw, sw, pw, 1)
     div = None
@@ -303,6 +311,8 @@ def _sum_pool_backward(op, dy, input_shape, kernel_size, stride, padding, ceil_m
         raise ValueError(f"{op}: dy must have shape {(N, OH, OW, C)} for input_shape {shape}, "
                          f"got {dy.shape}")
     cdef int nt = _threads(op, n_threads)
+    check_workspace(op, nbytes_of(shape) + nbytes_of((OH, OW), 4 if average else 0)
+                    + nbytes_of((2, H + W), 16))
     r0, rc = _sources(H, OH, kh, sh, ph)
     c0, cc = _sources(W, OW, kw, sw, pw)
     div = None
@@ -369,6 +379,7 @@ def global_avg_pool2d(x, n_threads=None):
     x = as_nhwc(op, "x", x)
     N, H, W, C = x.shape
     cdef int nt = _threads(op, n_threads)
+    check_workspace(op, nbytes_of((N, C)))
     y = np.empty((N, C), dtype=np.float32)
 
     cdef const float[:, :, :, ::1] xv = x
@@ -402,6 +413,7 @@ def global_avg_pool2d_backward(dy, input_shape, n_threads=None):
         raise ValueError(f"{op}: dy must have shape {(N, C)} for input_shape {shape}, "
                          f"got {dy.shape}")
     cdef int nt = _threads(op, n_threads)
+    check_workspace(op, nbytes_of(shape))
     dx = np.empty(shape, dtype=np.float32)
 
     cdef const float[:, ::1] gv = dy

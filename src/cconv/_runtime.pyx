@@ -4,6 +4,7 @@ The ISA is chosen once at import (the best the CPU supports, capped by ``FASTCNN
 capped again with :func:`set_isa`; every op module reads it through ``current_isa()``, and each op
 family's kernel table (``kernels/*.h``) maps it to micro-kernels in one place.
 """
+import numbers
 import os
 import time
 
@@ -22,6 +23,9 @@ ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
 _PREFERENCE = ("avx512", "avx2", "neon", "scalar")
 
 cdef int _isa = 0
+# More OpenMP threads than this is a mistake (a count of items passed for a thread count, say),
+# and asking the runtime for them could exhaust the process's threads or memory.
+MAX_THREADS = 1024
 
 
 cdef int current_isa() noexcept nogil:
@@ -71,11 +75,11 @@ def physical_cores():
     return max(1, len(cores))
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
     """Set the number of OpenMP threads the kernels use (for the calling thread)."""
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    openmp.omp_set_num_threads(n)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be an int in [1, {MAX_THREADS}], got {n!r}")
+    openmp.omp_set_num_threads(int(n))
 
 
 def get_num_threads():
@@ -86,9 +90,11 @@ def get_num_threads():
 cpdef int resolve_threads(n_threads) except -1:
     """Thread count for one op call: ``n_threads`` if given, else :func:`get_num_threads`."""
     if n_threads is None:
-        return openmp.omp_get_max_threads()
-    if int(n_threads) < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        return min(openmp.omp_get_max_threads(), MAX_THREADS)
+    if (isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral)
+            or not 1 <= n_threads <= MAX_THREADS):
+        raise ValueError(f"n_threads must be None or an int in [1, {MAX_THREADS}], "
+                         f"got {n_threads!r}")
     return int(n_threads)
 
 

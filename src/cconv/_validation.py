@@ -1,15 +1,171 @@
-"""Argument checks shared by every op: one place that turns bad input into a clear ValueError."""
+"""Argument checks shared by every op: one place that turns bad input into a clear ValueError.
+
+Besides shapes and values, two limits keep a bad size from corrupting memory or taking the
+process down:
+
+- the memory limit (:func:`set_memory_limit`, environment variable ``FASTCNN_MAX_WORKSPACE``):
+  the most bytes one op call may allocate for its output and scratch buffers
+  (:func:`check_workspace`), and for converting an input to contiguous float32;
+- 32-bit indices (:func:`check_index_range`): a count that a kernel indexes with int32 must fit.
+"""
 import numbers
+import os
+import re
+import threading
+import warnings
 
 import numpy as np
 
+INT32_MAX = 2**31 - 1
+
+# --- memory limit ------------------------------------------------------------------------------
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_limit_lock = threading.Lock()
+_memory_limit = None          # None: the default (FASTCNN_MAX_WORKSPACE, else half the RAM)
+
+
+def parse_bytes(text):
+    """'1073741824', '512M', '1.5G', '2GiB', '64 KB' -> bytes (units are powers of 1024)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+    if not m:
+        raise ValueError(f"not a size in bytes: {text!r} (examples: 1000000, 512M, 2G)")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value < 1:
+        raise ValueError(f"a memory limit must be at least 1 byte, got {text!r}")
+    return value
+
+
+def physical_memory():
+    """Bytes of RAM of this machine (None when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_memory_limit():
+    """``FASTCNN_MAX_WORKSPACE`` when set, else half the machine's RAM (1 TiB when unknown)."""
+    env = os.environ.get("FASTCNN_MAX_WORKSPACE", "").strip()
+    if env:
+        try:
+            return parse_bytes(env)
+        except ValueError as exc:
+            warnings.warn(f"FASTCNN_MAX_WORKSPACE ignored: {exc}", RuntimeWarning, stacklevel=3)
+    ram = physical_memory()
+    return ram // 2 if ram else 2**40
+
+
+def get_memory_limit():
+    """The most bytes one op call may allocate (output and scratch buffers together)."""
+    limit = _memory_limit
+    return default_memory_limit() if limit is None else limit
+
+
+def set_memory_limit(nbytes):
+    """Set the memory limit of one op call, in bytes (an int, or a string such as '512M');
+    ``None`` restores the default (``FASTCNN_MAX_WORKSPACE``, else half the RAM). Returns the
+    previous limit. An op that would need more raises a ValueError before allocating."""
+    global _memory_limit
+    if nbytes is None:
+        value = None
+    elif isinstance(nbytes, str):
+        try:
+            value = parse_bytes(nbytes)
+        except ValueError as exc:
+            raise ValueError(f"set_memory_limit: {exc}") from None
+    elif isinstance(nbytes, numbers.Real) and not isinstance(nbytes, bool) and nbytes >= 1 \
+            and np.isfinite(nbytes):
+        value = int(nbytes)
+    else:
+        raise ValueError(f"set_memory_limit: expected a number of bytes >= 1, a size such as "
+                         f"'512M', or None, got {nbytes!r}")
+    with _limit_lock:
+        previous = get_memory_limit()
+        _memory_limit = value
+    return previous
+
+
+def format_bytes(n):
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def check_workspace(op, nbytes, what="its output and scratch buffers"):
+    """Refuse, with a ValueError naming ``op``, an allocation of ``nbytes`` over the limit.
+
+    Call it with the total bytes an op call is about to allocate, before allocating them.
+    """
+    nbytes = int(nbytes)
+    limit = get_memory_limit()
+    if nbytes > limit:
+        raise ValueError(f"{op}: {what} would take {format_bytes(nbytes)}, more than the memory "
+                         f"limit of {format_bytes(limit)} (set it with cconv.set_memory_limit() "
+                         f"or FASTCNN_MAX_WORKSPACE)")
+    return nbytes
+
+
+def nbytes_of(shape, itemsize=4):
+    """Bytes of an array of ``shape`` (Python ints: no overflow)."""
+    n = int(itemsize)
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def conv_workspace_bytes(pass_, x_shape, y_shape, w_shape, groups, n_threads, mr=8, nr=32):
+    """An upper bound of the bytes a direct convolution pass allocates: its result, its packed
+    (NR-padded) weights with their temporaries, and the per-thread scratch (register tile at
+    most ``mr`` x ``nr``). ``pass_``: 'forward', 'backward_data' or 'backward_weight'; shapes in
+    the forward direction: x (N, H, W, Cin), y (N, Ho, Wo, Cout), w (Cout, Cin/groups, kh, kw).
+    For ``check_workspace(op, conv_workspace_bytes(...))`` before the pass allocates."""
+    n, h, w, cin = (int(v) for v in x_shape)
+    _, oh, ow, cout = (int(v) for v in y_shape)
+    taps = int(w_shape[2]) * int(w_shape[3])
+    cin_g, cout_g = cin // groups, cout // groups
+    threads = int(n_threads)
+    if pass_ == "forward":
+        result = 4 * n * oh * ow * cout
+        weights = 4 * taps * cin_g * (cout + groups * (nr - 1))
+        scratch = threads * (8 * mr * (taps + 1) + 4 * nr * (taps * cin + cout))
+    elif pass_ == "backward_data":
+        result = 4 * n * h * w * cin
+        weights = 4 * taps * cout_g * (cin + groups * (nr - 1)) + 4 * taps * cin_g * cout
+        scratch = threads * (8 * mr * (taps + 1) + 4 * mr * (taps * cin_g + nr))
+    elif pass_ == "backward_weight":
+        result = 4 * 18 * cout * taps * cin_g            # 16 partial sums, their sum, the copy
+        weights = 0
+        scratch = threads * (4 * 512 * (taps * cin_g + nr + cout_g) + 16 * mr)
+    else:
+        raise ValueError(f"conv_workspace_bytes: unknown pass {pass_!r}")
+    return result + 2 * weights + scratch + 4 * (cin + cout) + 4096
+
+
+def check_index_range(op, what, value, shape=None, limit=INT32_MAX):
+    """Refuse a count a kernel indexes with 32-bit integers when it would not fit."""
+    if int(value) > limit:
+        where = f" (shape {tuple(shape)})" if shape is not None else ""
+        raise ValueError(f"{op}: {what} is {int(value):,}, more than the kernels' 32-bit "
+                         f"indices hold ({limit:,}){where}")
+
 
 def as_float32(op, name, array, ndim=None):
-    """``array`` as a C-contiguous float32 ndarray (converted once if needed), rank checked."""
+    """``array`` as a C-contiguous float32 ndarray (converted once if needed), rank checked.
+
+    A conversion that would allocate more than the memory limit (a broadcast view of a huge
+    shape, say) is refused before it allocates.
+    """
+    if isinstance(array, np.ndarray) and not (array.dtype == np.float32
+                                              and array.flags.c_contiguous):
+        check_workspace(op, nbytes_of(array.shape), f"converting {name} {array.shape} "
+                                                    f"to contiguous float32")
     try:
         out = np.ascontiguousarray(array, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{op}: {name} cannot be converted to float32: {exc}") from None
+    if out.shape == (1,) and np.ndim(array) == 0:
+        out = out.reshape(())   # ascontiguousarray makes a 0-d input 1-d: keep its shape
     if ndim is not None and out.ndim != ndim:
         raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {out.shape}")
     return out
@@ -37,17 +193,24 @@ def check_shape(op, name, array, expected):
         raise ValueError(f"{op}: {name} must have shape {tuple(expected)}, got {tuple(array.shape)}")
 
 
-def pair(op, name, value, minimum=0):
-    """An int or a pair of ints -> (int, int), each >= minimum."""
+def pair(op, name, value, minimum=0, maximum=INT32_MAX):
+    """An int or a pair of ints -> (int, int), each in [minimum, maximum] (kernel sizes,
+    strides, paddings and dilations beyond 2^31 - 1 are refused: no real layer has them, and
+    they would overflow the kernels' index arithmetic)."""
     if isinstance(value, numbers.Integral):
-        value = (int(value), int(value))
+        value = (value, value)
     try:
         a, b = value
-        a, b = int(a), int(b)
     except (TypeError, ValueError):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+    if not (isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral)) \
+            or isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    a, b = int(a), int(b)
     if a < minimum or b < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    if a > maximum or b > maximum:
+        raise ValueError(f"{op}: {name} must be <= {maximum}, got {value!r}")
     return a, b
 
 

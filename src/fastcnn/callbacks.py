@@ -27,6 +27,13 @@ class Callback:
     def on_train_end(self, logs=None):
         pass
 
+    def state_dict(self):
+        """What a training checkpoint keeps of this callback, as JSON-friendly values."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s values (resuming from a checkpoint)."""
+
 
 class CallbackList:
     def __init__(self, callbacks, model):
@@ -128,6 +135,15 @@ class EarlyStopping(_Monitor):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
+    def state_dict(self):
+        # (best_weights is not kept: after a resume, the best epoch counts from there on)
+        return {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = state["best"], int(state["wait"])
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
@@ -152,6 +168,12 @@ class ModelCheckpoint(_Monitor):
 
     def on_train_begin(self, logs=None):
         self.best = None
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = state["best"]
 
     def on_epoch_end(self, epoch, logs=None):
         from .io import save

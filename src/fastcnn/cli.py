@@ -27,11 +27,37 @@ def _cmd_info(args):
 TRAIN_DEFAULTS = dict(epochs=8, batch_size=64, lr=3e-3, optimizer="adam", schedule="cosine", seed=0)
 
 
+# Options that change what a run computes: a resumed run must use the checkpoint's values.
+_RUN_OPTIONS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "data", "seed", "limit",
+                "model")
+
+
 def _cmd_train(args):
+    import os
     import time
 
     import fastcnn as fc
     start = time.perf_counter()
+    checkpoint = args.checkpoint or args.output + ".ckpt"
+    run = {k: getattr(args, k) for k in _RUN_OPTIONS}
+    resume_from = None
+    if args.resume:
+        if os.path.exists(checkpoint):
+            try:
+                saved = fc.io.read_checkpoint_info(checkpoint)
+            except ValueError as exc:
+                print(f"fastcnn train: cannot resume: {exc}", file=sys.stderr)
+                return 2
+            options = (saved.get("metadata") or {}).get("fastcnn train", {})
+            differ = [k for k in _RUN_OPTIONS if options.get(k, run[k]) != run[k]]
+            if differ:
+                print("fastcnn train: cannot resume: the checkpoint was made with "
+                      + ", ".join(f"--{k.replace('_', '-')} {options[k]}" for k in differ)
+                      + "; pass the same options, or delete " + checkpoint, file=sys.stderr)
+                return 2
+            resume_from = saved.get("epochs_done", 0)
+        else:
+            print(f"no checkpoint {checkpoint}: starting from the first epoch")
     if args.threads:
         fc.set_num_threads(args.threads)
     if args.data:
@@ -53,19 +79,27 @@ def _cmd_train(args):
     print(f"  {fc.get_num_threads()} threads, {fc.get_isa()} kernels; {args.epochs} epochs, "
           f"batch {args.batch_size}, {type(optimizer).__name__} lr {args.lr:g} ({args.schedule}), "
           f"seed {args.seed}")
+    if resume_from is not None:
+        print(f"  resuming from {checkpoint} after epoch {resume_from}")
     t0 = time.perf_counter()
     history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                         callbacks=[fc.CosineAnnealingLR(T_max=args.epochs)] if args.schedule == "cosine" else (),
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if args.quiet else 1, checkpoint=fc.io.Checkpoint(checkpoint, {"fastcnn train": run}),
+                        resume=args.resume)
     train_time = time.perf_counter() - t0
     result = model.evaluate(x_test, y_test)
     fc.save(model, args.output)
-    images = len(x) * len(history.epoch)
+    try:  # the run is complete and saved: its checkpoint has served
+        os.unlink(checkpoint)
+    except OSError:
+        pass
+    images = len(x) * max(len(history.epoch) - (resume_from or 0), 0)
     wall = time.perf_counter() - start
     print(f"test accuracy: {100 * result['accuracy']:.2f}% on {len(x_test):,} held-out digits "
           f"(loss {result['loss']:.4f})")
-    print(f"speed: {images / train_time:,.0f} images/s training ({len(history.epoch)} epochs in "
-          f"{train_time:.1f} s); wall time {wall:.1f} s")
+    print(f"speed: {images / max(train_time, 1e-9):,.0f} images/s training "
+          f"({len(history.epoch) - (resume_from or 0)} epochs in {train_time:.1f} s); "
+          f"wall time {wall:.1f} s")
     print(f"saved {args.output}; try: fastcnn predict {args.output} IMAGE.png|ARRAY.npy")
     return 0
 
@@ -190,6 +224,12 @@ def build_parser():
     p.add_argument("--limit", type=int, default=0, metavar="N", help="train on the first N training digits only")
     p.add_argument("--model", choices=("lenet5", "small_cnn"), default="lenet5", help="architecture (default lenet5)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="where to save the training state after every epoch (default: the "
+                        "output's name + .ckpt; deleted when the run completes)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint (same options); the "
+                        "result is bit for bit that of an uninterrupted run")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="classify images (PNG/JPEG with Pillow) or .npy arrays",

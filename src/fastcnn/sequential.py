@@ -1,14 +1,47 @@
 """Sequential: a stack of layers that is itself a layer, with a Keras-style training loop."""
+import os
+import signal
+import threading
+
 import numpy as np
 
 import cconv
 
 from . import callbacks as _callbacks
+from . import layers as _layers
 from . import losses as _losses
 from . import optim as _optim
 from .data import DataLoader
-from .layers import BatchNorm2d, Conv2d, Layer, ReLU, Sigmoid, Softmax, _check_nhwc
+from .layers import BatchNorm2d, Conv2d, Layer, ReLU, Sigmoid, Softmax, _check_nhwc, inference_mode
 from .progress import ProgressBar
+
+
+class _DeferredInterrupt:
+    """While fit runs in the main thread, the first Ctrl-C (SIGINT) only sets ``requested``:
+    fit finishes the optimisation step under way and stops between two steps, so the model
+    never holds half-updated parameters. A second Ctrl-C interrupts at once. A SIGINT handler of
+    the application's own (anything but Python's default) is left alone."""
+
+    def __init__(self):
+        self.requested = False
+        self._installed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return False
 
 
 class Sequential(Layer):
@@ -235,7 +268,8 @@ class Sequential(Layer):
         return loss, correct
 
     def fit(self, x, y=None, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
-            validation_data=None, callbacks=(), verbose=1, augment=None, drop_last=False):
+            validation_data=None, callbacks=(), verbose=1, augment=None, drop_last=False,
+            checkpoint=None, resume=False):
         """Train for ``epochs`` passes over (x, y); returns a :class:`~fastcnn.callbacks.History`.
 
         ``x`` may also be a :class:`~fastcnn.data.DataLoader` (then ``y``, ``batch_size``,
@@ -245,6 +279,19 @@ class Sequential(Layer):
         (before shuffling, as Keras); ``validation_data=(x_val, y_val)`` gives them explicitly.
         ``augment`` is a batch transform (see :mod:`fastcnn.data`). ``verbose``: 0 silent,
         1 a progress bar (plain lines when the output is not a terminal), 2 one line per epoch.
+
+        ``checkpoint``: a file (or a :class:`fastcnn.io.Checkpoint`, to record metadata of
+        your own with it) that, after every epoch, receives atomically what it takes to
+        continue: weights and buffers, the optimizer's state, the epochs done, the history, the
+        callbacks' state (learning-rate schedules...) and the random generators' states
+        (shuffling, augmentation, dropout). With ``resume=True`` an existing checkpoint is
+        loaded first and training goes on from the epoch after it: a run killed at any point
+        and resumed ends with the weights, bit for bit, of a run that was never interrupted
+        (same data, arguments and seed). Without the file, training starts from scratch.
+
+        Ctrl-C: the step under way is finished, then fit stops and raises KeyboardInterrupt;
+        the model holds the weights after the last full step, ``model.history`` the epochs
+        completed (the partial epoch is neither recorded nor checkpointed).
         """
         if self.optimizer is None or self.loss is None:
             raise RuntimeError("Sequential.fit: call model.compile(optimizer=..., loss=...) first")
@@ -273,11 +320,37 @@ class Sequential(Layer):
             self.input_shape = tuple(loader.x.shape[1:])
 
         history = _callbacks.History()
-        cbs = _callbacks.CallbackList([history] + list(callbacks), self)
+        callbacks = list(callbacks)
+        cbs = _callbacks.CallbackList([history] + callbacks, self)
         self.stop_training = False
         self.train()
         cbs.on_train_begin({})
-        for epoch in range(epochs):
+        start = 0
+        if checkpoint is not None:
+            from .io import Checkpoint
+            if not isinstance(checkpoint, Checkpoint):
+                checkpoint = Checkpoint(checkpoint)
+            if resume and os.path.exists(checkpoint.path):
+                start = self._restore_checkpoint(checkpoint.path, loader, history, callbacks)
+        interrupt = _DeferredInterrupt()
+        with interrupt:
+            self._epochs(loader, start, epochs, batch_size, validation_data, verbose, history,
+                         cbs, callbacks, checkpoint, interrupt)
+        if interrupt.requested:
+            self.eval()
+            self.history = history
+            raise KeyboardInterrupt(f"fit interrupted during epoch {len(history.epoch) + 1}: the "
+                                    f"model holds the weights after its last full step")
+        cbs.on_train_end({})
+        self.eval()
+        self.history = history
+        return history
+
+    def _epochs(self, loader, start, epochs, batch_size, validation_data, verbose, history, cbs,
+                callbacks, checkpoint, interrupt):
+        for epoch in range(start, epochs):
+            if self.stop_training:
+                break
             cbs.on_epoch_begin(epoch, {})
             bar = ProgressBar(len(loader.x) if not loader.drop_last else
                               len(loader) * loader.batch_size,
@@ -296,6 +369,8 @@ class Sequential(Layer):
                     logs["accuracy"] = total_correct / seen
                 bar.update(seen, logs)
                 cbs.on_train_batch_end(step, {"loss": loss, "size": n})
+                if interrupt.requested:
+                    return
                 if not np.isfinite(loss):
                     self.stop_training = True
                     break
@@ -310,12 +385,54 @@ class Sequential(Layer):
             logs["images_per_s"] = bar.rate()
             bar.finish(logs)
             cbs.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        cbs.on_train_end({})
-        self.eval()
-        self.history = history
-        return history
+            if checkpoint is not None:
+                self._write_checkpoint(checkpoint, loader, history, callbacks, epoch + 1)
+            if interrupt.requested:
+                return
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _write_checkpoint(self, checkpoint, loader, history, callbacks, epochs_done):
+        from .io import save
+        state = {
+            "metadata": checkpoint.metadata,
+            "epochs_done": epochs_done,
+            "stop_training": bool(self.stop_training),
+            "history": {"epoch": list(history.epoch), "history": history.history},
+            "rng": {"shuffle": loader._order_rng.bit_generator.state,
+                    "augment": loader._augment_rng.bit_generator.state,
+                    "layers": _layers._rng().bit_generator.state},
+            "callbacks": [[type(cb).__name__, cb.state_dict()] for cb in callbacks],
+        }
+        save(self, checkpoint.path, training_state=state)
+
+    def _restore_checkpoint(self, path, loader, history, callbacks):
+        """Load a checkpoint written by fit into this model and the loop's state; returns the
+        number of epochs it had completed."""
+        from .io import load_training_state
+        state = load_training_state(path, self)
+        try:
+            saved = state["callbacks"]
+            names = [name for name, _ in saved]
+            if names != [type(cb).__name__ for cb in callbacks]:
+                raise ValueError(f"{path}: the checkpoint was written with callbacks {names}, "
+                                 f"this fit has {[type(cb).__name__ for cb in callbacks]}")
+            for cb, (_, cb_state) in zip(callbacks, saved):
+                cb.load_state_dict(cb_state)
+            rng = state["rng"]
+            loader._order_rng.bit_generator.state = rng["shuffle"]
+            loader._augment_rng.bit_generator.state = rng["augment"]
+            _layers._rng().bit_generator.state = rng["layers"]
+            history.epoch = [int(e) for e in state["history"]["epoch"]]
+            history.history = {str(k): list(v) for k, v in state["history"]["history"].items()}
+            self.stop_training = bool(state["stop_training"])
+            done = int(state["epochs_done"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(path):
+                raise
+            raise ValueError(f"{path}: not a usable training checkpoint: {exc}") from None
+        # The optimizer's learning rate is the checkpoint's (schedules included).
+        self.optimizer.lr = state["optimizer_lr"]
+        return done
 
     def _batches(self, x, batch_size):
         for start in range(0, len(x), batch_size):
@@ -329,16 +446,15 @@ class Sequential(Layer):
         y = np.asarray(y)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"evaluate: x has {len(x)} samples and y has {len(y)}")
-        was_training = self.training
-        self.eval()
         total_loss, correct = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            out = self.forward(xb)
-            total_loss += self.loss.forward(out, yb) * len(xb)
-            if self._classification():
-                correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
-        self.train(was_training)
+        loss_fn = type(self.loss)(**self.loss.get_config())  # its own state: thread-safe
+        with inference_mode():
+            for start in range(0, len(x), batch_size):
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                out = self.forward(xb)
+                total_loss += loss_fn.forward(out, yb) * len(xb)
+                if self._classification():
+                    correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
         result = {"loss": total_loss / len(x)}
         if self._classification():
             result["accuracy"] = correct / len(x)
@@ -353,10 +469,8 @@ class Sequential(Layer):
         MSELoss; ``model(x)`` gives the raw outputs (logits).
         """
         x = self._prepare(x)
-        was_training = self.training
-        self.eval()
-        outs = [self.forward(xb) for xb in self._batches(x, batch_size)]
-        self.train(was_training)
+        with inference_mode():   # for this thread only: predict may run in several at once
+            outs = [self.forward(xb) for xb in self._batches(x, batch_size)]
         out = np.concatenate(outs) if outs else np.zeros((0,), np.float32)
         last = self.layers[-1] if self.layers else None
         if (out.ndim == 2 and not isinstance(last, (Softmax, Sigmoid))

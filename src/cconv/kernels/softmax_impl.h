@@ -22,13 +22,15 @@ static inline float row_max(size_t n, const float* restrict x) {
     return r;
 }
 
-static inline float row_sum(size_t n, const float* restrict x) {
-    float s[LANES] = {0};
+/* sum(x) in float64: a float32 sum over a long row (tens of thousands of classes) would be off
+ * by more than 1e-5. */
+static inline double row_sum_f64(size_t n, const float* restrict x) {
+    double s[LANES] = {0};
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) s[l] += x[i + l];
-    for (int l = 0; i < n; i++, l++) s[l] += x[i];
-    float r = 0.0f;
+        for (int l = 0; l < LANES; l++) s[l] += (double)x[i + l];
+    for (int l = 0; i < n; i++, l++) s[l] += (double)x[i];
+    double r = 0.0;
     for (int l = 0; l < LANES; l++) r += s[l];
     return r;
 }
@@ -48,22 +50,22 @@ static inline double row_dot_f64(size_t n, const float* restrict a, const float*
 
 /* sum(m - x): the distance of every logit below the row maximum (all terms >= 0). */
 static inline double row_sum_below(size_t n, const float* restrict x, float m) {
-    float s[LANES] = {0};
+    double s[LANES] = {0};
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) s[l] += m - x[i + l];
-    for (int l = 0; i < n; i++, l++) s[l] += m - x[i];
+        for (int l = 0; l < LANES; l++) s[l] += (double)m - (double)x[i + l];
+    for (int l = 0; i < n; i++, l++) s[l] += (double)m - (double)x[i];
     double r = 0.0;
     for (int l = 0; l < LANES; l++) r += s[l];
     return r;
 }
 
 /* y = exp(x - max(x)) / sum; returns the sum of the exponentials (>= 1 unless NaN). */
-static inline float softmax_row(size_t n, const float* restrict x, float* restrict y, float* max) {
+static inline double softmax_row(size_t n, const float* restrict x, float* restrict y, float* max) {
     float m = row_max(n, x);
     for (size_t i = 0; i < n; i++) y[i] = cconv_expf_nonpos(x[i] - m);
-    float s = row_sum(n, y);
-    float inv = 1.0f / s;
+    double s = row_sum_f64(n, y);
+    float inv = (float)(1.0 / s);
     for (size_t i = 0; i < n; i++) y[i] *= inv;
     *max = m;
     return s;
@@ -92,11 +94,13 @@ void CCONV_UKERNEL(f32_softmax_xent)(size_t rows, size_t c, const float* restric
     for (size_t r = 0; r < rows; r++) {
         const float* xr = logits + r * c;
         float m;
-        float s = softmax_row(c, xr, probs + r * c, &m);
+        double s = softmax_row(c, xr, probs + r * c, &m);
         /* -log p[j] = log(s) + (m - x[j]): no cancellation, whatever the logits' magnitude. */
-        double log_s = log((double)s);
+        double log_s = log(s);
         double nll = log_s + ((double)m - (double)xr[labels[r]]);
-        double value = (1.0 - (double)smoothing) * nll;
+        /* A term of weight 0 contributes nothing, even when infinite (a label of probability 0
+           with smoothing 1, say): no 0 * inf = NaN. */
+        double value = smoothing != 1.0f ? (1.0 - (double)smoothing) * nll : 0.0;
         if (smoothing != 0.0f)
             value += (double)smoothing * (log_s + row_sum_below(c, xr, m) / (double)c);
         loss[r] = value;
