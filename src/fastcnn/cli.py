@@ -58,6 +58,9 @@ def _cmd_train(args):
             resume_from = saved.get("epochs_done", 0)
         else:
             print(f"no checkpoint {checkpoint}: starting from the first epoch")
+    elif os.path.exists(checkpoint):
+        print(f"note: overwriting {checkpoint}, left by an interrupted run "
+              f"(--resume continues such a run)")
     if args.threads:
         fc.set_num_threads(args.threads)
     if args.data:

@@ -1,4 +1,5 @@
 """Sequential: a stack of layers that is itself a layer, with a Keras-style training loop."""
+import copy
 import os
 import signal
 import threading
@@ -447,7 +448,7 @@ class Sequential(Layer):
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"evaluate: x has {len(x)} samples and y has {len(y)}")
         total_loss, correct = 0.0, 0
-        loss_fn = type(self.loss)(**self.loss.get_config())  # its own state: thread-safe
+        loss_fn = copy.copy(self.loss)   # its own state: evaluate may run in several threads
         with inference_mode():
             for start in range(0, len(x), batch_size):
                 xb, yb = x[start:start + batch_size], y[start:start + batch_size]
