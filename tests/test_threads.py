@@ -164,8 +164,10 @@ def test_the_gil_check_sees_a_call_that_holds_the_gil():
 @pytest.mark.slow_under_emulation
 @pytest.mark.parametrize("name", LONG_CALLS)
 def test_kernels_release_the_gil(name):
-    # Holding the GIL would stop this thread for each whole kernel call.
-    assert _stillness(_long_call(name)) < 0.5, f"{name}: the calling thread stood still"
+    # Holding the GIL would stop this thread for each whole kernel call, in every attempt; a
+    # busy machine can only make a releasing call look stiller, so the best of three counts.
+    call = _long_call(name)
+    assert min(_stillness(call) for _ in range(3)) < 0.5, f"{name}: the calling thread stood still"
 
 
 # ---------------------------------------------------------------------------------------------
