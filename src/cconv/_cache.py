@@ -1,7 +1,13 @@
-"""A bounded cache for workspaces that are worth keeping between calls (packed or transformed
-weights, geometry tables): least recently used entries are dropped once the cache holds more
-than its byte limit, so a model run on ever new input shapes keeps its memory flat. Never a
-growing dict.
+"""Memory kept between calls.
+
+``scratch``: per-thread scratch buffers that a pass overwrites before it reads them (slabs,
+partial sums): reused instead of allocated, so that a pass does not pay the page faults of
+fresh memory on every call.
+
+``WorkspaceCache``: a bounded cache for workspaces that are worth keeping between calls (packed or
+transformed weights, geometry tables): least recently used entries are dropped once the cache
+holds more than its byte limit, so a model run on ever new input shapes keeps its memory flat.
+Never a growing dict.
 
     _packed = WorkspaceCache("conv2d packed weights", max_bytes=64 << 20)
     value = _packed.get(key)
@@ -12,6 +18,27 @@ import collections
 import threading
 
 import numpy as np
+
+
+_local = threading.local()
+SCRATCH_KEEP_BYTES = 32 << 20   # larger buffers are allocated per call and not kept
+
+
+def scratch(key, size, dtype=np.float32):
+    """A 1-D array of ``size`` elements of ``dtype`` with undefined contents, reused by later
+    calls with the same key from the same Python thread (each thread has its own buffers, so
+    calls from several threads never share one). Never hand it to a caller."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buf = buffers.get(key)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = np.empty(max(int(size), 1), dtype)
+        if buf.nbytes <= SCRATCH_KEEP_BYTES:
+            buffers[key] = buf
+        else:
+            buffers.pop(key, None)
+    return buf[:size]
 
 
 def _nbytes(value):

@@ -13,6 +13,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
 
 from cconv._runtime cimport current_isa, resolve_threads
+from cconv._cache import scratch
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
 from cconv._winograd import (winograd_backward_data, winograd_choose, winograd_forward,
                              winograd_supported)
@@ -49,15 +50,22 @@ cdef extern from "conv_direct.h":
                                      const float**, float**) noexcept nogil
         void (*backward_weight_part)(const cconv_conv_shape*, const f32_igemm_config*,
                                      const float*, const float*, float*, size_t, size_t, size_t,
-                                     float*, float*, const float**, float**) noexcept nogil
+                                     size_t, size_t, size_t, float*, float*, size_t*,
+                                     const float**, float**) noexcept nogil
         void (*sum_rows)(size_t, size_t, const float*, size_t, size_t, float*) noexcept nogil
     cconv_conv_direct_kernels cconv_conv_direct_select(int isa) nogil
+    size_t cconv_weight_grad_slab_floats(const cconv_conv_shape* s, size_t slab_rows) nogil
+    size_t cconv_weight_grad_slab_rows_in(const cconv_conv_shape* s, size_t slab_rows) nogil
+    size_t cconv_weight_grad_phase_width(const cconv_conv_shape* s) nogil
 
-# Backward-weight: floats of one packed im2col chunk (256 KiB, within L2), and the most parts the
-# pixels are split into (each part sums into its own dw, the parts are added in order). Both
-# depend on the shape only, never on the thread count.
-DEF WEIGHT_GRAD_CHUNK_FLOATS = 65536
-DEF WEIGHT_GRAD_MAX_PARTS = 16
+# Backward-weight blocking; all of it depends on the shape only, never on the thread count:
+# floats of one slab of transposed input rows (256 KiB, within L2), floats of the dy band that
+# one micro-kernel call reads (16 KiB, within L1), the most work items (parts of the output rows
+# times blocks of K, each summing into its own dw) and the partial sums held at once (16 MiB).
+DEF WEIGHT_GRAD_SLAB_FLOATS = 65536
+DEF WEIGHT_GRAD_BAND_FLOATS = 4096
+DEF WEIGHT_GRAD_MAX_ITEMS = 16
+DEF WEIGHT_GRAD_PARTIAL_FLOATS = 4194304
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
@@ -333,47 +341,115 @@ cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
     return dx
 
 
-cdef _backward_weight(_Conv g, x, dy, int n_threads):
-    if _is_depthwise(g):
-        return depthwise_backward_weight(x, dy, g.kernel, (g.s.stride_h, g.s.stride_w),
-                                         (g.s.dilation_h, g.s.dilation_w), g.s.pad_top,
-                                         g.s.pad_left, n_threads)
-    cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
-    cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
-    cdef size_t K = taps * cin_g
-    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
-    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), K)
+cdef class _WeightGradPlan:
+    """How backward_weight_part's work is cut for one shape: the shape it runs on (a pointwise
+    convolution is seen as one image whose rows are long runs of pixels), the micro-kernel, the
+    items (parts of the output rows x blocks of K's rows), slab and band heights, and the bytes
+    all of it needs."""
+    cdef cconv_conv_shape s
+    cdef f32_igemm_config cfg
+    cdef size_t K, n_parts, n_kblocks, slab_rows, band_rows, slab_floats, band_floats
+    cdef object workspace_bytes
+
+    def __init__(self, _Conv g, int n_threads):
+        self.s = g.s
+        cdef cconv_conv_shape* s = &self.s
+        cdef size_t pixels = s.batch * s.out_h * s.out_w, cols = 1, d
+        if (s.kernel_h == 1 and s.kernel_w == 1 and s.stride_h == 1 and s.stride_w == 1
+                and s.pad_top == 0 and s.pad_left == 0):
+            # Pixels are independent: make rows of up to 128 of them (the micro-kernel's kc).
+            for d in range(1, min(pixels, 128) + 1):
+                if pixels % d == 0:
+                    cols = d
+            if cols < 16 and s.out_w > cols:
+                cols = s.out_w
+            s.batch, s.in_h, s.out_h = 1, pixels // cols, pixels // cols
+            s.in_w = s.out_w = cols
+        cdef size_t cin_g = s.in_c // s.groups, cout_g = s.out_c // s.groups
+        self.K = s.kernel_h * s.kernel_w * cin_g
+        self.cfg = f32_igemm_select(current_isa(), cout_g)
+        cdef size_t rows = s.batch * s.out_h, part_floats = s.out_c * self.K
+        cdef size_t m_tiles = (self.K + self.cfg.mr - 1) // self.cfg.mr
+        self.n_parts = max(1, min(WEIGHT_GRAD_MAX_ITEMS, rows,
+                                  WEIGHT_GRAD_PARTIAL_FLOATS // part_floats))
+        self.n_kblocks = max(1, min(m_tiles, WEIGHT_GRAD_MAX_ITEMS // self.n_parts))
+        self.band_rows = max(1, WEIGHT_GRAD_BAND_FLOATS // (s.out_w * self.cfg.nr))
+        cdef size_t row_floats = s.in_c * s.stride_w * cconv_weight_grad_phase_width(s)
+        cdef size_t rows_in = max(1, WEIGHT_GRAD_SLAB_FLOATS // row_floats)
+        cdef size_t halo = (s.kernel_h - 1) * s.dilation_h + 1
+        self.slab_rows = (rows_in - halo) // s.stride_h + 1 if rows_in > halo else 1
+        self.slab_rows = min(self.slab_rows, s.out_h, (rows + self.n_parts - 1) // self.n_parts)
+        if self.slab_rows >= self.band_rows:
+            self.slab_rows -= self.slab_rows % self.band_rows
+        else:
+            self.band_rows = self.slab_rows
+        self.slab_floats = cconv_weight_grad_slab_floats(s, self.slab_rows)
+        self.band_floats = self.band_rows * s.out_w * self.cfg.nr
+        per_thread = (4 * (self.slab_floats + self.band_floats) + 8 * self.K
+                      + 8 * self.cfg.mr * (self.band_rows + 1))
+        partial_sums = 4 * part_floats * (self.n_parts + (2 if self.n_parts > 1 else 1))
+        self.workspace_bytes = partial_sums + n_threads * per_thread + 4096
+
+
+cdef _backward_weight(_Conv g, _WeightGradPlan plan, x, dy, int n_threads):
+    cdef const cconv_conv_shape* s = &plan.s
+    cdef f32_igemm_config cfg = plan.cfg
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
-    cdef size_t panels = (K + cfg.nr - 1) // cfg.nr
-    cdef size_t chunk = max(16, min(512, WEIGHT_GRAD_CHUNK_FLOATS // (panels * cfg.nr)))
-    chunk = min(chunk, pixels)
-    cdef size_t n_parts = min(<size_t>WEIGHT_GRAD_MAX_PARTS, (pixels + chunk - 1) // chunk)
+    cdef size_t rows = s.batch * s.out_h, part_floats = s.out_c * plan.K
+    cdef size_t n_parts = plan.n_parts, n_kblocks = plan.n_kblocks
+    cdef size_t m_tiles = (plan.K + cfg.mr - 1) // cfg.mr
     cdef const float[::1] xv = x.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
-    partial = np.empty((n_parts, g.s.out_c, K), np.float32)
+    partial = scratch("weight_grad.partial", n_parts * part_floats).reshape(n_parts, part_floats)
     cdef float[::1] pv = partial.reshape(-1)
-    cdef float[::1] b_scratch = np.empty(n_threads * panels * chunk * cfg.nr, np.float32)
-    cdef float[::1] a_scratch = np.empty(n_threads * cout_g * chunk, np.float32)
-    cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef size_t part_size = g.s.out_c * K
-    cdef Py_ssize_t part
+    cdef float[::1] slab = scratch("weight_grad.slab", n_threads * plan.slab_floats)
+    cdef float[::1] b_pack = scratch("weight_grad.b_pack", n_threads * plan.band_floats)
+    cdef size_t[::1] m_offsets = scratch("weight_grad.m_offsets", n_threads * plan.K, np.uintp)
+    cdef size_t[::1] a_ptrs = scratch("weight_grad.a_ptrs", n_threads * cfg.mr * plan.band_rows,
+                                      np.uintp)
+    cdef size_t[::1] c_rows = scratch("weight_grad.c_rows", n_threads * cfg.mr, np.uintp)
+    cdef Py_ssize_t item
+    cdef size_t part, kb, m_begin, m_end
     cdef int tid
     cdef unsigned ftz
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
-        for part in prange(<Py_ssize_t>n_parts, schedule="static"):
-            tiles_fn.backward_weight_part(&g.s, &cfg, &xv[0], &dyv[0], &pv[part * part_size],
-                                          part, n_parts, chunk,
-                                          &b_scratch[tid * panels * chunk * cfg.nr],
-                                          &a_scratch[tid * cout_g * chunk],
-                                          <const float**>&a_rows[tid * cfg.mr],
+        for item in prange(<Py_ssize_t>(n_parts * n_kblocks), schedule="static"):
+            part = item // n_kblocks
+            kb = item % n_kblocks
+            m_begin = m_tiles * kb // n_kblocks * cfg.mr
+            m_end = min(plan.K, m_tiles * (kb + 1) // n_kblocks * cfg.mr)
+            tiles_fn.backward_weight_part(s, &cfg, &xv[0], &dyv[0], &pv[part * part_floats],
+                                          rows * part // n_parts, rows * (part + 1) // n_parts,
+                                          m_begin, m_end, plan.slab_rows, plan.band_rows,
+                                          &slab[tid * plan.slab_floats],
+                                          &b_pack[tid * plan.band_floats],
+                                          &m_offsets[tid * plan.K],
+                                          <const float**>&a_ptrs[tid * cfg.mr * plan.band_rows],
                                           <float**>&c_rows[tid * cfg.mr])
         cconv_ftz_restore(ftz)
-    dw_tmp = partial[0] if n_parts == 1 else np.add.reduce(partial, axis=0)  # parts in order
-    dw = dw_tmp.reshape(g.s.out_c, g.s.kernel_h, g.s.kernel_w, cin_g).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(dw)
+    # dw^T summed over the parts in float64 and in part order, threads splitting the columns.
+    dwt = partial[0] if n_parts == 1 else _sum_rows(partial, n_threads)
+    # dw^T [group][tap][ci][co] to PyTorch's [group * co][ci][kh][kw], always a fresh array.
+    cdef size_t groups = s.groups, cin_g = s.in_c // groups, cout_g = s.out_c // groups
+    dw = np.empty((s.out_c, cin_g, s.kernel_h, s.kernel_w), np.float32)
+    dw.reshape(groups, cout_g, cin_g, s.kernel_h, s.kernel_w)[...] = dwt.reshape(
+        groups, s.kernel_h, s.kernel_w, cin_g, cout_g).transpose(0, 4, 3, 1, 2)
+    return dw
+
+
+cdef _sum_rows(a, int n_threads):
+    """Columns of the 2-D float32 ``a`` summed over its rows in float64, in row order."""
+    cdef size_t rows = a.shape[0], cols = a.shape[1]
+    out = np.empty(cols, np.float32)
+    cdef const float[::1] av = a.reshape(-1)
+    cdef float[::1] ov = out
+    cdef Py_ssize_t blocks = (cols + 255) // 256, blk
+    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
+    for blk in prange(blocks, nogil=True, num_threads=n_threads, schedule="static"):
+        tiles_fn.sum_rows(rows, cols, &av[0], blk * 256, min((blk + 1) * 256, cols), &ov[0])
+    return out
 
 
 # ----------------------------------------------------------------------------- public functions
@@ -442,9 +518,17 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
     w_shape = (dy.shape[3], x.shape[3] // groups, kh, kw)
     g = _geometry(op, x.shape, w_shape, stride, padding, dilation, groups)
     check_shape(op, "grad_output", dy, g.out_shape)
-    check_workspace(op, conv_workspace_bytes("backward_weight", g.in_shape, g.out_shape, w_shape,
-                                             groups, resolve_threads(n_threads)))
-    return _backward_weight(g, x, dy, resolve_threads(n_threads))
+    cdef int threads = resolve_threads(n_threads)
+    cdef _Conv conv = g
+    if _is_depthwise(conv):
+        check_workspace(op, conv_workspace_bytes("backward_weight", g.in_shape, g.out_shape,
+                                                 w_shape, groups, threads))
+        return depthwise_backward_weight(x, dy, g.kernel, (conv.s.stride_h, conv.s.stride_w),
+                                         (conv.s.dilation_h, conv.s.dilation_w), conv.s.pad_top,
+                                         conv.s.pad_left, threads)
+    plan = _WeightGradPlan(g, threads)
+    check_workspace(op, plan.workspace_bytes)
+    return _backward_weight(g, plan, x, dy, threads)
 
 
 def bias_backward(dy, n_threads=None):

@@ -5,6 +5,8 @@
  * `zero`, standing for padding), weights W [ks][kc][n], bias, output rows C with c_offset,
  * optionally accumulating into C, clamped. The ISA's kernel computes it as one tile; the scalar
  * kernel as 4x8 tiles with W repacked into 8-wide panels; both against a float64 reference.
+ * Half of the cases read W in place instead of packed (w_stride > NR, NaN past column n, which
+ * the kernels must ignore).
  * Sums of products differ by rounding only: |got - want| <= TOL (|init| + sum |a w|).
  */
 #include <math.h>
@@ -30,6 +32,7 @@ struct problem {
     int flags;
     float cmin, cmax;
     float* forbidden;       /* row pointer for tile rows >= mr: must never be written */
+    int in_place;           /* W read in place with a row stride, not packed */
 };
 
 static const float* row_data(const struct problem* p, size_t t, size_t i) {
@@ -37,16 +40,22 @@ static const float* row_data(const struct problem* p, size_t t, size_t i) {
     return r == p->zero ? r : r + p->a_offset;
 }
 
-/* The problem through `cfg`: row blocks of MR, column panels of NR, W packed per panel. */
+/* The problem through `cfg`: row blocks of MR, column panels of NR, W packed per panel or read
+ * in place from a copy whose rows are `wide_stride` floats (NaN past column n). */
 static void run_tiled(const struct f32_igemm_config* cfg, const struct problem* p) {
-    const size_t MR = cfg->mr, NR = cfg->nr;
+    const size_t MR = cfg->mr, NR = cfg->nr, rows = p->ks * p->kc;
+    const size_t wide_stride = (p->n + NR - 1) / NR * NR + 3;
     const float** a = malloc(p->ks * MR * sizeof *a);
     float** c = malloc(MR * sizeof *c);
-    float* wp = malloc((p->ks * p->kc * NR + 1) * sizeof *wp);
+    float* wp = malloc((rows * NR + 1) * sizeof *wp);
+    float* wide = malloc((rows * wide_stride + 1) * sizeof *wide);
     float* bias = malloc(NR * sizeof *bias);
+    for (size_t tk = 0; tk < rows; tk++)
+        for (size_t j = 0; j < wide_stride; j++)
+            wide[tk * wide_stride + j] = j < p->n ? p->w[tk * p->n + j] : NAN;
     for (size_t j0 = 0; j0 < p->n; j0 += NR) {
         const size_t nc = p->n - j0 < NR ? p->n - j0 : NR;
-        for (size_t tk = 0; tk < p->ks * p->kc; tk++)
+        for (size_t tk = 0; tk < rows; tk++)
             for (size_t j = 0; j < NR; j++) wp[tk * NR + j] = j < nc ? p->w[tk * p->n + j0 + j] : 0.0f;
         for (size_t j = 0; j < NR; j++) bias[j] = p->bias && j < nc ? p->bias[j0 + j] : 0.0f;
         for (size_t r0 = 0; r0 < p->m; r0 += MR) {
@@ -57,13 +66,18 @@ static void run_tiled(const struct f32_igemm_config* cfg, const struct problem* 
                     a[t * MR + i] = i < mr ? p->rows[t * p->m + r0 + i]
                                            : (p->zero ? p->zero : p->rows[t * p->m + r0]);
             for (size_t i = 0; i < MR; i++) c[i] = i < mr ? p->c[r0 + i] + j0 : p->forbidden;
-            cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->zero, wp, p->bias ? bias : NULL,
-                         c, p->c_offset, p->flags, p->cmin, p->cmax);
+            if (p->in_place)
+                cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->zero, wide + j0, wide_stride,
+                             p->bias ? bias : NULL, c, p->c_offset, p->flags, p->cmin, p->cmax);
+            else
+                cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->zero, wp, NR,
+                             p->bias ? bias : NULL, c, p->c_offset, p->flags, p->cmin, p->cmax);
         }
     }
     free(a);
     free(c);
     free(wp);
+    free(wide);
     free(bias);
 }
 
@@ -88,12 +102,13 @@ static void igemm_case(struct harness* h, const struct f32_igemm_config* cfg,
     p.cmin = clamp == 0 ? -INFINITY : clamp == 1 ? 0.0f : -harness_uniform(h, 0.0f, 1.0f);
     p.cmax = clamp == 2 ? harness_uniform(h, 0.0f, 1.0f) : INFINITY;
     p.c_offset = harness_range(h, 0, 5);
+    p.in_place = harness_chance(h, 1, 2);
 
     harness_case(h, "%zux%zu tile: m=%zu n=%zu kc=%zu ks=%zu a_offset=%zu zero=%s bias=%s "
-                    "accumulate=%d clamp=[%g,%g] c_offset=%zu%s",
+                    "accumulate=%d clamp=[%g,%g] c_offset=%zu w=%s%s",
                  cfg->mr, cfg->nr, m, n, kc, ks, p.a_offset, with_zero ? "yes" : "NULL",
                  with_bias ? "yes" : "NULL", p.flags, p.cmin, p.cmax, p.c_offset,
-                 nan_case ? " NaN" : "");
+                 p.in_place ? "in place" : "packed", nan_case ? " NaN" : "");
 
     /* A: one buffer, row (t, i) at its own place; about one pointer in five is the zero row. */
     const size_t a_stride = p.a_offset + kc + harness_range(h, 0, 3);

@@ -31,6 +31,22 @@ struct cconv_conv_phase {
 
 #define CCONV_SHAPE const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg
 
+/* Geometry of backward_weight_part's slab: each input row of a channel holds stride_w phases of
+ * phase_width columns (column j * stride_w + phase at phase * phase_width + j); a slab for
+ * slab_rows output rows has slab_rows_in such rows per channel. */
+static inline size_t cconv_weight_grad_phase_width(const struct cconv_conv_shape* s) {
+    return s->out_w + (s->kernel_w - 1) * s->dilation_w / s->stride_w;
+}
+static inline size_t cconv_weight_grad_slab_rows_in(const struct cconv_conv_shape* s,
+                                                    size_t slab_rows) {
+    return (slab_rows - 1) * s->stride_h + (s->kernel_h - 1) * s->dilation_h + 1;
+}
+static inline size_t cconv_weight_grad_slab_floats(const struct cconv_conv_shape* s,
+                                                   size_t slab_rows) {
+    return s->in_c * cconv_weight_grad_slab_rows_in(s, slab_rows) * s->stride_w *
+           cconv_weight_grad_phase_width(s);
+}
+
 struct cconv_conv_direct_kernels {
     /* Forward: tile = m_tile * groups + group, with m_tile over MR-pixel rows of y.
      * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
@@ -67,17 +83,22 @@ struct cconv_conv_direct_kernels {
                                  float* dx, size_t tile, float* dcol_scratch,
                                  const float** a_scratch, float** c_rows);
 
-    /* Backward-weight, one part of the pixels: dw_part (out_c x K) = dy^T (out_c x pixels) times
-     * im2col(x) (pixels x K) over the pixels [P * part / n_parts, P * (part + 1) / n_parts),
-     * K = kh*kw*in_c/groups, column (tap * in_c/groups + ci), one group after the other. Each
-     * chunk of pixels is packed once (its im2col rows in NR-wide panels, its dy^T rows) and
-     * serves every panel and output-channel tile, so x is read once. The parts are summed in
-     * order by the caller: the result does not depend on the thread count.
-     * b_scratch: panels * chunk * NR floats; a_scratch: out_c/groups * chunk floats;
-     * a_rows, c_rows: MR pointers. */
-    void (*backward_weight_part)(CCONV_SHAPE, const float* x, const float* dy, float* dw_part,
-                                 size_t part, size_t n_parts, size_t chunk, float* b_scratch,
-                                 float* a_scratch, const float** a_rows, float** c_rows);
+    /* Backward-weight, one work item: dw^T (K x out_c/groups per group, K = kh*kw*in_c/groups,
+     * row m = tap * in_c/groups + ci) over the output rows [row0, row1) of the batch (a row is
+     * (n, oh)), for the rows [m_begin, m_end) of K: dw^T = im2col(x)^T times dy, written to
+     * dwt as [group][K][out_c/groups]. Each slab of up to slab_rows output rows has its input
+     * rows transposed once (fill_weight_grad_slab), so that the A rows of the micro-kernel are
+     * runs of out_w floats of it; B is dy itself, read in place with a row stride of out_c (no
+     * copy), except an output-channel panel that would read past a row (packed). The kernel
+     * runs over bands of band_rows output rows (ks = rows, kc = out_w), so the B band stays in
+     * L1 while every A row block passes. Items are summed in a fixed order by the caller: the
+     * result does not depend on the thread count.
+     * slab: cconv_weight_grad_slab_floats(s, slab_rows); b_pack: band_rows * out_w * NR floats;
+     * m_offsets: m_end - m_begin; a_ptrs: band_rows * MR pointers; c_rows: MR pointers. */
+    void (*backward_weight_part)(CCONV_SHAPE, const float* x, const float* dy, float* dwt,
+                                 size_t row0, size_t row1, size_t m_begin, size_t m_end,
+                                 size_t slab_rows, size_t band_rows, float* slab, float* b_pack,
+                                 size_t* m_offsets, const float** a_ptrs, float** c_rows);
 
     /* Bias gradient: out[c] = sum over rows r of x[r * cols + c], for c in [c0, c1), in float64
      * and in row order (the result depends only on the data, not on how columns are split). */
@@ -98,8 +119,9 @@ struct cconv_conv_direct_kernels {
                                                   float*, size_t, float*, const float**,          \
                                                   float**);                                       \
     void cconv_conv2d_backward_weight_part__##isa(CCONV_SHAPE, const float*, const float*,        \
-                                                  float*, size_t, size_t, size_t, float*, float*, \
-                                                  const float**, float**);                        \
+                                                  float*, size_t, size_t, size_t, size_t, size_t, \
+                                                  size_t, float*, float*, size_t*, const float**, \
+                                                  float**);                                       \
     void cconv_sum_rows__##isa(size_t, size_t, const float*, size_t, size_t, float*);
 
 #define CCONV_CONV_DIRECT_TABLE(isa)                                                          \

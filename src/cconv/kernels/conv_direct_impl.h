@@ -49,7 +49,7 @@ void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struc
         const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
         const size_t panel = group * panels + p;
         cfg->ukernel(mr, nc, cin_g, taps, a_scratch, group * cin_g, zero,
-                     packed_w + panel * panel_size, packed_bias ? packed_bias + panel * NR : NULL,
+                     packed_w + panel * panel_size, NR, packed_bias ? packed_bias + panel * NR : NULL,
                      c_scratch, group * cout_g + p * NR, 0, cmin, cmax);
     }
 }
@@ -101,7 +101,7 @@ void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, cons
             a_rows[i] = w_rows + (co0 + (i < mr ? i : 0)) * K;
             c_rows[i] = t_scratch + (co0 + (i < mr ? i : 0)) * NR;
         }
-        cfg->ukernel(mr, nc, K, 1, a_rows, 0, NULL, b_scratch, NULL, c_rows, 0, 0,
+        cfg->ukernel(mr, nc, K, 1, a_rows, 0, NULL, b_scratch, NR, NULL, c_rows, 0, 0,
                      -INFINITY, INFINITY);
     }
     /* Transposed store with bias and clamp (max(lo, v)/min(hi, v) keep NaN, like the kernels). */
@@ -153,102 +153,124 @@ void FN(cconv_conv2d_backward_data_tile)(const struct cconv_conv_shape* s, const
     for (size_t p = 0; p < panels; p++) {
         const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
         cfg->ukernel(mr, nc, cout_g, taps, a_scratch, group * cout_g, zero,
-                     packed_w + (group * panels + p) * panel_size, NULL, c_scratch,
+                     packed_w + (group * panels + p) * panel_size, NR, NULL, c_scratch,
                      group * cin_g + p * NR, 0, -INFINITY, INFINITY);
     }
 }
 
-/* Write len floats of src (zeros if src is NULL) into im2col row q at column col of a buffer of
- * NR-wide panels of `chunk` rows each, splitting the run at panel boundaries. */
-static inline void put_columns(float* panels, size_t chunk, size_t NR, size_t q, size_t col,
-                               const float* src, size_t len) {
-    for (size_t k = 0; k < len;) {
-        const size_t c = col + k, within = c % NR;
-        const size_t seg = NR - within < len - k ? NR - within : len - k;
-        float* out = panels + ((c / NR) * chunk + q) * NR + within;
-        if (src)
-            for (size_t j = 0; j < seg; j++) out[j] = src[k + j];
-        else
-            for (size_t j = 0; j < seg; j++) out[j] = 0.0f;
-        k += seg;
+/* The slab of backward_weight_part: input rows [ih0, ih0 + rows_in) of image n, every channel,
+ * transposed to [channel][row][column phase][column / stride_w] with zeros for the padding. A
+ * tap's A row for one output row is then `out_w` consecutive floats of it, whatever the stride
+ * and dilation. */
+static void fill_weight_grad_slab(const struct cconv_conv_shape* s, const float* x, size_t n,
+                                  ptrdiff_t ih0, size_t rows_in, size_t plane, size_t phase_w,
+                                  float* slab) {
+    const size_t sw = s->stride_w, row_floats = sw * phase_w, C = s->in_c;
+    const float* image = x + n * s->in_h * s->in_w * C;
+    for (size_t r = 0; r < rows_in; r++) {
+        const ptrdiff_t ih = ih0 + (ptrdiff_t)r;
+        float* dst_row = slab + r * row_floats;
+        if (ih < 0 || ih >= (ptrdiff_t)s->in_h) {
+            for (size_t c = 0; c < C; c++)
+                for (size_t j = 0; j < row_floats; j++) dst_row[c * plane + j] = 0.0f;
+            continue;
+        }
+        const float* src_row = image + (size_t)ih * s->in_w * C;
+        for (size_t ph = 0; ph < sw; ph++) {
+            float* dst = dst_row + ph * phase_w;
+            /* Columns j whose input column j * sw + ph - pad_left is inside: [j0, j1). */
+            const ptrdiff_t first = s->pad_left - (ptrdiff_t)ph;
+            const size_t j0 = first <= 0 ? 0 : ((size_t)first + sw - 1) / sw;
+            const ptrdiff_t past = (ptrdiff_t)s->in_w + s->pad_left - (ptrdiff_t)ph;
+            size_t j1 = past <= 0 ? 0 : ((size_t)past + sw - 1) / sw;
+            if (j1 > phase_w) j1 = phase_w;
+            for (size_t j = 0; j < phase_w; j++) {
+                if (j >= j0 && j < j1) { j = j1 - 1; continue; }
+                for (size_t c = 0; c < C; c++) dst[c * plane + j] = 0.0f;
+            }
+            /* Inside: blocks of 8 pixels, so that each channel gets 8 consecutive floats per store
+             * burst (one float per channel row per pixel would touch C lines for every float). */
+            const size_t pixel_step = sw * C;
+            size_t j = j0;
+            for (; j + 8 <= j1; j += 8) {
+                const float* src = src_row + (j * sw + ph - (size_t)s->pad_left) * C;
+                for (size_t c = 0; c < C; c++) {
+                    float* out = dst + c * plane + j;
+#pragma GCC unroll 8
+                    for (size_t q = 0; q < 8; q++) out[q] = src[q * pixel_step + c];
+                }
+            }
+            for (; j < j1; j++) {
+                const float* src = src_row + (j * sw + ph - (size_t)s->pad_left) * C;
+                for (size_t c = 0; c < C; c++) dst[c * plane + j] = src[c];
+            }
+        }
     }
 }
 
 void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
                                            const struct f32_igemm_config* cfg, const float* x,
-                                           const float* dy, float* dw_part, size_t part,
-                                           size_t n_parts, size_t chunk, float* b_scratch,
-                                           float* a_scratch, const float** a_rows,
-                                           float** c_rows) {
+                                           const float* dy, float* dwt, size_t row0,
+                                           size_t row1, size_t m_begin, size_t m_end,
+                                           size_t slab_rows, size_t band_rows, float* slab,
+                                           float* b_pack, size_t* m_offsets,
+                                           const float** a_ptrs, float** c_rows) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
-    const size_t K = s->kernel_h * s->kernel_w * cin_g, panels = ceil_div(K, NR);
-    const size_t pixels = s->batch * s->out_h * s->out_w;
-    const size_t first = pixels * part / n_parts, last = pixels * (part + 1) / n_parts;
-    /* Taps of one kernel row are contiguous in x when there is one group and no horizontal
-     * dilation: then a pixel's im2col row is kernel_h runs of kernel_w * in_c floats. */
-    const int merge_taps = s->groups == 1 && s->dilation_w == 1;
-    const size_t run_len = merge_taps ? s->kernel_w * cin_g : cin_g;
-    const size_t runs_per_row = merge_taps ? 1 : s->kernel_w;
+    const size_t K = s->kernel_h * s->kernel_w * cin_g;
+    const size_t phase_w = cconv_weight_grad_phase_width(s), row_floats = s->stride_w * phase_w;
+    const size_t plane = cconv_weight_grad_slab_rows_in(s, slab_rows) * row_floats;
+    const size_t row_step = s->stride_h * row_floats;  /* one output row down in the slab */
 
-    /* Columns past K in the last panel are never packed: zero them once. */
-    for (size_t q = 0; q < chunk; q++)
-        for (size_t col = K; col < panels * NR; col++)
-            b_scratch[((panels - 1) * chunk + q) * NR + col - (panels - 1) * NR] = 0.0f;
-
-    for (size_t group = 0; group < s->groups; group++) {
-        size_t ow = first % s->out_w, oh = (first / s->out_w) % s->out_h;
-        size_t n = first / (s->out_w * s->out_h);
-        for (size_t p0 = first; p0 < last; p0 += chunk) {
-            const size_t pc = last - p0 < chunk ? last - p0 : chunk;
-            for (size_t q = 0; q < pc; q++) {
-                /* dy^T chunk: a_scratch[co][q] */
-                const float* dy_row = dy + (p0 + q) * s->out_c + group * cout_g;
-                for (size_t co = 0; co < cout_g; co++) a_scratch[co * chunk + q] = dy_row[co];
-                /* im2col row of the pixel, written into the NR-wide panels */
-                const float* image = x + n * s->in_h * s->in_w * s->in_c + group * cin_g;
-                size_t col = 0;
-                for (size_t ky = 0; ky < s->kernel_h; ky++) {
-                    const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
-                    for (size_t r = 0; r < runs_per_row; r++) {
-                        const size_t kx0 = merge_taps ? 0 : r;
-                        const ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w + kx0 * s->dilation_w) - s->pad_left;
-                        const ptrdiff_t iw1 = iw0 + (ptrdiff_t)((merge_taps ? s->kernel_w - 1 : 0) * s->dilation_w);
-                        const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
-                        const int all_inside = row_inside && iw0 >= 0 && iw1 < (ptrdiff_t)s->in_w;
-                        if (all_inside) {
-                            put_columns(b_scratch, chunk, NR, q, col,
-                                        image + ((size_t)ih * s->in_w + (size_t)iw0) * s->in_c, run_len);
-                        } else {  /* the run touches the padding: tap by tap */
-                            for (size_t t = 0; t < run_len / cin_g; t++) {
-                                const ptrdiff_t iw = iw0 + (ptrdiff_t)(t * s->dilation_w);
-                                const int inside = row_inside && iw >= 0 && iw < (ptrdiff_t)s->in_w;
-                                put_columns(b_scratch, chunk, NR, q, col + t * cin_g,
-                                            inside ? image + ((size_t)ih * s->in_w + (size_t)iw) * s->in_c
-                                                   : NULL, cin_g);
-                            }
+    /* Where A row m = (tap, ci) starts in the slab, for the first output row of a slab. */
+    for (size_t m = m_begin; m < m_end; m++) {
+        const size_t tap = m / cin_g, ci = m % cin_g;
+        const size_t kx_off = (tap % s->kernel_w) * s->dilation_w;
+        m_offsets[m - m_begin] = ci * plane + (tap / s->kernel_w) * s->dilation_h * row_floats +
+                                 (kx_off % s->stride_w) * phase_w + kx_off / s->stride_w;
+    }
+    int flags = 0;  /* the first band of the item initialises dw^T, the others add to it */
+    for (size_t r = row0; r < row1;) {
+        const size_t n = r / s->out_h, oh0 = r % s->out_h;
+        size_t rows = s->out_h - oh0 < slab_rows ? s->out_h - oh0 : slab_rows;
+        if (row1 - r < rows) rows = row1 - r;
+        fill_weight_grad_slab(s, x, n, (ptrdiff_t)(oh0 * s->stride_h) - s->pad_top,
+                              cconv_weight_grad_slab_rows_in(s, rows), plane, phase_w, slab);
+        for (size_t b0 = 0; b0 < rows; b0 += band_rows) {
+            const size_t ks = rows - b0 < band_rows ? rows - b0 : band_rows;
+            const size_t pix0 = (r + b0) * s->out_w, band_pixels = ks * s->out_w;
+            for (size_t group = 0; group < s->groups; group++) {
+                const float* slab_g = slab + group * cin_g * plane + b0 * row_step;
+                for (size_t n0 = 0; n0 < cout_g; n0 += NR) {
+                    const size_t nc = cout_g - n0 < NR ? cout_g - n0 : NR;
+                    const size_t col = group * cout_g + n0;
+                    /* B = dy's rows read in place, unless the panel's NR floats would run past
+                     * the end of a row: then the band's columns are packed. */
+                    const float* w = dy + pix0 * s->out_c + col;
+                    size_t w_stride = s->out_c;
+                    if (col + NR > s->out_c) {
+                        for (size_t q = 0; q < band_pixels; q++)
+                            for (size_t j = 0; j < NR; j++)
+                                b_pack[q * NR + j] = j < nc ? w[q * s->out_c + j] : 0.0f;
+                        w = b_pack;
+                        w_stride = NR;
+                    }
+                    for (size_t m0 = m_begin; m0 < m_end; m0 += MR) {
+                        const size_t mr = m_end - m0 < MR ? m_end - m0 : MR;
+                        for (size_t i = 0; i < MR; i++) {  /* rows past mr: computed, not stored */
+                            const size_t m = m0 + (i < mr ? i : 0);
+                            const float* a_row = slab_g + m_offsets[m - m_begin];
+                            for (size_t t = 0; t < ks; t++) a_ptrs[t * MR + i] = a_row + t * row_step;
+                            c_rows[i] = dwt + (group * K + m) * cout_g;
                         }
-                        col += run_len;
+                        cfg->ukernel(mr, nc, s->out_w, ks, a_ptrs, 0, NULL, w, w_stride, NULL,
+                                     c_rows, n0, flags, -INFINITY, INFINITY);
                     }
                 }
-                if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
             }
-            /* Panel outer: its chunk (chunk x NR floats) stays in L1 for every channel tile. */
-            const int flags = p0 == first ? 0 : FC_IGEMM_ACCUMULATE;
-            for (size_t panel = 0; panel < panels; panel++) {
-                const size_t nc = K - panel * NR < NR ? K - panel * NR : NR;
-                for (size_t co0 = 0; co0 < cout_g; co0 += MR) {
-                    const size_t mr = cout_g - co0 < MR ? cout_g - co0 : MR;
-                    for (size_t i = 0; i < MR; i++) {
-                        const size_t co = co0 + (i < mr ? i : 0);
-                        a_rows[i] = a_scratch + co * chunk;
-                        c_rows[i] = dw_part + (group * cout_g + co) * K;
-                    }
-                    cfg->ukernel(mr, nc, pc, 1, a_rows, 0, NULL, b_scratch + panel * chunk * NR,
-                                 NULL, c_rows, panel * NR, flags, -INFINITY, INFINITY);
-                }
-            }
+            flags = FC_IGEMM_ACCUMULATE;
         }
+        r += rows;
     }
 }
 
@@ -271,7 +293,7 @@ void FN(cconv_conv2d_backward_data_col2im)(const struct cconv_conv_shape* s, con
         for (size_t p = 0; p < panels; p++) {
             const size_t nc = K - p * NR < NR ? K - p * NR : NR;
             cfg->ukernel(mr, nc, cout_g, 1, a_scratch, group * cout_g, NULL,
-                         packed_w + (group * panels + p) * cout_g * NR, NULL, c_rows, p * NR, 0,
+                         packed_w + (group * panels + p) * cout_g * NR, NR, NULL, c_rows, p * NR, 0,
                          -INFINITY, INFINITY);
         }
         /* col2im: add each tap's column block to the input pixel the tap read. */

@@ -3,8 +3,9 @@
 
 void f32_igemm_ukernel_4x8__scalar(size_t mr, size_t nc, size_t kc, size_t ks,
                                    const float* const* a, size_t a_offset, const float* zero,
-                                   const float* w, const float* bias, float* const* c,
-                                   size_t c_offset, int flags, float cmin, float cmax) {
+                                   const float* w, size_t w_stride, const float* bias,
+                                   float* const* c, size_t c_offset, int flags, float cmin,
+                                   float cmax) {
     enum { MR = 4, NR = 8 };
     float acc[MR][NR];
     for (size_t i = 0; i < MR; i++)
@@ -22,7 +23,7 @@ void f32_igemm_ukernel_4x8__scalar(size_t mr, size_t nc, size_t kc, size_t ks,
                 const float av = ap[i][k];
                 for (size_t j = 0; j < NR; j++) acc[i][j] += av * w[j];
             }
-            w += NR;
+            w += w_stride;
         }
     }
     for (size_t i = 0; i < mr; i++)

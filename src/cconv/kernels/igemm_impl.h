@@ -8,7 +8,7 @@
 #define IGEMM_NR (IGEMM_NV * VLEN)
 
 void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* a,
-                size_t a_offset, const float* zero, const float* w, const float* bias,
+                size_t a_offset, const float* zero, const float* w, size_t w_stride, const float* bias,
                 float* const* c, size_t c_offset, int flags, float cmin, float cmax) {
     VEC acc[IGEMM_MR][IGEMM_NV];
     if (flags & FC_IGEMM_ACCUMULATE) {
@@ -33,7 +33,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
         for (size_t k = 0; k < kc; k++) {
             VEC wv[IGEMM_NV];
             for (size_t v = 0; v < IGEMM_NV; v++) wv[v] = VLOADU(w + v * VLEN);
-            w += IGEMM_NR;
+            w += w_stride;
 #pragma GCC unroll 16
             for (size_t i = 0; i < IGEMM_MR; i++) {
                 const VEC av = VSET1(ap[i][k]);

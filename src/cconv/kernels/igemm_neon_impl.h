@@ -35,7 +35,7 @@ static inline float32x4_t igemm_clamp(float32x4_t x, float32x4_t lo, float32x4_t
 }
 
 void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* a,
-                size_t a_offset, const float* zero, const float* w, const float* bias,
+                size_t a_offset, const float* zero, const float* w, size_t w_stride, const float* bias,
                 float* const* c, size_t c_offset, int flags, float cmin, float cmax) {
     float32x4_t acc[IGEMM_MR][IGEMM_NV];
     if (flags & FC_IGEMM_ACCUMULATE) {
@@ -72,7 +72,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
             for (size_t i = 0; i < IGEMM_MR; i++) av[i] = vld1q_f32(ap[i] + k);
 #define IGEMM_NEON_STEP(lane)                                                                    \
     for (size_t v = 0; v < IGEMM_NV; v++) {                                                      \
-        const float32x4_t wv = vld1q_f32(w + (lane) * IGEMM_NR + v * 4);                         \
+        const float32x4_t wv = vld1q_f32(w + (lane) * w_stride + v * 4);                         \
         for (size_t i = 0; i < IGEMM_MR; i++)                                                    \
             acc[i][v] = vfmaq_laneq_f32(acc[i][v], wv, av[i], (lane));                           \
     }
@@ -85,7 +85,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
 #pragma GCC unroll 8
             IGEMM_NEON_STEP(3)
 #undef IGEMM_NEON_STEP
-            w += 4 * IGEMM_NR;
+            w += 4 * w_stride;
         }
         for (; k < kc; k++) {
 #pragma GCC unroll 8
@@ -95,7 +95,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
                 for (size_t i = 0; i < IGEMM_MR; i++)
                     acc[i][v] = vfmaq_n_f32(acc[i][v], wv, ap[i][k]);
             }
-            w += IGEMM_NR;
+            w += w_stride;
         }
     }
     const float32x4_t lo = vdupq_n_f32(cmin), hi = vdupq_n_f32(cmax);
