@@ -37,7 +37,7 @@ cdef extern from "conv_direct.h":
     struct cconv_conv_direct_kernels:
         void (*forward_tile)(const cconv_conv_shape*, const f32_igemm_config*, const float*,
                              const float*, const float*, float*, const float*, size_t, float,
-                             float, const float**, float**) noexcept nogil
+                             float, const float**, float**, float*) noexcept nogil
         void (*forward_pixels_tile)(const cconv_conv_shape*, const f32_igemm_config*,
                                     const float*, const float*, const float*, float*, size_t,
                                     float, float, float*, float*, const float**,
@@ -70,8 +70,9 @@ DEF WEIGHT_GRAD_PARTIAL_FLOATS = 4194304
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
 # Forward runs SIMD across output pixels (the GEMM turned around) for first layers: one group,
-# at most this many input channels and at most PIXELS_MAX_OUT_CHANNELS output channels.
-DEF PIXELS_MAX_IN_CHANNELS = 4
+# at most this many input channels and at most PIXELS_MAX_OUT_CHANNELS output channels. From 3
+# input channels on, the implicit GEMM over whole kernel rows (kc = kw * in_c) is faster.
+DEF PIXELS_MAX_IN_CHANNELS = 2
 DEF PIXELS_MAX_OUT_CHANNELS = 16
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
 
@@ -234,11 +235,13 @@ cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
     y = np.empty(g.out_shape, np.float32)
     cdef float[::1] yv = y.reshape(-1)
     cdef const float[::1] xv = x.reshape(-1)
-    cdef const float[::1] zero = np.zeros(max(cin_g, 1), np.float32)
+    cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cin_g, 1), np.float32)
     cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
     cdef Py_ssize_t tiles = ((pixels + cfg.mr - 1) // cfg.mr) * groups
     cdef size_t[::1] a_scratch = np.empty(n_threads * taps * cfg.mr, np.uintp)
     cdef size_t[::1] c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef size_t edge_floats = cfg.mr * taps * cin_g
+    cdef float[::1] edge_scratch = np.empty(n_threads * edge_floats, np.float32)
     cdef Py_ssize_t tile
     cdef int tid
     cdef unsigned ftz
@@ -248,7 +251,8 @@ cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
         for tile in prange(tiles, schedule="static"):
             tiles_fn.forward_tile(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0], tile,
                                    cmin, cmax, <const float**>&a_scratch[tid * taps * cfg.mr],
-                                   <float**>&c_scratch[tid * cfg.mr])
+                                   <float**>&c_scratch[tid * cfg.mr],
+                                   &edge_scratch[tid * edge_floats])
         cconv_ftz_restore(ftz)
     return y
 

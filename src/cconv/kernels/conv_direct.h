@@ -50,10 +50,12 @@ static inline size_t cconv_weight_grad_slab_floats(const struct cconv_conv_shape
 struct cconv_conv_direct_kernels {
     /* Forward: tile = m_tile * groups + group, with m_tile over MR-pixel rows of y.
      * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
-     * a_scratch: kh*kw*MR pointers; c_scratch: MR pointers. */
+     * zero: kw * in_c/groups zeros; a_scratch: kh*kw*MR pointers; c_scratch: MR pointers;
+     * edge_scratch: MR * kh * kw * in_c floats. */
     void (*forward_tile)(CCONV_SHAPE, const float* x, const float* packed_w,
                          const float* packed_bias, float* y, const float* zero, size_t tile,
-                         float cmin, float cmax, const float** a_scratch, float** c_scratch);
+                         float cmin, float cmax, const float** a_scratch, float** c_scratch,
+                         float* edge_scratch);
 
     /* Forward for layers with few input channels (first layers), one group: the GEMM turned
      * around, y^T (out_c x pixels) = w (out_c x K) times im2col(x)^T (K x pixels),
@@ -108,7 +110,7 @@ struct cconv_conv_direct_kernels {
 #define CCONV_CONV_DIRECT_DECLARE(isa)                                                            \
     void cconv_conv2d_forward_tile__##isa(CCONV_SHAPE, const float*, const float*, const float*, \
                                           float*, const float*, size_t, float, float,             \
-                                          const float**, float**);                                \
+                                          const float**, float**, float*);                        \
     void cconv_conv2d_forward_pixels_tile__##isa(CCONV_SHAPE, const float*, const float*,         \
                                                  const float*, float*, size_t, float, float,      \
                                                  float*, float*, const float**, float**);         \

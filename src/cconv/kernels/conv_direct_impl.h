@@ -14,31 +14,57 @@ static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
                             const float* x, const float* packed_w, const float* packed_bias,
                             float* y, const float* zero, size_t tile, float cmin, float cmax,
-                            const float** a_scratch, float** c_scratch) {
+                            const float** a_scratch, float** c_scratch, float* edge_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t group = tile % s->groups, m0 = (tile / s->groups) * MR;
     const size_t pixels = s->batch * s->out_h * s->out_w;
     const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
     const size_t taps = s->kernel_h * s->kernel_w;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+    /* One group without horizontal dilation: the taps of a kernel row are kernel_w * in_c
+     * consecutive floats of x, so the micro-kernel takes one pointer per kernel row (ks =
+     * kernel_h, kc = kernel_w * in_c) instead of one per tap; rows that straddle the left or
+     * right edge are copied with their padding into edge_scratch. */
+    const int merged = s->groups == 1 && s->dilation_w == 1;
+    const size_t ks = merged ? s->kernel_h : taps, kc = merged ? s->kernel_w * cin_g : cin_g;
 
     /* (n, oh, ow) of the tile's first pixel; the next rows step through the image without
      * divisions (three 64-bit divisions per row cost as much as the FMAs of a small layer). */
     size_t ow = m0 % s->out_w, oh = (m0 / s->out_w) % s->out_h, n = m0 / (s->out_w * s->out_h);
     for (size_t i = 0; i < MR; i++) {
         if (i >= mr) {  /* rows past the end read zeros and are never stored */
-            for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
+            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
             c_scratch[i] = c_scratch[0];
             continue;
         }
         c_scratch[i] = y + (m0 + i) * s->out_c;
+        const ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w) - s->pad_left;
         for (size_t ky = 0; ky < s->kernel_h; ky++) {
             const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+            const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
+            const float* row = row_inside ? x + (n * s->in_h + (size_t)ih) * s->in_w * s->in_c : NULL;
+            if (merged) {
+                const float** a = &a_scratch[ky * MR + i];
+                if (!row_inside) {
+                    *a = zero;
+                } else if (iw0 >= 0 && iw0 + (ptrdiff_t)s->kernel_w <= (ptrdiff_t)s->in_w) {
+                    *a = row + (size_t)iw0 * s->in_c;
+                } else {
+                    float* edge = edge_scratch + (i * s->kernel_h + ky) * kc;
+                    for (size_t kx = 0; kx < s->kernel_w; kx++) {
+                        const ptrdiff_t iw = iw0 + (ptrdiff_t)kx;
+                        const int inside = iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                        for (size_t c = 0; c < cin_g; c++)
+                            edge[kx * cin_g + c] = inside ? row[(size_t)iw * s->in_c + c] : 0.0f;
+                    }
+                    *a = edge;
+                }
+                continue;
+            }
             for (size_t kx = 0; kx < s->kernel_w; kx++) {
-                const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + kx * s->dilation_w) - s->pad_left;
-                const int inside = ih >= 0 && ih < (ptrdiff_t)s->in_h && iw >= 0 && iw < (ptrdiff_t)s->in_w;
-                a_scratch[(ky * s->kernel_w + kx) * MR + i] =
-                    inside ? x + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c : zero;
+                const ptrdiff_t iw = iw0 + (ptrdiff_t)(kx * s->dilation_w);
+                const int inside = row_inside && iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                a_scratch[(ky * s->kernel_w + kx) * MR + i] = inside ? row + (size_t)iw * s->in_c : zero;
             }
         }
         if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
@@ -48,7 +74,7 @@ void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struc
     for (size_t p = 0; p < panels; p++) {
         const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
         const size_t panel = group * panels + p;
-        cfg->ukernel(mr, nc, cin_g, taps, a_scratch, group * cin_g, zero,
+        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, zero,
                      packed_w + panel * panel_size, NR, packed_bias ? packed_bias + panel * NR : NULL,
                      c_scratch, group * cout_g + p * NR, 0, cmin, cmax);
     }
