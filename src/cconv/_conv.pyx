@@ -31,7 +31,7 @@ cdef extern from "conv_direct.h":
         ptrdiff_t pad_top, pad_left
         size_t groups
     struct cconv_conv_phase:
-        size_t ih0, iw0, rows, cols, n_taps
+        size_t ih0, iw0, rows, cols, n_taps, row_taps
         const size_t* tap_kh
         const size_t* tap_kw
     struct cconv_conv_direct_kernels:
@@ -44,7 +44,8 @@ cdef extern from "conv_direct.h":
                                     float**) noexcept nogil
         void (*backward_data_tile)(const cconv_conv_shape*, const f32_igemm_config*,
                                    const cconv_conv_phase*, const float*, const float*, float*,
-                                   const float*, size_t, const float**, float**) noexcept nogil
+                                   const float*, size_t, const float**, float**,
+                                   float*) noexcept nogil
         void (*backward_data_col2im)(const cconv_conv_shape*, const f32_igemm_config*,
                                      const float*, const float*, float*, size_t, float*,
                                      const float**, float**) noexcept nogil
@@ -272,7 +273,11 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     dx = np.zeros(g.in_shape, np.float32)
     cdef float[::1] dxv = dx.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
-    cdef const float[::1] zero = np.zeros(max(cout_g, 1), np.float32)
+    cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cout_g, 1), np.float32)
+    # One pointer per kernel row of a phase when its taps read consecutive dy pixels.
+    cdef bint merged = groups == 1 and g.s.dilation_w == 1
+    cdef size_t edge_floats = cfg.mr * g.s.kernel_h * g.s.kernel_w * cout_g
+    cdef float[::1] edge_scratch = np.empty(n_threads * edge_floats, np.float32)
     cdef size_t[::1] kh_list, kw_list
     cdef const float[::1] pw
     cdef cconv_conv_phase phase
@@ -291,6 +296,8 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                       if (iw0 + g.s.pad_left - k * g.s.dilation_w) % g.s.stride_w == 0]
             if not taps_h or not taps_w:
                 continue  # no tap reaches these pixels: their gradient stays zero
+            if merged:
+                taps_w.reverse()  # descending kw: ascending dy columns
             kh_list = np.repeat(np.array(taps_h, np.uintp), len(taps_w))
             kw_list = np.tile(np.array(taps_w, np.uintp), len(taps_h))
             wt = w5[:, :, :, np.asarray(kh_list), np.asarray(kw_list)]  # (g, cout_g, cin_g, T)
@@ -299,6 +306,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
             phase.rows = (g.s.in_h - ih0 + g.s.stride_h - 1) // g.s.stride_h
             phase.cols = (g.s.in_w - iw0 + g.s.stride_w - 1) // g.s.stride_w
             phase.n_taps = kh_list.shape[0]
+            phase.row_taps = len(taps_w) if merged else 0
             phase.tap_kh, phase.tap_kw = &kh_list[0], &kw_list[0]
             tiles = ((g.s.batch * phase.rows * phase.cols + cfg.mr - 1) // cfg.mr) * groups
             a_scratch = np.empty(n_threads * phase.n_taps * cfg.mr, np.uintp)
@@ -310,7 +318,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                     tiles_fn.backward_data_tile(
                         &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], &zero[0], tile,
                         <const float**>&a_scratch[tid * phase.n_taps * cfg.mr],
-                        <float**>&c_scratch[tid * cfg.mr])
+                        <float**>&c_scratch[tid * cfg.mr], &edge_scratch[tid * edge_floats])
                 cconv_ftz_restore(ftz)
     return dx
 

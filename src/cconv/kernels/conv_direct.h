@@ -22,9 +22,11 @@ struct cconv_conv_shape {
 
 /* One stride phase of the backward-data pass: the input pixels (ih0 + j*stride_h,
  * iw0 + l*stride_w), j < rows, l < cols, and the n_taps taps (tap_kh, tap_kw) whose
- * dilation*k lands on them. */
+ * dilation*k lands on them. row_taps > 0 merges kernel rows (one group, dilation_w 1): the taps
+ * come in rows of row_taps with descending tap_kw, which read row_taps consecutive dy pixels, so
+ * one pointer serves a whole row (kc = row_taps * out_c); 0: one pointer per tap. */
 struct cconv_conv_phase {
-    size_t ih0, iw0, rows, cols, n_taps;
+    size_t ih0, iw0, rows, cols, n_taps, row_taps;
     const size_t* tap_kh;
     const size_t* tap_kw;
 };
@@ -70,11 +72,13 @@ struct cconv_conv_direct_kernels {
 
     /* One stride phase of backward-data: dx of the phase's pixels = sum over its taps of dy * w.
      * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
-     * tile = m_tile * groups + group, m_tile over MR pixels of the phase. */
+     * tile = m_tile * groups + group, m_tile over MR pixels of the phase.
+     * zero: kw * out_c/groups zeros; a_scratch: n_taps * MR pointers; c_scratch: MR pointers;
+     * edge_scratch: MR * n_taps * out_c/groups floats. */
     void (*backward_data_tile)(CCONV_SHAPE, const struct cconv_conv_phase* phase,
                                const float* dy, const float* packed_w, float* dx,
                                const float* zero, size_t tile, const float** a_scratch,
-                               float** c_scratch);
+                               float** c_scratch, float* edge_scratch);
 
     /* Backward-data for few input channels per group (col2im): for the output pixels of image
      * tile / groups, dcol (MR x K) = dy rows times w (K = kh*kw*in_c/groups columns, packed as
@@ -116,7 +120,7 @@ struct cconv_conv_direct_kernels {
                                                  float*, float*, const float**, float**);         \
     void cconv_conv2d_backward_data_tile__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,      \
                                                 const float*, const float*, float*, const float*, \
-                                                size_t, const float**, float**);                  \
+                                                size_t, const float**, float**, float*);          \
     void cconv_conv2d_backward_data_col2im__##isa(CCONV_SHAPE, const float*, const float*,        \
                                                   float*, size_t, float*, const float**,          \
                                                   float**);                                       \

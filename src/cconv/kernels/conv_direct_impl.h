@@ -144,33 +144,53 @@ void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, cons
 void FN(cconv_conv2d_backward_data_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
                                   const struct cconv_conv_phase* phase, const float* dy,
                                   const float* packed_w, float* dx, const float* zero, size_t tile,
-                                  const float** a_scratch, float** c_scratch) {
+                                  const float** a_scratch, float** c_scratch, float* edge_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t group = tile % s->groups, m0 = (tile / s->groups) * MR;
     const size_t pixels = s->batch * phase->rows * phase->cols;
     const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
     const size_t taps = phase->n_taps;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+    /* Merged kernel rows (see conv_direct.h): one pointer per row of row_taps taps. */
+    const size_t row_taps = phase->row_taps;
+    const size_t ks = row_taps ? taps / row_taps : taps, kc = row_taps ? row_taps * cout_g : cout_g;
 
     size_t l = m0 % phase->cols, j = (m0 / phase->cols) % phase->rows;
     size_t n = m0 / (phase->cols * phase->rows);
     for (size_t i = 0; i < MR; i++) {
         if (i >= mr) {
-            for (size_t t = 0; t < taps; t++) a_scratch[t * MR + i] = zero;
+            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
             c_scratch[i] = c_scratch[0];
             continue;
         }
         const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
         c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
-        for (size_t t = 0; t < taps; t++) {
+        const float* image = dy + n * s->out_h * s->out_w * s->out_c;
+        for (size_t r = 0; r < ks; r++) {
+            const size_t t = row_taps ? r * row_taps : r;
             /* ih = oh*stride - pad + kh*dilation  =>  oh = (ih + pad - kh*dilation) / stride,
-             * exact for every tap of this phase. */
+             * exact (possibly negative) for every tap of this phase. */
             const ptrdiff_t num_h = (ptrdiff_t)ih + s->pad_top - (ptrdiff_t)(phase->tap_kh[t] * s->dilation_h);
             const ptrdiff_t num_w = (ptrdiff_t)iw + s->pad_left - (ptrdiff_t)(phase->tap_kw[t] * s->dilation_w);
             const ptrdiff_t oh = num_h / (ptrdiff_t)s->stride_h, ow = num_w / (ptrdiff_t)s->stride_w;
-            const int inside = num_h >= 0 && num_w >= 0 && oh < (ptrdiff_t)s->out_h && ow < (ptrdiff_t)s->out_w;
-            a_scratch[t * MR + i] =
-                inside ? dy + ((n * s->out_h + (size_t)oh) * s->out_w + (size_t)ow) * s->out_c : zero;
+            const int row_inside = num_h >= 0 && oh < (ptrdiff_t)s->out_h;
+            const float* row = row_inside ? image + (size_t)oh * s->out_w * s->out_c : NULL;
+            const size_t run = row_taps ? row_taps : 1;  /* dy pixels ow .. ow + run - 1 */
+            const float** a = &a_scratch[r * MR + i];
+            if (!row_inside || ow >= (ptrdiff_t)s->out_w || ow + (ptrdiff_t)run <= 0) {
+                *a = zero;
+            } else if (ow >= 0 && ow + (ptrdiff_t)run <= (ptrdiff_t)s->out_w) {
+                *a = row + (size_t)ow * s->out_c;
+            } else {  /* a merged row across the left or right edge: copied with zeros */
+                float* edge = edge_scratch + (i * ks + r) * kc;
+                for (size_t q = 0; q < run; q++) {
+                    const ptrdiff_t o = ow + (ptrdiff_t)q;
+                    const int inside = o >= 0 && o < (ptrdiff_t)s->out_w;
+                    for (size_t c = 0; c < cout_g; c++)
+                        edge[q * cout_g + c] = inside ? row[(size_t)o * s->out_c + c] : 0.0f;
+                }
+                *a = edge;
+            }
         }
         if (++l == phase->cols) { l = 0; if (++j == phase->rows) { j = 0; n++; } }
     }
@@ -178,7 +198,7 @@ void FN(cconv_conv2d_backward_data_tile)(const struct cconv_conv_shape* s, const
     const size_t panel_size = taps * cout_g * NR;
     for (size_t p = 0; p < panels; p++) {
         const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
-        cfg->ukernel(mr, nc, cout_g, taps, a_scratch, group * cout_g, zero,
+        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cout_g, zero,
                      packed_w + (group * panels + p) * panel_size, NR, NULL, c_scratch,
                      group * cin_g + p * NR, 0, -INFINITY, INFINITY);
     }
