@@ -24,7 +24,8 @@ struct problem {
     size_t m, n, kc, ks;
     const float** rows;     /* [ks][m] row pointers, each to a_offset + kc floats, or `zero` */
     size_t a_offset;
-    const float* zero;      /* kc zeros, or NULL (no row is padding) */
+    size_t a_step;          /* floats between consecutive k of a row (the kernels' a_stride) */
+    const float* zero;      /* (kc - 1) * a_step + 1 zeros, or NULL (no row is padding) */
     const float* w;         /* [ks][kc][n] */
     const float* bias;      /* [n] or NULL */
     float** c;              /* [m] output rows, c_offset + n floats used */
@@ -67,10 +68,11 @@ static void run_tiled(const struct f32_igemm_config* cfg, const struct problem* 
                                            : (p->zero ? p->zero : p->rows[t * p->m + r0]);
             for (size_t i = 0; i < MR; i++) c[i] = i < mr ? p->c[r0 + i] + j0 : p->forbidden;
             if (p->in_place)
-                cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->zero, wide + j0, wide_stride,
+                cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->a_step, p->zero, wide + j0,
+                             wide_stride,
                              p->bias ? bias : NULL, c, p->c_offset, p->flags, p->cmin, p->cmax);
             else
-                cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->zero, wp, NR,
+                cfg->ukernel(mr, nc, p->kc, p->ks, a, p->a_offset, p->a_step, p->zero, wp, NR,
                              p->bias ? bias : NULL, c, p->c_offset, p->flags, p->cmin, p->cmax);
         }
     }
@@ -95,6 +97,7 @@ static void igemm_case(struct harness* h, const struct f32_igemm_config* cfg,
     memset(&p, 0, sizeof p);
     p.m = m, p.n = n, p.kc = kc, p.ks = ks;
     p.a_offset = harness_chance(h, 1, 2) ? 0 : harness_range(h, 1, 5);
+    p.a_step = harness_chance(h, 1, 2) ? 1 : harness_range(h, 2, 5);
     const int with_zero = harness_chance(h, 3, 4);
     p.flags = harness_chance(h, 1, 3) ? FC_IGEMM_ACCUMULATE : 0;
     const int with_bias = harness_chance(h, 3, 4);
@@ -104,18 +107,19 @@ static void igemm_case(struct harness* h, const struct f32_igemm_config* cfg,
     p.c_offset = harness_range(h, 0, 5);
     p.in_place = harness_chance(h, 1, 2);
 
-    harness_case(h, "%zux%zu tile: m=%zu n=%zu kc=%zu ks=%zu a_offset=%zu zero=%s bias=%s "
-                    "accumulate=%d clamp=[%g,%g] c_offset=%zu w=%s%s",
-                 cfg->mr, cfg->nr, m, n, kc, ks, p.a_offset, with_zero ? "yes" : "NULL",
+    harness_case(h, "%zux%zu tile: m=%zu n=%zu kc=%zu ks=%zu a_offset=%zu a_stride=%zu zero=%s "
+                    "bias=%s accumulate=%d clamp=[%g,%g] c_offset=%zu w=%s%s",
+                 cfg->mr, cfg->nr, m, n, kc, ks, p.a_offset, p.a_step, with_zero ? "yes" : "NULL",
                  with_bias ? "yes" : "NULL", p.flags, p.cmin, p.cmax, p.c_offset,
                  p.in_place ? "in place" : "packed", nan_case ? " NaN" : "");
 
     /* A: one buffer, row (t, i) at its own place; about one pointer in five is the zero row. */
-    const size_t a_stride = p.a_offset + kc + harness_range(h, 0, 3);
+    const size_t row_span = kc ? (kc - 1) * p.a_step + 1 : 0;
+    const size_t a_stride = p.a_offset + row_span + harness_range(h, 0, 3);  /* between rows */
     float* a = harness_floats(h, ks * m * a_stride);
     harness_fill(h, a, ks * m * a_stride, -1.0f, 1.0f, 0);
-    float* zero = harness_floats(h, kc);
-    for (size_t k = 0; k < kc; k++) zero[k] = 0.0f;
+    float* zero = harness_floats(h, row_span);
+    for (size_t k = 0; k < row_span; k++) zero[k] = 0.0f;
     p.zero = with_zero ? zero : NULL;
     p.rows = (const float**)harness_ptrs(h, ks * m);
     for (size_t ti = 0; ti < ks * m; ti++)
@@ -155,7 +159,7 @@ static void igemm_case(struct harness* h, const struct f32_igemm_config* cfg,
             for (size_t t = 0; t < ks; t++) {
                 const float* r = row_data(&p, t, i);
                 for (size_t k = 0; k < kc; k++) {
-                    const double prod = (double)r[k] * (double)w[(t * kc + k) * n + j];
+                    const double prod = (double)r[k * p.a_step] * (double)w[(t * kc + k) * n + j];
                     s += prod;
                     g += fabs(prod);
                 }

@@ -74,7 +74,7 @@ void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struc
     for (size_t p = 0; p < panels; p++) {
         const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
         const size_t panel = group * panels + p;
-        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, zero,
+        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, 1, zero,
                      packed_w + panel * panel_size, NR, packed_bias ? packed_bias + panel * NR : NULL,
                      c_scratch, group * cout_g + p * NR, 0, cmin, cmax);
     }
@@ -127,7 +127,7 @@ void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, cons
             a_rows[i] = w_rows + (co0 + (i < mr ? i : 0)) * K;
             c_rows[i] = t_scratch + (co0 + (i < mr ? i : 0)) * NR;
         }
-        cfg->ukernel(mr, nc, K, 1, a_rows, 0, NULL, b_scratch, NR, NULL, c_rows, 0, 0,
+        cfg->ukernel(mr, nc, K, 1, a_rows, 0, 1, NULL, b_scratch, NR, NULL, c_rows, 0, 0,
                      -INFINITY, INFINITY);
     }
     /* Transposed store with bias and clamp (max(lo, v)/min(hi, v) keep NaN, like the kernels). */
@@ -198,7 +198,7 @@ void FN(cconv_conv2d_backward_data_tile)(const struct cconv_conv_shape* s, const
     const size_t panel_size = taps * cout_g * NR;
     for (size_t p = 0; p < panels; p++) {
         const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
-        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cout_g, zero,
+        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cout_g, 1, zero,
                      packed_w + (group * panels + p) * panel_size, NR, NULL, c_scratch,
                      group * cin_g + p * NR, 0, -INFINITY, INFINITY);
     }
@@ -309,7 +309,7 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
                             for (size_t t = 0; t < ks; t++) a_ptrs[t * MR + i] = a_row + t * row_step;
                             c_rows[i] = dwt + (group * K + m) * cout_g;
                         }
-                        cfg->ukernel(mr, nc, s->out_w, ks, a_ptrs, 0, NULL, w, w_stride, NULL,
+                        cfg->ukernel(mr, nc, s->out_w, ks, a_ptrs, 0, 1, NULL, w, w_stride, NULL,
                                      c_rows, n0, flags, -INFINITY, INFINITY);
                     }
                 }
@@ -338,7 +338,7 @@ void FN(cconv_conv2d_backward_data_col2im)(const struct cconv_conv_shape* s, con
             a_scratch[i] = dy + (n * image_pixels + m0 + (i < mr ? i : 0)) * s->out_c;
         for (size_t p = 0; p < panels; p++) {
             const size_t nc = K - p * NR < NR ? K - p * NR : NR;
-            cfg->ukernel(mr, nc, cout_g, 1, a_scratch, group * cout_g, NULL,
+            cfg->ukernel(mr, nc, cout_g, 1, a_scratch, group * cout_g, 1, NULL,
                          packed_w + (group * panels + p) * cout_g * NR, NR, NULL, c_rows, p * NR, 0,
                          -INFINITY, INFINITY);
         }

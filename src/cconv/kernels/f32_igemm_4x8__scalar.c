@@ -2,7 +2,8 @@
 #include "igemm.h"
 
 void f32_igemm_ukernel_4x8__scalar(size_t mr, size_t nc, size_t kc, size_t ks,
-                                   const float* const* a, size_t a_offset, const float* zero,
+                                   const float* const* a, size_t a_offset, size_t a_stride,
+                                   const float* zero,
                                    const float* w, size_t w_stride, const float* bias,
                                    float* const* c, size_t c_offset, int flags, float cmin,
                                    float cmax) {
@@ -20,7 +21,7 @@ void f32_igemm_ukernel_4x8__scalar(size_t mr, size_t nc, size_t kc, size_t ks,
         }
         for (size_t k = 0; k < kc; k++) {
             for (size_t i = 0; i < MR; i++) {
-                const float av = ap[i][k];
+                const float av = ap[i][k * a_stride];
                 for (size_t j = 0; j < NR; j++) acc[i][j] += av * w[j];
             }
             w += w_stride;

@@ -258,7 +258,7 @@ void WINO_BLOCK(const struct cconv_wino_shape* s, const struct f32_igemm_config*
                 const float* b = bias && xi == WINO_BIAS_POINT ? bias + p * NR : NULL;
                 for (size_t m0 = 0; m0 < ntiles; m0 += MR) {
                     const size_t mr = ntiles - m0 < MR ? ntiles - m0 : MR;
-                    cfg->ukernel(mr, nc, K, 1, ws->a_rows + m0, xi * s->v_plane, zero, u, NR, b,
+                    cfg->ukernel(mr, nc, K, 1, ws->a_rows + m0, xi * s->v_plane, 1, zero, u, NR, b,
                                  ws->c_rows + m0, xi * s->m_plane + (p - p0) * NR, 0,
                                  -INFINITY, INFINITY);
                 }

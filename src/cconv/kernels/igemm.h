@@ -3,13 +3,15 @@
  * Computes an mr x nc tile of C += A * W where each of the mr rows of A is read through ks
  * pointers (one per kernel tap), each to kc contiguous floats:
  *
- *   c[i][j] = init[i][j] + sum_{t < ks} sum_{k < kc} a[t*MR + i][k (+ a_offset)] * w[(t*kc + k)*w_stride + j]
+ *   c[i][j] = init[i][j] + sum_{t < ks} sum_{k < kc}
+ *             a[t*MR + i][k*a_stride (+ a_offset)] * w[(t*kc + k)*w_stride + j]
  *
  * init is the bias row (zeros if bias is NULL), or the current c when flags has
  * FC_IGEMM_ACCUMULATE. The result is clamped to [cmin, cmax] (a fused ReLU is cmin = 0) and
- * stored to c[i] + c_offset for i < mr, j < nc. Pointers equal to `zero` stand for padding:
- * a_offset (the channel offset of a group) is not added to them, and `zero` holds at least kc
- * zeros. w is one NR-wide panel whose rows are w_stride floats apart: a packed panel
+ * stored to c[i] + c_offset for i < mr, j < nc. A row is contiguous (a_stride = 1) or read with a
+ * stride (a_stride > 1: A stored transposed, k-major). Pointers equal to `zero` stand for padding:
+ * a_offset (the channel offset of a group) is not added to them, and `zero` holds at least
+ * (kc - 1) * a_stride + 1 zeros. w is one NR-wide panel whose rows are w_stride floats apart: a packed panel
  * (w_stride = NR, zero-padded past nc) or rows of a larger matrix read in place (w_stride = its
  * row length; the NR floats of every row must be readable, columns past nc are ignored). Rows mr..MR-1 of a must still be
  * readable (callers point them at `zero`). The kernel knows registers, nothing else.
@@ -24,7 +26,7 @@
 
 typedef void (*f32_igemm_ukernel_fn)(
     size_t mr, size_t nc, size_t kc, size_t ks,
-    const float* const* a, size_t a_offset, const float* zero,
+    const float* const* a, size_t a_offset, size_t a_stride, const float* zero,
     const float* w, size_t w_stride, const float* bias,
     float* const* c, size_t c_offset, int flags, float cmin, float cmax);
 
@@ -36,8 +38,9 @@ struct f32_igemm_config {
 
 #define FC_IGEMM_UKERNEL(name)                                                                   \
     void name(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* a, size_t a_offset, \
-              const float* zero, const float* w, size_t w_stride, const float* bias,             \
-              float* const* c, size_t c_offset, int flags, float cmin, float cmax)
+              size_t a_stride, const float* zero, const float* w, size_t w_stride,               \
+              const float* bias, float* const* c, size_t c_offset, int flags, float cmin,        \
+              float cmax)
 
 FC_IGEMM_UKERNEL(f32_igemm_ukernel_4x8__scalar);
 #if defined(__x86_64__) || defined(_M_X64)

@@ -8,8 +8,9 @@
 #define IGEMM_NR (IGEMM_NV * VLEN)
 
 void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* a,
-                size_t a_offset, const float* zero, const float* w, size_t w_stride, const float* bias,
-                float* const* c, size_t c_offset, int flags, float cmin, float cmax) {
+                size_t a_offset, size_t a_stride, const float* zero, const float* w,
+                size_t w_stride, const float* bias, float* const* c, size_t c_offset, int flags,
+                float cmin, float cmax) {
     VEC acc[IGEMM_MR][IGEMM_NV];
     if (flags & FC_IGEMM_ACCUMULATE) {
         for (size_t i = 0; i < IGEMM_MR; i++)
@@ -30,14 +31,28 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
             ap[i] = a[t * IGEMM_MR + i];
             if (ap[i] != zero) ap[i] += a_offset;
         }
-        for (size_t k = 0; k < kc; k++) {
-            VEC wv[IGEMM_NV];
-            for (size_t v = 0; v < IGEMM_NV; v++) wv[v] = VLOADU(w + v * VLEN);
-            w += w_stride;
+        /* The contiguous case separately: its loads then need no stride multiplication. */
+        if (a_stride == 1) {
+            for (size_t k = 0; k < kc; k++) {
+                VEC wv[IGEMM_NV];
+                for (size_t v = 0; v < IGEMM_NV; v++) wv[v] = VLOADU(w + v * VLEN);
+                w += w_stride;
 #pragma GCC unroll 16
-            for (size_t i = 0; i < IGEMM_MR; i++) {
-                const VEC av = VSET1(ap[i][k]);
-                for (size_t v = 0; v < IGEMM_NV; v++) acc[i][v] = VFMA(av, wv[v], acc[i][v]);
+                for (size_t i = 0; i < IGEMM_MR; i++) {
+                    const VEC av = VSET1(ap[i][k]);
+                    for (size_t v = 0; v < IGEMM_NV; v++) acc[i][v] = VFMA(av, wv[v], acc[i][v]);
+                }
+            }
+        } else {
+            for (size_t k = 0; k < kc; k++) {
+                VEC wv[IGEMM_NV];
+                for (size_t v = 0; v < IGEMM_NV; v++) wv[v] = VLOADU(w + v * VLEN);
+                w += w_stride;
+#pragma GCC unroll 16
+                for (size_t i = 0; i < IGEMM_MR; i++) {
+                    const VEC av = VSET1(ap[i][k * a_stride]);
+                    for (size_t v = 0; v < IGEMM_NV; v++) acc[i][v] = VFMA(av, wv[v], acc[i][v]);
+                }
             }
         }
     }

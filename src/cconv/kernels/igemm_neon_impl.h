@@ -35,8 +35,9 @@ static inline float32x4_t igemm_clamp(float32x4_t x, float32x4_t lo, float32x4_t
 }
 
 void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* a,
-                size_t a_offset, const float* zero, const float* w, size_t w_stride, const float* bias,
-                float* const* c, size_t c_offset, int flags, float cmin, float cmax) {
+                size_t a_offset, size_t a_stride, const float* zero, const float* w,
+                size_t w_stride, const float* bias, float* const* c, size_t c_offset, int flags,
+                float cmin, float cmax) {
     float32x4_t acc[IGEMM_MR][IGEMM_NV];
     if (flags & FC_IGEMM_ACCUMULATE) {
 #pragma GCC unroll 16
@@ -66,7 +67,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
             if (ap[i] != zero) ap[i] += a_offset;
         }
         size_t k = 0;
-        for (; k + 4 <= kc; k += 4) {
+        for (; a_stride == 1 && k + 4 <= kc; k += 4) {
             float32x4_t av[IGEMM_MR];
 #pragma GCC unroll 16
             for (size_t i = 0; i < IGEMM_MR; i++) av[i] = vld1q_f32(ap[i] + k);
@@ -93,7 +94,7 @@ void IGEMM_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const float* const* 
                 const float32x4_t wv = vld1q_f32(w + v * 4);
 #pragma GCC unroll 16
                 for (size_t i = 0; i < IGEMM_MR; i++)
-                    acc[i][v] = vfmaq_n_f32(acc[i][v], wv, ap[i][k]);
+                    acc[i][v] = vfmaq_n_f32(acc[i][v], wv, ap[i][k * a_stride]);
             }
             w += w_stride;
         }
