@@ -15,7 +15,8 @@ from libc.math cimport INFINITY
 from cconv._runtime cimport current_isa, resolve_threads
 from cconv._cache import scratch
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
-from cconv._winograd import (winograd_backward_data, winograd_choose, winograd_forward,
+from cconv._winograd import (winograd_backward_data, winograd_backward_weight, winograd_choose,
+                             winograd_forward,
                              winograd_supported)
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
                                conv_output_size, conv_padding, conv_workspace_bytes, pair)
@@ -163,8 +164,9 @@ def _algorithm(op, _Conv g, algo, backward_data=False):
 
 def conv2d_algorithm(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
                      algo="auto", backward_data=False):
-    """The algorithm conv2d (or, with ``backward_data``, conv2d_backward_data) runs for these
-    shapes: 'direct', 'depthwise', 'winograd-f4' or 'winograd-f2'."""
+    """The algorithm conv2d and conv2d_backward_weight (or, with ``backward_data``,
+    conv2d_backward_data) run for these shapes: 'direct', 'depthwise', 'winograd-f4' or
+    'winograd-f2'."""
     op = "conv2d_algorithm"
     g = _geometry(op, tuple(int(v) for v in input_shape), tuple(int(v) for v in weight_shape),
                   stride, padding, dilation, groups)
@@ -519,8 +521,11 @@ def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, gr
 
 
 def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                           n_threads=None):
-    """Gradient of conv2d with respect to its weight, in PyTorch order (out, in/groups, kh, kw)."""
+                           algo="auto", n_threads=None):
+    """Gradient of conv2d with respect to its weight, in PyTorch order (out, in/groups, kh, kw).
+
+    ``algo`` as in conv2d: 3x3 stride-1 single-group layers run Winograd F(3x3, m x m) (the
+    forward F(m x m, 3x3) transposed) with the forward pass's tile, the rest the direct GEMM."""
     op = "conv2d_backward_weight"
     x = as_nhwc(op, "input", x)
     dy = as_nhwc(op, "grad_output", dy)
@@ -532,7 +537,10 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
     check_shape(op, "grad_output", dy, g.out_shape)
     cdef int threads = resolve_threads(n_threads)
     cdef _Conv conv = g
-    if _is_depthwise(conv):
+    name, tile = _algorithm(op, conv, algo)
+    if name == "winograd":
+        return winograd_backward_weight(x, dy, conv.s.pad_top, conv.s.pad_left, tile, threads)
+    if name == "depthwise":
         check_workspace(op, conv_workspace_bytes("backward_weight", g.in_shape, g.out_shape,
                                                  w_shape, groups, threads))
         return depthwise_backward_weight(x, dy, g.kernel, (conv.s.stride_h, conv.s.stride_w),
@@ -629,7 +637,8 @@ def conv_transpose2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, di
     if groups < 1 or dy.shape[3] % groups or x.shape[3] % groups:
         raise ValueError(f"{op}: groups={groups} must divide the channels of input {x.shape} "
                          f"and grad_output {dy.shape}")
-    return conv2d_backward_weight(dy, x, kernel_size, stride, padding, dilation, groups, n_threads)
+    return conv2d_backward_weight(dy, x, kernel_size, stride, padding, dilation, groups,
+                                  n_threads=n_threads)
 
 
 def linear(x, w, b=None, n_threads=None):

@@ -6,9 +6,11 @@ cdef extern from "isa.h":
     void cconv_ftz_restore(unsigned) nogil
 
 cdef extern from "igemm.h":
+    enum: FC_IGEMM_ACCUMULATE
     ctypedef void (*f32_igemm_ukernel_fn)(size_t, size_t, size_t, size_t, const float* const*,
-                                          size_t, const float*, const float*, const float*,
-                                          float* const*, size_t, int, float, float) noexcept nogil
+                                          size_t, size_t, const float*, const float*, size_t,
+                                          const float*, float* const*, size_t, int, float,
+                                          float) noexcept nogil
     struct f32_igemm_config:
         f32_igemm_ukernel_fn ukernel
         size_t mr

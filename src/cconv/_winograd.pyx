@@ -22,10 +22,11 @@ from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
 
 from cconv._runtime cimport current_isa, resolve_threads
-from cconv._validation import as_float32, as_nhwc, check_finite, check_shape, pair
+from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
+                               pair)
 
-from cconv._kernels cimport (cconv_ftz_enter, cconv_ftz_restore, f32_igemm_config,
-                             f32_igemm_select)
+from cconv._kernels cimport (FC_IGEMM_ACCUMULATE, cconv_ftz_enter, cconv_ftz_restore,
+                             f32_igemm_config, f32_igemm_select)
 
 cdef extern from "winograd.h":
     struct cconv_wino_shape:
@@ -46,9 +47,22 @@ cdef extern from "winograd.h":
     ctypedef void (*f32_wino_weights_fn)(size_t, size_t, const float*, ptrdiff_t, ptrdiff_t,
                                          ptrdiff_t, ptrdiff_t, size_t, size_t,
                                          float*) noexcept nogil
+    struct cconv_wino_wgrad_scratch:
+        float* v
+        float* ydy
+        const float** a_rows
+        float** c_rows
+        const float* zero
+    ctypedef void (*f32_wino_wgrad_block_fn)(const cconv_wino_shape*, const f32_igemm_config*,
+                                             const float*, const float*, float*, size_t, size_t,
+                                             int, const cconv_wino_wgrad_scratch*) noexcept nogil
+    ctypedef void (*f32_wino_wgrad_out_fn)(size_t, size_t, const float*, size_t, size_t, size_t,
+                                           size_t, float*) noexcept nogil
     struct f32_wino_config:
         f32_wino_block_fn block
         f32_wino_weights_fn weights
+        f32_wino_wgrad_block_fn wgrad_block
+        f32_wino_wgrad_out_fn wgrad_out
         size_t m
         size_t alpha
     f32_wino_config f32_wino_select(int isa, int m) nogil
@@ -63,6 +77,13 @@ cdef size_t CO_CHUNK = 64
 # this many bytes in all; above it, one copy that the threads share.
 cdef size_t PRIVATE_WEIGHT_BYTES = 32 * 1024 * 1024
 DEF ALIGN_FLOATS = 16  # 64-byte rows and planes
+# Weight gradient: the most parts the tiles are split into (each part sums into its own M, the
+# parts are added in order; the count depends on the shape only, never on the threads), the
+# fewest tiles a part gets (adding a part's M costs about as much as one tile's GEMMs), and the
+# partial sums held at once (16 MiB).
+cdef size_t WGRAD_MAX_PARTS = 16
+cdef size_t WGRAD_MIN_PART_TILES = 32
+cdef size_t WGRAD_PARTIAL_FLOATS = 4194304
 
 
 
@@ -440,3 +461,105 @@ def winograd_backward_data(dy, w, input_shape, pad_top, pad_left, tile=4, n_thre
         raise ValueError(f"{op}: grad_output {dy.shape} is too small for input_shape {shape} with "
                          f"padding top {pt}, left {pl} (bottom/right padding would be negative)")
     return _run(dy, u, None, 2 - pt, 2 - pl, h, wd, -INFINITY, INFINITY, nt)
+
+
+cdef _run_weight_grad(x, dy, ptrdiff_t pad_top, ptrdiff_t pad_left, int tile, int n_threads):
+    """dw (Cout, Cin, 3, 3) = sum over dy's tiles of G^T [(A dy A^T) . (B^T x B)] G."""
+    op = "winograd_backward_weight"
+    cdef int isa = current_isa()
+    cdef f32_wino_config wc = f32_wino_select(isa, tile)
+    cdef cconv_wino_shape s
+    s.batch, s.in_h, s.in_w, s.in_c = x.shape
+    s.out_h, s.out_w, s.out_c = dy.shape[1], dy.shape[2], dy.shape[3]
+    cdef f32_igemm_config cfg = f32_igemm_select(isa, s.out_c)
+    cdef size_t alpha2 = wc.alpha * wc.alpha, cin = s.in_c, cout = s.out_c
+    s.pad_top, s.pad_left = pad_top, pad_left
+    s.tiles_h = (s.out_h + wc.m - 1) // wc.m
+    s.tiles_w = (s.out_w + wc.m - 1) // wc.m
+    s.co_chunk = cout
+    cdef size_t total = s.batch * s.tiles_h * s.tiles_w
+    cdef size_t m_floats = alpha2 * cin * cout
+    cdef size_t n_parts = max(1, min(WGRAD_MAX_PARTS, total // WGRAD_MIN_PART_TILES,
+                                     WGRAD_PARTIAL_FLOATS // m_floats))
+    # V[xi][t][ci] and Ydy[xi][t][co] of one block of tiles within BLOCK_BYTES; Ydy rows hold
+    # whole NR-wide panels, which the micro-kernel reads in place.
+    cdef size_t vc = (cin + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+    cdef size_t yc = (cout + cfg.nr - 1) // cfg.nr * cfg.nr
+    yc = (yc + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+    cdef size_t cap = max(1, BLOCK_BYTES // (alpha2 * (vc + yc) * 4))
+    cap = min(cap, (total + n_parts - 1) // n_parts)
+    s.v_row, s.v_plane = vc, cap * vc + ALIGN_FLOATS
+    s.m_row, s.m_plane = yc, cap * yc + ALIGN_FLOATS
+    cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
+    cdef size_t y_floats = alpha2 * s.m_plane + ALIGN_FLOATS
+    check_workspace(op, 4 * (n_parts + 3) * m_floats
+                    + 4 * n_threads * (v_floats + y_floats + 4 * cfg.mr))
+    partial = np.empty((n_parts, m_floats), np.float32)
+    cdef float[::1] pv = partial.reshape(-1)
+    cdef float[::1] vbuf = np.empty(n_threads * v_floats, np.float32)
+    cdef float[::1] ybuf = np.zeros(n_threads * y_floats, np.float32)  # pad columns: zeros
+    cdef size_t[::1] rows = np.empty(2 * n_threads * cfg.mr, np.uintp)
+    cdef const float[::1] zero = np.zeros(max(cin, cout, ALIGN_FLOATS), np.float32)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef const float[::1] dyv = dy.reshape(-1)
+    cdef cconv_wino_wgrad_scratch* scratch = <cconv_wino_wgrad_scratch*>malloc(
+        n_threads * sizeof(cconv_wino_wgrad_scratch))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef int t
+    for t in range(n_threads):
+        scratch[t].v = <float*>((<uintptr_t>&vbuf[t * v_floats] + 63) & ~(<uintptr_t>63))
+        scratch[t].ydy = <float*>((<uintptr_t>&ybuf[t * y_floats] + 63) & ~(<uintptr_t>63))
+        scratch[t].a_rows = <const float**>&rows[2 * t * cfg.mr]
+        scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cfg.mr]
+        scratch[t].zero = &zero[0]
+    cdef Py_ssize_t part
+    cdef size_t tile0, end
+    cdef int tid, flags
+    cdef unsigned ftz
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            tid = threadid()
+            ftz = cconv_ftz_enter()
+            for part in prange(<Py_ssize_t>n_parts, schedule="static"):
+                tile0 = total * part // n_parts
+                end = total * (part + 1) // n_parts
+                flags = 0
+                while tile0 < end:
+                    wc.wgrad_block(&s, &cfg, &xv[0], &dyv[0], &pv[part * m_floats], tile0,
+                                   min(cap, end - tile0), flags, &scratch[tid])
+                    flags = FC_IGEMM_ACCUMULATE
+                    tile0 = tile0 + cap
+            cconv_ftz_restore(ftz)
+    finally:
+        free(scratch)
+    # The parts summed in order and transformed, threads splitting the input channels.
+    dwt = np.empty((3, 3, cin, cout), np.float32)
+    cdef float[::1] dv = dwt.reshape(-1)
+    cdef Py_ssize_t k0
+    for k0 in prange(<Py_ssize_t>cin, nogil=True, num_threads=n_threads, schedule="static"):
+        wc.wgrad_out(cin, cout, &pv[0], n_parts, m_floats, k0, k0 + 1, &dv[0])
+    return np.ascontiguousarray(dwt.transpose(3, 2, 0, 1))
+
+
+def winograd_backward_weight(x, dy, pad_top, pad_left, tile=4, n_threads=None):
+    """dw (Cout, Cin, 3, 3) of y = conv3x3(x, w) (stride 1, one group, padding pad_top/pad_left,
+    the bottom/right padding implied by the shapes) for the output gradient dy (N, Ho, Wo, Cout),
+    by Winograd F(3x3, tile x tile): per tile of dy, G^T [(A dy A^T) . (B^T x B)] G (the forward
+    F(tile x tile, 3x3) transposed), the sum over the tiles taken before the last transform.
+    Parts of the tiles are summed in a fixed order: the result does not depend on the threads.
+    """
+    op = "winograd_backward_weight"
+    tile = _check_tile(op, tile)
+    x = as_nhwc(op, "input", x)
+    dy = as_nhwc(op, "grad_output", dy)
+    cdef int nt = _threads(op, n_threads)
+    pt, pl = _int(op, "pad_top", pad_top, 0), _int(op, "pad_left", pad_left, 0)
+    n, h, wd, cin = x.shape
+    if dy.shape[0] != n:
+        raise ValueError(f"{op}: input {x.shape} and grad_output {dy.shape} differ in batch size")
+    oh, ow = dy.shape[1], dy.shape[2]
+    if oh + 2 - pt - h < 0 or ow + 2 - pl - wd < 0:
+        raise ValueError(f"{op}: grad_output {dy.shape} is too small for input {x.shape} with "
+                         f"padding top {pt}, left {pl} (bottom/right padding would be negative)")
+    return _run_weight_grad(x, dy, pt, pl, tile, nt)

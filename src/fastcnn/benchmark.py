@@ -70,13 +70,12 @@ class ConvProblem:
         if which == "backward_data":
             return lambda: cconv.conv2d_backward_data(self.dy, self.w, self.x.shape, **g,
                                                       algo=self.algo)
-        return lambda: cconv.conv2d_backward_weight(self.x, self.dy, self.kernel, **g)
+        return lambda: cconv.conv2d_backward_weight(self.x, self.dy, self.kernel, **g,
+                                                    algo=self.algo)
 
     def algorithm(self, which):
-        """The algorithm fastcnn runs for this pass ('direct', 'winograd-f4', ...)."""
-        if which == "backward_weight":
-            return "depthwise" if self.geom["groups"] > 1 and self.geom["groups"] == self.x.shape[3] \
-                else "direct"
+        """The algorithm fastcnn runs for this pass ('direct', 'winograd-f4', ...); the weight
+        gradient runs the forward pass's."""
         return cconv.conv2d_algorithm(self.x.shape, self.w.shape, **self.geom, algo=self.algo,
                                       backward_data=which == "backward_data")
 
@@ -356,7 +355,7 @@ def build_parser():
     parser.add_argument("--threads", type=int, default=cconv.get_num_threads(),
                         help="threads for every library (default: fastcnn's default)")
     parser.add_argument("--algo", default="auto", choices=["auto", "direct", "winograd"],
-                        help="fastcnn's convolution algorithm (forward and backward-data)")
+                        help="fastcnn's convolution algorithm (every pass)")
     parser.add_argument("--shapes", default="", help="comma-separated shape names (default: all)")
     parser.add_argument("--passes", default=",".join(PASSES), help="comma-separated passes")
     parser.add_argument("--min-time", type=float, default=0.25, help="seconds of runs per figure")

@@ -302,12 +302,14 @@ class Conv2d(Layer):
 
     def backward(self, dy):
         dy = self.backward_params(dy)
-        return cconv.conv2d_backward_data(dy, self.weight.data, self._x.shape, **self._args())
+        return cconv.conv2d_backward_data(dy, self.weight.data, self._x.shape, algo=self.algo,
+                                          **self._args())
 
     def backward_params(self, dy):
         """The parameter gradients only (the model's first layer needs no input gradient)."""
         dy = np.ascontiguousarray(dy, dtype=np.float32)
-        self.weight.accumulate(cconv.conv2d_backward_weight(self._x, dy, self.kernel_size, **self._args()))
+        self.weight.accumulate(cconv.conv2d_backward_weight(self._x, dy, self.kernel_size,
+                                                            algo=self.algo, **self._args()))
         if self.bias is not None:
             self.bias.accumulate(cconv.bias_backward(dy))
         return dy

@@ -79,6 +79,29 @@ WINO_INLINE void wino_g(const VEC g[3], VEC u[6]) {
     u[5] = g[2];
 }
 
+/* Weight gradient F(3x3, 4x4) (the transposition principle: dg = G^T [(A dy) . (B^T d)]):
+ * A = (A^T)^T, rows: [1 0 0 0] [1 1 1 1] [1 -1 1 -1] [1 2 4 8] [1 -2 4 -8] [0 0 0 1]. */
+WINO_INLINE void wino_a(const VEC d[4], VEC u[6]) {
+    const VEC even = VADD(d[0], d[2]), odd = VADD(d[1], d[3]);
+    const VEC even4 = VFMA(VSET1(4.0f), d[2], d[0]), odd4 = VFMA(VSET1(4.0f), d[3], d[1]);
+    u[0] = d[0];
+    u[1] = VADD(even, odd);
+    u[2] = VSUB(even, odd);
+    u[3] = VFMA(VSET1(2.0f), odd4, even4);
+    u[4] = VFNMA(VSET1(2.0f), odd4, even4);
+    u[5] = d[3];
+}
+
+/* G^T, rows: [1/4 -1/6 -1/6 1/24 1/24 0] [0 -1/6 1/6 1/12 -1/12 0] [0 -1/6 -1/6 1/6 1/6 1]. */
+WINO_INLINE void wino_gt(const VEC m[6], VEC g[3]) {
+    const VEC s12 = VADD(m[1], m[2]), d12 = VSUB(m[2], m[1]);
+    const VEC s34 = VADD(m[3], m[4]), d34 = VSUB(m[3], m[4]);
+    const VEC sixth = VSET1(1.0f / 6.0f);
+    g[0] = VFMA(VSET1(0.25f), m[0], VFMA(VSET1(1.0f / 24.0f), s34, VMUL(VSET1(-1.0f / 6.0f), s12)));
+    g[1] = VFMA(VSET1(1.0f / 12.0f), d34, VMUL(sixth, d12));
+    g[2] = VADD(VMUL(sixth, VSUB(s34, s12)), m[5]);
+}
+
 #elif WINO_M == 2
 /* B^T, rows: [1 0 -1 0] [0 1 1 0] [0 -1 1 0] [0 1 0 -1]. */
 WINO_INLINE void wino_bt(const VEC d[4], VEC t[4]) {
@@ -112,6 +135,21 @@ WINO_INLINE void wino_g(const VEC g[3], VEC u[4]) {
     u[1] = VMUL(half, VADD(even, g[1]));
     u[2] = VMUL(half, VSUB(even, g[1]));
     u[3] = g[2];
+}
+/* Weight gradient F(3x3, 2x2): A = (A^T)^T, rows: [1 0] [1 1] [1 -1] [0 -1]. */
+WINO_INLINE void wino_a(const VEC d[2], VEC u[4]) {
+    u[0] = d[0];
+    u[1] = VADD(d[0], d[1]);
+    u[2] = VSUB(d[0], d[1]);
+    u[3] = VSUB(VZERO(), d[1]);
+}
+
+/* G^T, rows: [1 1/2 1/2 0] [0 1/2 -1/2 0] [0 1/2 1/2 1]. */
+WINO_INLINE void wino_gt(const VEC m[4], VEC g[3]) {
+    const VEC half = VSET1(0.5f), s12 = VMUL(half, VADD(m[1], m[2]));
+    g[0] = VADD(m[0], s12);
+    g[1] = VMUL(half, VSUB(m[1], m[2]));
+    g[2] = VADD(s12, m[3]);
 }
 #else
 #error "WINO_M must be 2 or 4"
@@ -330,6 +368,121 @@ void WINO_WEIGHTS(size_t n_out, size_t k, const float* w, ptrdiff_t s_n, ptrdiff
         size_t j = 0;
         for (; j + VLEN <= nr; j += VLEN) weights_vec(g9 + j, MAX_NR, VLEN, 0, out + j, plane);
         if (j < nr) weights_vec(g9 + j, MAX_NR, nr - j, 1, out + j, plane);
+    }
+}
+
+/* ------------------------------------------------------------------ weight gradient */
+
+/* Ydy[xi] = (A dy_t A^T)[xi] for channels [c, c + n): q holds the m x m pointers of the tile's
+ * dy pixels (the zero row past the output). */
+WINO_INLINE void grad_tile_vec(const float* const* q, size_t c, size_t n, int part, float* out,
+                               size_t plane) {
+    VEC t[WINO_ALPHA][WINO_M];  /* t = A dy */
+    for (size_t j = 0; j < WINO_M; j++) {
+        VEC d[WINO_M], r[WINO_ALPHA];
+        for (size_t i = 0; i < WINO_M; i++)
+            d[i] = part ? VLOAD_PART(q[i * WINO_M + j] + c, n) : VLOADU(q[i * WINO_M + j] + c);
+        wino_a(d, r);
+        for (size_t i = 0; i < WINO_ALPHA; i++) t[i][j] = r[i];
+    }
+    for (size_t i = 0; i < WINO_ALPHA; i++) {
+        VEC r[WINO_ALPHA];
+        wino_a(t[i], r);  /* (A dy) A^T, row i */
+        for (size_t l = 0; l < WINO_ALPHA; l++) {
+            float* dst = out + (i * WINO_ALPHA + l) * plane + c;
+            if (part) VSTORE_PART(dst, r[l], n);
+            else VSTOREU(dst, r[l]);
+        }
+    }
+}
+
+void WINO_WGRAD_BLOCK(const struct cconv_wino_shape* s, const struct f32_igemm_config* cfg,
+                      const float* x, const float* dy, float* mt, size_t tile0, size_t ntiles,
+                      int flags, const struct cconv_wino_wgrad_scratch* ws) {
+    const size_t MR = cfg->mr, NR = cfg->nr, K = s->in_c, N = s->out_c;
+    const size_t per_image = s->tiles_h * s->tiles_w;
+
+    /* 1. Transforms of the block's tiles: V = B^T d B of x's patch, Ydy = A dy A^T. */
+    size_t n = tile0 / per_image, th = (tile0 % per_image) / s->tiles_w, tw = tile0 % s->tiles_w;
+    for (size_t t = 0; t < ntiles; t++) {
+        const float* patch[WINO_ALPHA * WINO_ALPHA];
+        const float* q[WINO_M * WINO_M];
+        patch_pointers(s, x, ws->zero, n, th, tw, patch);
+        const float* image = dy + n * s->out_h * s->out_w * N;
+        for (size_t i = 0; i < WINO_M; i++)
+            for (size_t j = 0; j < WINO_M; j++) {
+                const size_t oh = th * WINO_M + i, ow = tw * WINO_M + j;
+                q[i * WINO_M + j] = oh < s->out_h && ow < s->out_w ? image + (oh * s->out_w + ow) * N
+                                                                   : ws->zero;
+            }
+        input_tile(patch, K, ws->v + t * s->v_row, s->v_plane);
+        size_t c = 0;
+        for (; c + VLEN <= N; c += VLEN) grad_tile_vec(q, c, VLEN, 0, ws->ydy + t * s->m_row, s->m_plane);
+        if (c < N) grad_tile_vec(q, c, N - c, 1, ws->ydy + t * s->m_row, s->m_plane);
+        if (++tw == s->tiles_w) { tw = 0; if (++th == s->tiles_h) { th = 0; n++; } }
+    }
+
+    /* 2. alpha^2 GEMMs, M[xi] (K x N) += V[xi]^T (K x tiles) Ydy[xi] (tiles x N): V is read in
+     * place as the transposed A (a_stride = v_row), Ydy in place as B (w_stride = m_row, which
+     * holds whole NR-wide panels). */
+    for (size_t xi = 0; xi < WINO_ALPHA * WINO_ALPHA; xi++) {
+        const float* v = ws->v + xi * s->v_plane;
+        float* m = mt + xi * K * N;
+        for (size_t k0 = 0; k0 < K; k0 += MR) {
+            const size_t mr = K - k0 < MR ? K - k0 : MR;
+            for (size_t i = 0; i < MR; i++) {
+                const size_t k = k0 + (i < mr ? i : 0);  /* rows past mr: computed, not stored */
+                ws->a_rows[i] = v + k;
+                ws->c_rows[i] = m + k * N;
+            }
+            for (size_t n0 = 0; n0 < N; n0 += NR) {
+                const size_t nc = N - n0 < NR ? N - n0 : NR;
+                cfg->ukernel(mr, nc, ntiles, 1, ws->a_rows, 0, s->v_row, NULL,
+                             ws->ydy + xi * s->m_plane + n0, s->m_row, NULL, ws->c_rows, n0,
+                             flags, -INFINITY, INFINITY);
+            }
+        }
+    }
+}
+
+/* dw[tap][k][n] = (G^T M[.][k][n] G)[tap] for VLEN columns n at once, M being the sum of the
+ * n_parts partial M (part_stride floats apart), added in part order. */
+WINO_INLINE void wgrad_out_vec(const float* m, size_t plane, size_t n_parts, size_t part_stride,
+                               size_t n, int part, float* out, size_t out_plane) {
+    VEC t[3][WINO_ALPHA];  /* t = G^T M */
+    for (size_t j = 0; j < WINO_ALPHA; j++) {
+        VEC col[WINO_ALPHA], r[3];
+        for (size_t i = 0; i < WINO_ALPHA; i++) {
+            const float* src = m + (i * WINO_ALPHA + j) * plane;
+            col[i] = part ? VLOAD_PART(src, n) : VLOADU(src);
+            for (size_t q = 1; q < n_parts; q++)
+                col[i] = VADD(col[i], part ? VLOAD_PART(src + q * part_stride, n)
+                                           : VLOADU(src + q * part_stride));
+        }
+        wino_gt(col, r);
+        for (size_t i = 0; i < 3; i++) t[i][j] = r[i];
+    }
+    for (size_t i = 0; i < 3; i++) {
+        VEC r[3];
+        wino_gt(t[i], r);  /* (G^T M) G, row i */
+        for (size_t l = 0; l < 3; l++) {
+            float* dst = out + (i * 3 + l) * out_plane;
+            if (part) VSTORE_PART(dst, r[l], n);
+            else VSTOREU(dst, r[l]);
+        }
+    }
+}
+
+void WINO_WGRAD_OUT(size_t k, size_t n, const float* mt, size_t n_parts, size_t part_stride,
+                    size_t k0, size_t k1, float* dw) {
+    for (size_t kk = k0; kk < k1; kk++) {
+        size_t c = 0;
+        for (; c + VLEN <= n; c += VLEN)
+            wgrad_out_vec(mt + kk * n + c, k * n, n_parts, part_stride, VLEN, 0, dw + kk * n + c,
+                          k * n);
+        if (c < n)
+            wgrad_out_vec(mt + kk * n + c, k * n, n_parts, part_stride, n - c, 1, dw + kk * n + c,
+                          k * n);
     }
 }
 

@@ -65,9 +65,39 @@ typedef void (*f32_wino_weights_fn)(size_t n_out, size_t k, const float* w, ptrd
                                     ptrdiff_t s_k, ptrdiff_t s_i, ptrdiff_t s_j, size_t nr,
                                     size_t panel, float* packed);
 
+/* Weight gradient, F(3 x 3, m x m) by the transposition principle (dw = G^T [(A dy A^T) .
+ * (B^T d B)] G per tile, summed over the tiles before the last transform):
+ *
+ *   wgrad_block  for tiles [tile0, tile0 + ntiles) of dy's m x m grid: V = B^T d B of each x
+ *                patch (as the forward pass), Ydy = A dy_t A^T, and the alpha^2 GEMMs
+ *                M[xi] (in_c x out_c) += V[xi]^T Ydy[xi] (flags: 0 to start M, or
+ *                FC_IGEMM_ACCUMULATE), both operands read in place by the micro-kernel.
+ *   wgrad_out    dw[tap][k][n] = (G^T M[.][k][n] G)[tap], tap = ky * 3 + kx, for k in
+ *                [k0, k1), M being the sum of n_parts partial M (part_stride floats apart)
+ *                taken in part order.
+ *
+ * mt: alpha^2 * in_c * out_c floats. The shape's m_row/m_plane describe Ydy (m_row >= out_c
+ * rounded up to NR), v_row/v_plane V, as in the forward pass. */
+struct cconv_wino_wgrad_scratch {
+    float* v;
+    float* ydy;
+    const float** a_rows;  /* MR pointers */
+    float** c_rows;        /* MR pointers */
+    const float* zero;     /* at least max(in_c, out_c) zeros */
+};
+
+typedef void (*f32_wino_wgrad_block_fn)(const struct cconv_wino_shape* s,
+                                        const struct f32_igemm_config* cfg, const float* x,
+                                        const float* dy, float* mt, size_t tile0, size_t ntiles,
+                                        int flags, const struct cconv_wino_wgrad_scratch* scratch);
+typedef void (*f32_wino_wgrad_out_fn)(size_t k, size_t n, const float* mt, size_t n_parts,
+                                      size_t part_stride, size_t k0, size_t k1, float* dw);
+
 struct f32_wino_config {
     f32_wino_block_fn block;
     f32_wino_weights_fn weights;
+    f32_wino_wgrad_block_fn wgrad_block;
+    f32_wino_wgrad_out_fn wgrad_out;
     size_t m;      /* output tile side */
     size_t alpha;  /* input tile side, m + 2 */
 };
@@ -77,7 +107,13 @@ struct f32_wino_config {
                                       const float*, const float*, const float*, float*, size_t,  \
                                       size_t, float, float, const struct cconv_wino_scratch*);     \
     void f32_wino##m##x3_weights__##isa(size_t, size_t, const float*, ptrdiff_t, ptrdiff_t,      \
-                                        ptrdiff_t, ptrdiff_t, size_t, size_t, float*);
+                                        ptrdiff_t, ptrdiff_t, size_t, size_t, float*);            \
+    void f32_wino##m##x3_wgrad_block__##isa(const struct cconv_wino_shape*,                      \
+                                            const struct f32_igemm_config*, const float*,         \
+                                            const float*, float*, size_t, size_t, int,            \
+                                            const struct cconv_wino_wgrad_scratch*);              \
+    void f32_wino##m##x3_wgrad_out__##isa(size_t, size_t, const float*, size_t, size_t, size_t, \
+                                          size_t, float*);
 
 CCONV_WINO_DECLARE(2, scalar)
 CCONV_WINO_DECLARE(4, scalar)
@@ -88,8 +124,10 @@ CCONV_WINO_DECLARE(2, avx512)
 CCONV_WINO_DECLARE(4, avx512)
 #endif
 
-#define CCONV_WINO_CONFIG(m, isa) \
-    ((struct f32_wino_config){f32_wino##m##x3_block__##isa, f32_wino##m##x3_weights__##isa, m, m + 2})
+#define CCONV_WINO_CONFIG(m, isa)                                                             \
+    ((struct f32_wino_config){f32_wino##m##x3_block__##isa, f32_wino##m##x3_weights__##isa,    \
+                              f32_wino##m##x3_wgrad_block__##isa,                              \
+                              f32_wino##m##x3_wgrad_out__##isa, m, m + 2})
 
 /* The one place where the Winograd kernels are chosen: m = 2 or 4 (anything else gives 4). */
 static inline struct f32_wino_config f32_wino_select(int isa, int m) {
