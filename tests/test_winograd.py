@@ -126,6 +126,12 @@ def test_weight_gradient_many_tiles(isa, tile):
                                             padding=1), TOL)
     for dw in dws[1:]:
         assert np.array_equal(dw, dws[0])
+    # auto runs it from 8 input channels on (fewer fill too few rows of a register tile).
+    assert cconv.conv2d_algorithm(x.shape, (35, 19, 3, 3), padding=1,
+                                  backward_weight=True) == "winograd-f4"
+    assert cconv.conv2d_algorithm((5, 23, 21, 3), (35, 3, 3, 3), padding=1,
+                                  backward_weight=True) == "direct"
+    assert cconv.conv2d_algorithm((5, 23, 21, 3), (35, 3, 3, 3), padding=1) == "winograd-f4"
     # The same through conv2d_backward_weight, against its direct algorithm.
     wino = cconv.conv2d_backward_weight(x, dy, 3, padding=1, algo="winograd")
     direct = cconv.conv2d_backward_weight(x, dy, 3, padding=1, algo="direct")

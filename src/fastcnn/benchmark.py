@@ -74,10 +74,10 @@ class ConvProblem:
                                                     algo=self.algo)
 
     def algorithm(self, which):
-        """The algorithm fastcnn runs for this pass ('direct', 'winograd-f4', ...); the weight
-        gradient runs the forward pass's."""
+        """The algorithm fastcnn runs for this pass ('direct', 'winograd-f4', ...)."""
         return cconv.conv2d_algorithm(self.x.shape, self.w.shape, **self.geom, algo=self.algo,
-                                      backward_data=which == "backward_data")
+                                      backward_data=which == "backward_data",
+                                      backward_weight=which == "backward_weight")
 
     def numpy(self, which):
         g = self.geom
