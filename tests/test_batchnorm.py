@@ -70,6 +70,36 @@ def test_backward_matches_reference(isa, rng, eps):
         assert_close("batch_norm_backward.dbias", db, dbr)
 
 
+@pytest.mark.parametrize("eps", [1e-5, 0.1])
+def test_fused_relu_matches_reference(isa, rng, eps):
+    """activation='relu' in the forward passes, y= in the backward: the same as batch norm and
+    a separate ReLU (forward, and the backward through both), every ISA, 1 and 2 threads."""
+    for shape in SHAPES:
+        c = shape[-1]
+        x = (rng.standard_normal(shape) * 2 + 0.3).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        w, b = params(rng, c)
+        y, mean, var = cconv.batch_norm_forward_train(x, w, b, eps=eps, activation="relu")
+        yr, _, _ = ref.batch_norm_forward_train(*f64(x, w, b), eps=eps, activation="relu")
+        assert_close("batch_norm_forward_train+relu", y, yr)
+        assert (y >= 0).all()
+        plain, _, _ = cconv.batch_norm_forward_train(x, w, b, eps=eps)
+        assert np.array_equal(y, np.maximum(plain, 0))  # the same pre-activation, clamped
+        outs = [cconv.batch_norm_backward(dy, x, w, mean, var, eps=eps, y=y, n_threads=t)
+                for t in (1, 2)]
+        for got, want in zip(outs[0], ref.batch_norm_backward(*f64(dy, x, w, mean, var),
+                                                              eps=eps, y=yr)):
+            assert_close("batch_norm_backward+relu", got, want)
+        for a, b2 in zip(*outs):
+            assert np.array_equal(a, b2)
+        rm = rng.standard_normal(c).astype(np.float32)
+        rv = rng.uniform(0.1, 3, c).astype(np.float32)
+        assert_close("batch_norm_forward_eval+relu",
+                     cconv.batch_norm_forward_eval(x, w, b, rm, rv, eps=eps, activation="relu"),
+                     ref.batch_norm_forward_eval(*f64(x, w, b, rm, rv), eps=eps,
+                                                 activation="relu"))
+
+
 def test_reference_backward_matches_finite_differences(rng):
     for shape in [(6, 3), (2, 3, 3, 5), (1, 4, 4, 17), (9, 1)]:
         c = shape[-1]
@@ -174,6 +204,9 @@ def test_bad_input_raises_value_error_naming_the_op():
         ("batch_norm_backward", lambda: back(x, x, w, m, np.float32([1, -1, 1]))),
         ("batch_norm_backward", lambda: back(x, x, w, np.ones(4), v)),
         ("batch_norm_backward", lambda: back(x, x, w, m, v, eps=0)),
+        ("batch_norm_backward", lambda: back(x, x, w, m, v, y=np.ones((4, 4)))),
+        ("batch_norm_forward_train", lambda: train(x, w, b, activation="gelu")),
+        ("batch_norm_forward_eval", lambda: evaluate(x, w, b, m, v, activation="tanh")),
     ]
     for op, call in cases:
         with pytest.raises(ValueError, match=f"^{op}:"):

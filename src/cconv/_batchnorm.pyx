@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY
 from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, resolve_threads
@@ -24,12 +25,14 @@ cdef extern from "isa.h" nogil:
 ctypedef void (*stats_fn)(size_t rows, size_t c, const float* x, double* mean,
                           double* m2) noexcept nogil
 ctypedef void (*apply_fn)(size_t rows, size_t c, const float* x, const float* mean_hi,
-                          const float* mean_lo, const float* scale, const float* shift,
+                          const float* mean_lo, const float* scale, const float* shift, float lo,
                           float* y) noexcept nogil
 ctypedef void (*reduce_fn)(size_t rows, size_t c, const float* dy, const float* x,
-                           const float* mean, double* sum_dy, double* sum_dy_xmu) noexcept nogil
-ctypedef void (*dx_fn)(size_t rows, size_t c, const float* dy, const float* x, const float* mean,
-                       const double* a, const double* b, const double* k, float* dx) noexcept nogil
+                           const float* y, const float* mean, double* sum_dy,
+                           double* sum_dy_xmu) noexcept nogil
+ctypedef void (*dx_fn)(size_t rows, size_t c, const float* dy, const float* x, const float* y,
+                       const float* mean, const double* a, const double* b, const double* k,
+                       float* dx) noexcept nogil
 
 cdef extern from "batchnorm.h" nogil:
     cdef struct cconv_batchnorm_kernels:
@@ -53,6 +56,8 @@ cdef struct Job:
     Py_ssize_t rows, c, rpc
     const float* x
     const float* dy
+    const float* relu_y  # output of a fused ReLU (backward: dy is masked by relu_y > 0) or NULL
+    float lo             # apply's clamp: -inf, or 0 for a fused ReLU
     float* y
     double* part0      # (chunks, c) float64 partials
     double* part1
@@ -80,12 +85,13 @@ cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
     if j.kind == STATS:
         j.k.stats(n, j.c, j.x + o, j.part0 + i * j.c, j.part1 + i * j.c)
     elif j.kind == APPLY:
-        j.k.apply(n, j.c, j.x + o, j.p0, j.p1, j.p2, j.p3, j.y + o)
+        j.k.apply(n, j.c, j.x + o, j.p0, j.p1, j.p2, j.p3, j.lo, j.y + o)
     elif j.kind == REDUCE:
-        j.k.backward_reduce(n, j.c, j.dy + o, j.x + o, j.p0, j.part0 + i * j.c,
-                            j.part1 + i * j.c)
+        j.k.backward_reduce(n, j.c, j.dy + o, j.x + o, j.relu_y + o if j.relu_y else NULL,
+                            j.p0, j.part0 + i * j.c, j.part1 + i * j.c)
     elif j.kind == DX:
-        j.k.backward_dx(n, j.c, j.dy + o, j.x + o, j.p0, j.d0, j.d1, j.d2, j.y + o)
+        j.k.backward_dx(n, j.c, j.dy + o, j.x + o, j.relu_y + o if j.relu_y else NULL, j.p0,
+                        j.d0, j.d1, j.d2, j.y + o)
 
 
 cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
@@ -153,10 +159,20 @@ def _eps(op, eps):
     return value
 
 
+_ACTIVATIONS = {None: -INFINITY, "relu": 0.0}
+
+
+def _clamp(op, activation):
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    return _ACTIVATIONS[activation]
+
+
 cdef Job _job(Kind kind, a):
     cdef Job job
     memset(&job, 0, sizeof(Job))
     job.kind = kind
+    job.lo = -INFINITY
     job.c = a.shape[a.ndim - 1]
     job.rows = a.size // job.c
     job.rpc = rows_per_chunk(job.c)
@@ -165,13 +181,15 @@ cdef Job _job(Kind kind, a):
     return job
 
 
-def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
+def batch_norm_forward_train(x, weight, bias, eps=1e-5, activation=None, n_threads=None):
     """Normalise with the batch statistics: returns (y, mean, var), float32.
 
     mean and var are per channel over every axis but the last; var is the biased batch variance
-    (the layer derives its running variance, the unbiased one, from it).
+    (the layer derives its running variance, the unbiased one, from it). activation='relu'
+    fuses a ReLU into the store (pass y to batch_norm_backward for its backward).
     """
     op = "batch_norm_forward_train"
+    lo = _clamp(op, activation)
     a = _activation(op, "x", x)
     cdef Py_ssize_t c = a.shape[a.ndim - 1]
     w = _channel(op, "weight", weight, c)
@@ -228,6 +246,7 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
 
     y = np.empty(a.shape, dtype=np.float32)
     job.kind = APPLY
+    job.lo = lo
     job.y = <float*>fptr(y)
     job.p0 = fptr(mean_hi)
     job.p1 = fptr(mean_lo)
@@ -238,9 +257,11 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, n_threads=None):
 
 
 def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5,
-                            n_threads=None):
-    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, per channel."""
+                            activation=None, n_threads=None):
+    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, per channel, then the
+    fused activation (None or 'relu')."""
     op = "batch_norm_forward_eval"
+    lo = _clamp(op, activation)
     a = _activation(op, "x", x)
     cdef Py_ssize_t c = a.shape[a.ndim - 1]
     w = _channel(op, "weight", weight, c)
@@ -253,6 +274,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5
     zero = np.zeros(c, dtype=np.float32)
     y = np.empty(a.shape, dtype=np.float32)
     cdef Job job = _job(APPLY, a)
+    job.lo = lo
     job.y = <float*>fptr(y)
     job.p0 = fptr(rm)
     job.p1 = fptr(zero)
@@ -262,17 +284,24 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5
     return y
 
 
-def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
+def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, y=None, n_threads=None):
     """Training-mode backward: returns (dx, dweight, dbias), float32.
 
     mean and var are the batch statistics :func:`batch_norm_forward_train` returned; dx includes
     the gradient through them: dx = w / sigma * (dy - mean(dy) - xhat * mean(dy * xhat)).
+    y: the output of a forward pass with activation='relu', whose backward is fused: dy is the
+    gradient of that output and counts only where y > 0.
     """
     op = "batch_norm_backward"
     a = _activation(op, "x", x)
     g = _activation(op, "dy", dy)
     if g.shape != a.shape:
         raise ValueError(f"{op}: dy and x must have the same shape, got {g.shape} and {a.shape}")
+    if y is not None:
+        y = _activation(op, "y", y)
+        if y.shape != a.shape:
+            raise ValueError(f"{op}: y and x must have the same shape, got {y.shape} and "
+                             f"{a.shape}")
     cdef Py_ssize_t c = a.shape[a.ndim - 1]
     w = _channel(op, "weight", weight, c)
     m = _channel(op, "mean", mean, c)
@@ -284,6 +313,7 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, n_threads=None):
     part_dy = np.empty((nchunks, c), dtype=np.float64)
     part_dyx = np.empty((nchunks, c), dtype=np.float64)
     job.dy = fptr(g)
+    job.relu_y = fptr(y) if y is not None else NULL
     job.p0 = fptr(m)
     job.part0 = dptr(part_dy)
     job.part1 = dptr(part_dyx)

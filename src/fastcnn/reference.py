@@ -372,21 +372,27 @@ def add_backward(dy):
 
 # --- batch norm ---
 
-def batch_norm_forward_train(x, weight, bias, eps=1e-5):
-    """Normalise over every axis but the last with the batch statistics: (y, mean, biased var)."""
+def batch_norm_forward_train(x, weight, bias, eps=1e-5, activation=None):
+    """Normalise over every axis but the last with the batch statistics: (y, mean, biased var);
+    activation='relu' applies a ReLU to y."""
     axes = tuple(range(x.ndim - 1))
     mean = x.mean(axis=axes)
     var = ((x - mean) ** 2).mean(axis=axes)
     y = (x - mean) / np.sqrt(var + eps) * weight + bias
-    return y, mean, var
+    return (relu(y) if activation == "relu" else y), mean, var
 
 
-def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5):
-    return (x - running_mean) / np.sqrt(running_var + eps) * weight + bias
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5,
+                            activation=None):
+    y = (x - running_mean) / np.sqrt(running_var + eps) * weight + bias
+    return relu(y) if activation == "relu" else y
 
 
-def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5):
-    """Training-mode backward through the batch statistics: (dx, dweight, dbias)."""
+def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, y=None):
+    """Training-mode backward through the batch statistics: (dx, dweight, dbias). With y, the
+    output of a forward pass with a ReLU, dy is first taken back through that ReLU."""
+    if y is not None:
+        dy = relu_backward(dy, y)
     axes = tuple(range(x.ndim - 1))
     rows = x.size // x.shape[-1]
     invstd = 1 / np.sqrt(var + eps)

@@ -1,5 +1,6 @@
 /* Batch-norm kernels (batchnorm.h) over (rows, c) chunks. The float64 reductions sum every
  * channel in row order on every ISA (vectors run across channels), so they match exactly. */
+#include <math.h>
 #include "batchnorm.h"
 #include "harness.h"
 
@@ -57,29 +58,34 @@ void family_batchnorm(struct harness* h, int isa) {
                 k[ch] = harness_uniform(h, -0.1f, 0.1f);
             }
 
-            harness_case(h, "apply rows=%zu c=%zu centre=%g", rows, c, centre);
+            /* Half of the cases with the fused ReLU: clamp in apply, dy masked by its output. */
+            const int relu = harness_chance(h, 1, 2);
+            const float lo = relu ? 0.0f : -INFINITY;
+            harness_case(h, "apply rows=%zu c=%zu centre=%g relu=%d", rows, c, centre, relu);
             float* y_got = harness_floats(h, n);
             float* y_want = harness_floats(h, n);
-            s.apply(rows, c, x, mean_hi, mean_lo, scale, shift, y_want);
-            v.apply(rows, c, x, mean_hi, mean_lo, scale, shift, y_got);
+            s.apply(rows, c, x, mean_hi, mean_lo, scale, shift, lo, y_want);
+            v.apply(rows, c, x, mean_hi, mean_lo, scale, shift, lo, y_got);
             harness_expect_f32_close(h, "y", n, y_got, y_want, TOL);
 
-            harness_case(h, "backward_reduce rows=%zu c=%zu centre=%g", rows, c, centre);
+            const float* mask = relu ? y_want : NULL;
+            harness_case(h, "backward_reduce rows=%zu c=%zu centre=%g relu=%d", rows, c, centre,
+                         relu);
             harness_fill(h, dy, n, -1.0f, 1.0f, 0);
             double* sdy_got = harness_doubles(h, c);
             double* sdy_want = harness_doubles(h, c);
             double* sdx_got = harness_doubles(h, c);
             double* sdx_want = harness_doubles(h, c);
-            s.backward_reduce(rows, c, dy, x, mean_hi, sdy_want, sdx_want);
-            v.backward_reduce(rows, c, dy, x, mean_hi, sdy_got, sdx_got);
+            s.backward_reduce(rows, c, dy, x, mask, mean_hi, sdy_want, sdx_want);
+            v.backward_reduce(rows, c, dy, x, mask, mean_hi, sdy_got, sdx_got);
             harness_expect_f64(h, "sum_dy", c, sdy_got, sdy_want, 0, 0);
             harness_expect_f64(h, "sum_dy_xmu", c, sdx_got, sdx_want, 0, 0);
 
-            harness_case(h, "backward_dx rows=%zu c=%zu centre=%g", rows, c, centre);
+            harness_case(h, "backward_dx rows=%zu c=%zu centre=%g relu=%d", rows, c, centre, relu);
             float* dx_got = harness_floats(h, n);
             float* dx_want = harness_floats(h, n);
-            s.backward_dx(rows, c, dy, x, mean_hi, a, b, k, dx_want);
-            v.backward_dx(rows, c, dy, x, mean_hi, a, b, k, dx_got);
+            s.backward_dx(rows, c, dy, x, mask, mean_hi, a, b, k, dx_want);
+            v.backward_dx(rows, c, dy, x, mask, mean_hi, a, b, k, dx_got);
             harness_expect_f32(h, "dx", n, dx_got, dx_want, 0, 0);
         }
     }

@@ -6,6 +6,7 @@
  * and per-position copies of the channel parameters, folded back to channels at the end, so that
  * the inner loop is long enough for the vector units whatever the channel count.
  */
+#include <math.h>
 #include <stddef.h>
 
 #include "batchnorm.h"
@@ -82,7 +83,7 @@ void CCONV_UKERNEL(f32_bn_stats)(size_t rows, size_t c, const float* restrict x,
 
 void CCONV_UKERNEL(f32_bn_apply)(size_t rows, size_t c, const float* restrict x,
                                  const float* mean_hi, const float* mean_lo, const float* scale,
-                                 const float* shift, float* restrict y) {
+                                 const float* shift, float lo, float* restrict y) {
     const size_t k = period_rows(c), p = k * c;
     float l_hi[PERIOD_MAX], l_lo[PERIOD_MAX], l_scale[PERIOD_MAX], l_shift[PERIOD_MAX];
     const float* restrict mh = tile_f32(mean_hi, c, k, l_hi);
@@ -95,13 +96,26 @@ void CCONV_UKERNEL(f32_bn_apply)(size_t rows, size_t c, const float* restrict x,
         const size_t n = b < periods ? p : tail * c;
         const float* xb = x + b * p;
         float* yb = y + b * p;
-        for (size_t q = 0; q < n; q++) yb[q] = CCONV_FMADD((xb[q] - mh[q]) - ml[q], s[q], t[q]);
+        if (lo == -INFINITY) {
+            for (size_t q = 0; q < n; q++) yb[q] = CCONV_FMADD((xb[q] - mh[q]) - ml[q], s[q], t[q]);
+        } else {  /* fused clamp: v < lo ? lo : v keeps NaN, as the ReLU does */
+            for (size_t q = 0; q < n; q++) {
+                const float v = CCONV_FMADD((xb[q] - mh[q]) - ml[q], s[q], t[q]);
+                yb[q] = v < lo ? lo : v;
+            }
+        }
     }
 }
 
+/* dy through a fused ReLU whose output is y: dy where y > 0, else 0 (y NULL: dy itself). */
+static inline double relu_masked(const float* y, const float* dy, size_t q) {
+    return y == NULL || y[q] > 0.0f ? (double)dy[q] : 0.0;
+}
+
 void CCONV_UKERNEL(f32_bn_backward_reduce)(size_t rows, size_t c, const float* restrict dy,
-                                           const float* restrict x, const float* mean,
-                                           double* sum_dy, double* sum_dy_xmu) {
+                                           const float* restrict x, const float* restrict y,
+                                           const float* mean, double* sum_dy,
+                                           double* sum_dy_xmu) {
     const size_t k = period_rows(c), p = k * c, periods = rows / k, tail = rows - periods * k;
     double local_dy[PERIOD_MAX], local_dyx[PERIOD_MAX];
     float local_mean[PERIOD_MAX];
@@ -116,10 +130,19 @@ void CCONV_UKERNEL(f32_bn_backward_reduce)(size_t rows, size_t c, const float* r
         const size_t n = b < periods ? p : tail * c;
         const float* dyb = dy + b * p;
         const float* xb = x + b * p;
-        for (size_t q = 0; q < n; q++) {
-            double g = (double)dyb[q];
-            acc_dy[q] += g;
-            acc_dyx[q] += g * ((double)xb[q] - (double)m[q]);
+        if (y == NULL) {
+            for (size_t q = 0; q < n; q++) {
+                double g = (double)dyb[q];
+                acc_dy[q] += g;
+                acc_dyx[q] += g * ((double)xb[q] - (double)m[q]);
+            }
+        } else {
+            const float* yb = y + b * p;
+            for (size_t q = 0; q < n; q++) {
+                double g = relu_masked(yb, dyb, q);
+                acc_dy[q] += g;
+                acc_dyx[q] += g * ((double)xb[q] - (double)m[q]);
+            }
         }
     }
     fold(acc_dy, c, k, sum_dy);
@@ -129,8 +152,9 @@ void CCONV_UKERNEL(f32_bn_backward_reduce)(size_t rows, size_t c, const float* r
 /* In float64: with few rows the three terms are far larger than their sum (dx vanishes for two
  * rows), and float32 arithmetic would leave an error of the size of the terms. */
 void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restrict dy,
-                                       const float* restrict x, const float* mean, const double* a,
-                                       const double* b, const double* k_, float* restrict dx) {
+                                       const float* restrict x, const float* restrict y,
+                                       const float* mean, const double* a, const double* b,
+                                       const double* k_, float* restrict dx) {
     const size_t k = period_rows(c), p = k * c;
     float l_mean[PERIOD_MAX];
     double l_a[PERIOD_MAX], l_b[PERIOD_MAX], l_k[PERIOD_MAX];
@@ -144,9 +168,16 @@ void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restr
         const float* dyb = dy + blk * p;
         const float* xb = x + blk * p;
         float* dxb = dx + blk * p;
-        for (size_t q = 0; q < n; q++)
-            dxb[q] = (float)(ca[q] * (double)dyb[q] +
-                             (cb[q] * ((double)xb[q] - (double)m[q]) + ck[q]));
+        if (y == NULL) {
+            for (size_t q = 0; q < n; q++)
+                dxb[q] = (float)(ca[q] * (double)dyb[q] +
+                                 (cb[q] * ((double)xb[q] - (double)m[q]) + ck[q]));
+        } else {
+            const float* yb = y + blk * p;
+            for (size_t q = 0; q < n; q++)
+                dxb[q] = (float)(ca[q] * relu_masked(yb, dyb, q) +
+                                 (cb[q] * ((double)xb[q] - (double)m[q]) + ck[q]));
+        }
     }
 }
 
