@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gflops,
-                       physical_cores, set_isa, set_num_threads)
+                       min_parallel_work, physical_cores, set_isa, set_num_threads)
 from ._info import info
 from ._validation import get_memory_limit, set_memory_limit
 

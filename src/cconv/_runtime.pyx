@@ -28,8 +28,37 @@ cdef int _isa = 0
 MAX_THREADS = 1024
 
 
+# Floating-point operations one more OpenMP thread must get to pay for waking it: a smaller
+# parallel region runs on fewer threads (results do not depend on the thread count). See
+# threads_for; min_parallel_work reads or sets it.
+cdef double _min_work = 4e6
+
+
 cdef int current_isa() noexcept nogil:
     return _isa
+
+
+cdef int threads_for(int n_threads, double work) noexcept nogil:
+    """Threads to run ``work`` floating-point operations (or their equivalent) on: at most
+    ``n_threads``, and no more than give each thread ``min_parallel_work()`` operations, so
+    that a small op does not wait for threads to wake up that would have little to do."""
+    cdef double most = work / _min_work if _min_work > 0 else n_threads
+    if most >= n_threads:
+        return n_threads
+    return <int>most if most >= 1 else 1
+
+
+def min_parallel_work(work=None):
+    """Read, or with ``work`` set, the floating-point operations below which an op runs on
+    one thread fewer (see ``threads_for``); returns the previous value. 0 runs every op on all
+    the threads asked for (the tests do, to exercise the parallel code on small shapes)."""
+    global _min_work
+    previous = _min_work
+    if work is not None:
+        if isinstance(work, bool) or not isinstance(work, numbers.Real) or not work >= 0:
+            raise ValueError(f"min_parallel_work: expected a number >= 0, got {work!r}")
+        _min_work = float(work)
+    return previous
 
 
 def available_isas():
