@@ -17,7 +17,7 @@ from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gf
 from ._info import info
 from ._validation import get_memory_limit, set_memory_limit
 
-from ._conv import (bias_backward, conv2d, conv2d_algorithm, conv2d_backward_data,
+from ._conv import (Conv2dPlan, bias_backward, conv2d, conv2d_algorithm, conv2d_backward_data,
                     conv2d_backward_weight,
                     conv_transpose2d, conv_transpose2d_backward_data,
                     conv_transpose2d_backward_weight, linear, linear_backward_data,
