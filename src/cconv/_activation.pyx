@@ -13,7 +13,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 from cconv._validation import as_float32, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
@@ -149,7 +149,7 @@ cdef void run_chunks(const Job* job, Py_ssize_t n, Py_ssize_t chunk, int n_threa
 
 
 cdef _go(const Job* job, Py_ssize_t n, Py_ssize_t chunk, n_threads):
-    cdef int nt = resolve_threads(n_threads)
+    cdef int nt = threads_for(resolve_threads(n_threads), <double>n * ELEMENT_WORK)
     with nogil:
         run_chunks(job, n, chunk, nt)
 

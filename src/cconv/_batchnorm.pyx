@@ -14,7 +14,7 @@ import numpy as np
 from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 from cconv._validation import as_float32, check_finite, check_shape, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
@@ -108,7 +108,7 @@ cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
 
 
 cdef _go(Job* job, n_threads):
-    cdef int nt = resolve_threads(n_threads)
+    cdef int nt = threads_for(resolve_threads(n_threads), <double>job.rows * job.c * ELEMENT_WORK)
     with nogil:
         run_chunks(job, nt)
 

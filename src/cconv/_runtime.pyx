@@ -43,6 +43,8 @@ cdef int threads_for(int n_threads, double work) noexcept nogil:
     ``n_threads``, and no more than give each thread ``min_parallel_work()`` operations, so
     that a small op does not wait for threads to wake up that would have little to do."""
     cdef double most = work / _min_work if _min_work > 0 else n_threads
+    if n_threads <= 1:
+        return 1
     if most >= n_threads:
         return n_threads
     return <int>most if most >= 1 else 1

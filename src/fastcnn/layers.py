@@ -812,14 +812,16 @@ class Flatten(Layer):
         self._shape = x.shape
         if x.ndim == 2:
             return np.ascontiguousarray(x)
-        return np.ascontiguousarray(np.moveaxis(x, -1, 1)).reshape(x.shape[0], -1)
+        channels_first = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
+        return np.ascontiguousarray(x.transpose(channels_first)).reshape(x.shape[0], -1)
 
     def backward(self, dy):
         shape = self._shape
         if len(shape) == 2:
             return dy
         moved = (shape[0], shape[-1]) + tuple(shape[1:-1])
-        return np.ascontiguousarray(np.moveaxis(np.reshape(dy, moved), 1, -1))
+        channels_last = (0,) + tuple(range(2, len(shape))) + (1,)
+        return np.ascontiguousarray(np.reshape(dy, moved).transpose(channels_last))
 
     def output_shape(self, shape):
         return (int(np.prod(shape)),)
