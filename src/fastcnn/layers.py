@@ -858,9 +858,14 @@ class Residual(Layer):
         return cconv.add(a, s, activation=activation)
 
     def backward(self, dy):
-        da, ds = cconv.add_backward(dy)
-        dx = self.body.backward(da)
-        dxs = ds if self.shortcut is None else self.shortcut.backward(ds)
+        # Both branches receive dy itself (the add's gradient), read-only: no copies, and a
+        # layer that would write into its dy raises instead of corrupting the other branch's.
+        dy = np.array(dy, dtype=np.float32, order="C", copy=None)
+        if dy.flags.writeable:
+            dy = dy.view()
+            dy.flags.writeable = False
+        dx = self.body.backward(dy)
+        dxs = dy if self.shortcut is None else self.shortcut.backward(dy)
         return cconv.add(dx, dxs)
 
     def get_config(self):
