@@ -239,3 +239,23 @@ def test_eval_backward_of_an_unfolded_model_still_works(rng):
     assert_close("eval steps vs layers", dx_eval, dx_train.astype(np.float64), 1e-6)
     for a, b in zip(grads_eval, model.parameters()):
         assert_close("eval steps vs layers", a, b.grad.astype(np.float64), 1e-6)
+
+
+def test_default_small_op_threshold_follows_the_runtime():
+    """4 MFLOP a thread where OpenMP threads sleep while they wait (cconv's PASSIVE default),
+    1 MFLOP where they spin; measured at import."""
+    import os
+    import subprocess
+    import sys
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    code = ("import cconv; from cconv._runtime import _region_cost; "
+            "print(cconv.min_parallel_work(), _region_cost())")
+    for env in ({}, {"OMP_NUM_THREADS": "1"}):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=dict(os.environ, PYTHONPATH=src, **env)).stdout
+        work, cost = map(float, out.split())
+        assert work in (1e6, 4e6)
+        if env:   # one thread: nothing to wake
+            assert work == 4e6 and cost == 0
+        else:
+            assert cost > 0

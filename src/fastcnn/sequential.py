@@ -1,5 +1,6 @@
 """Sequential: a stack of layers that is itself a layer, with a Keras-style training loop."""
 import copy
+import operator
 import os
 import signal
 import threading
@@ -69,7 +70,7 @@ class _Prepared(_LayerStep):
         super().__init__(index, layer)
         self.relu = relu
         self.size = 1 + (relu is not None)
-        self._cached = None    # (key, sources, prepared), replaced as a whole (threads)
+        self._cached = None    # (updates, sources, prepared), replaced as a whole (threads)
 
     def _sources(self):
         raise NotImplementedError
@@ -78,11 +79,11 @@ class _Prepared(_LayerStep):
         raise NotImplementedError
 
     def prepared(self):
-        sources = self._sources()
-        key = (_layers._updates,) + tuple(map(id, sources))  # (ids stay unique: kept alive)
+        sources, updates = self._sources(), _layers._updates
         cached = self._cached
-        if cached is None or cached[0] != key:
-            cached = self._cached = (key, sources, self._make(sources))
+        if cached is None or cached[0] != updates or not all(map(operator.is_, sources,
+                                                                     cached[1])):
+            cached = self._cached = (updates, sources, self._make(sources))
         return cached[2]
 
 
