@@ -24,6 +24,15 @@ def record_fuzz_case(op, refused=False):
         _fuzz_refused[op] += 1
 
 
+@pytest.fixture(autouse=True, scope="session")
+def every_thread_asked():
+    """Small ops run on one thread by default (cconv.min_parallel_work); the tests run every op
+    on all the threads they ask for, so that the parallel code runs on their small shapes too."""
+    previous = cconv.min_parallel_work(0)
+    yield
+    cconv.min_parallel_work(previous)
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Run the test once per ISA this machine supports (FASTCNN_ISA-style cap)."""

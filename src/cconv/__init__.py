@@ -9,15 +9,21 @@ import os
 # OpenMP threads that wait by spinning stall badly when the cores are shared with other busy
 # processes (measured: 10-50x slower training epochs on a loaded 2-core machine); passive waiting
 # costs little on an idle one. The runtime reads this when it loads, so it is set before the
-# first extension module; a value the user set wins.
+# first extension module; a value the user set wins. A short bounded spin is no middle ground:
+# measured on the 2-core machine with GOMP_SPINCOUNT=1000-4000 (25-100 us here), ResNet-20 at
+# batch 1 on 2 threads runs 0.51 ms instead of 0.63 (1 thread, passive) on an idle machine, but
+# 2.2-6.3 ms beside a second process training with 2 threads (passive: 0.66 ms, as small ops
+# run on one thread), and a LeNet-5 training step 15 ms instead of 10. (When another library
+# started the OpenMP runtime first, this setting comes too late: see
+# _runtime.min_parallel_work, which follows the runtime's measured wake-up cost.)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._runtime import (available_isas, get_isa, get_num_threads, measure_peak_gflops,
-                       physical_cores, set_isa, set_num_threads)
+                       min_parallel_work, physical_cores, set_isa, set_num_threads)
 from ._info import info
 from ._validation import get_memory_limit, set_memory_limit
 
-from ._conv import (bias_backward, conv2d, conv2d_algorithm, conv2d_backward_data,
+from ._conv import (Conv2dPlan, bias_backward, conv2d, conv2d_algorithm, conv2d_backward_data,
                     conv2d_backward_weight,
                     conv_transpose2d, conv_transpose2d_backward_data,
                     conv_transpose2d_backward_weight, linear, linear_backward_data,

@@ -13,7 +13,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 from cconv._validation import as_float32, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
@@ -64,7 +64,7 @@ cdef enum:
     CHUNK = 16384
 
 cdef enum JobKind:
-    UNARY, BINARY, UNARY_PARAM, BINARY_PARAM, DROPOUT, DROPOUT_BACKWARD, COPY, \
+    UNARY, BINARY, BINARY_UNARY, UNARY_PARAM, BINARY_PARAM, DROPOUT, DROPOUT_BACKWARD, COPY, \
         SOFTMAX, SOFTMAX_BACKWARD
 
 cdef struct Job:
@@ -102,6 +102,9 @@ cdef void run_one(const Job* j, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
         j.unary(n, j.a + s, j.y + s)
     elif j.kind == BINARY:
         j.binary(n, j.a + s, j.b + s, j.y + s)
+    elif j.kind == BINARY_UNARY:  # a unary op applied to a binary op's result, chunk by chunk
+        j.binary(n, j.a + s, j.b + s, j.y + s)
+        j.unary(n, j.y + s, j.y + s)
     elif j.kind == UNARY_PARAM:
         j.unary_param(n, j.a + s, j.y + s, j.param)
     elif j.kind == BINARY_PARAM:
@@ -146,7 +149,7 @@ cdef void run_chunks(const Job* job, Py_ssize_t n, Py_ssize_t chunk, int n_threa
 
 
 cdef _go(const Job* job, Py_ssize_t n, Py_ssize_t chunk, n_threads):
-    cdef int nt = resolve_threads(n_threads)
+    cdef int nt = threads_for(resolve_threads(n_threads), <double>n * ELEMENT_WORK)
     with nogil:
         run_chunks(job, n, chunk, nt)
 
@@ -414,10 +417,25 @@ def dropout_backward(dy, mask, p, n_threads=None):
 
 # --- add -------------------------------------------------------------------------------------
 
-def add(a, b, n_threads=None):
-    """y = a + b for arrays of the same shape (a residual connection's join)."""
-    return _run_binary(cconv_eltwise_select(current_isa()).add, "add", "a", a, "b", b,
-                       n_threads)
+def add(a, b, activation=None, n_threads=None):
+    """y = a + b for arrays of the same shape (a residual connection's join); activation:
+    None or 'relu' (y = max(a + b, 0) in the same pass)."""
+    if activation is None:
+        return _run_binary(cconv_eltwise_select(current_isa()).add, "add", "a", a, "b", b,
+                           n_threads)
+    if activation != "relu":
+        raise ValueError(f"add: activation must be None or 'relu', got {activation!r}")
+    fa, fb, shape = _pair("add", "a", a, "b", b)
+    _output("add", shape)
+    y = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(BINARY_UNARY)
+    job.binary = cconv_eltwise_select(current_isa()).add
+    job.unary = cconv_activation_select(current_isa()).relu
+    job.a = fptr(fa)
+    job.b = fptr(fb)
+    job.y = fptr(y)
+    _go(&job, fa.size, CHUNK, n_threads)
+    return y
 
 
 def add_backward(dy, n_threads=None):

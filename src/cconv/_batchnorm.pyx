@@ -15,7 +15,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 from cconv._validation import as_float32, check_finite, check_shape, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
@@ -114,7 +114,7 @@ cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
 
 
 cdef _go(Job* job, n_threads):
-    cdef int nt = resolve_threads(n_threads)
+    cdef int nt = threads_for(resolve_threads(n_threads), <double>job.rows * job.c * ELEMENT_WORK)
     with nogil:
         run_chunks(job, nt)
 

@@ -12,14 +12,16 @@ import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport current_isa, resolve_threads, threads_for
 from cconv._cache import scratch
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
 from cconv._winograd import (winograd_backward_data, winograd_backward_weight, winograd_choose,
-                             winograd_forward,
                              winograd_supported)
+from cconv._winograd cimport (WinogradWeights, _padded_bias, _prepare, _run as _winograd_run,
+                              _transform)
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
-                               conv_output_size, conv_padding, conv_workspace_bytes, pair)
+                               conv_output_size, conv_padding, conv_workspace_bytes,
+                               get_memory_limit, pair)
 
 from cconv._kernels cimport (cconv_ftz_enter, cconv_ftz_restore, f32_igemm_config,
                              f32_igemm_select)
@@ -77,6 +79,7 @@ DEF COL2IM_MAX_CHANNELS = 8
 DEF PIXELS_MAX_IN_CHANNELS = 2
 DEF PIXELS_MAX_OUT_CHANNELS = 16
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
+_FLOAT32 = np.dtype(np.float32)
 
 
 # ----------------------------------------------------------------------------- argument handling
@@ -114,7 +117,7 @@ def _geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
     g.s.dilation_h, g.s.dilation_w = dilation
     g.s.pad_top, g.s.pad_left = pads[0][0], pads[1][0]
     g.s.groups = groups
-    g.in_shape = tuple(int(v) for v in x_shape)
+    g.in_shape = tuple(map(int, x_shape))
     g.out_shape = (int(x_shape[0]), out_hw[0], out_hw[1], int(w_shape[0]))
     g.kernel = kernel
     g.groups = groups
@@ -187,11 +190,18 @@ def conv2d_algorithm(input_shape, weight_shape, stride=1, padding=0, dilation=1,
 
 # ----------------------------------------------------------------------------- the three passes
 
-cdef _forward_pixels(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
+cdef bint _is_pixels(_Conv g):
+    """A first layer (few input and output channels, one group): SIMD across output pixels."""
+    return (g.s.groups == 1 and g.s.in_c <= PIXELS_MAX_IN_CHANNELS
+            and g.s.out_c <= PIXELS_MAX_OUT_CHANNELS)
+
+
+cdef _forward_pixels(_Conv g, x, w_rows, b, float cmin, float cmax, int n_threads):
+    """w_rows: the weights as (out, kh, kw, in) rows (_pack_forward)."""
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), 1 << 20)  # the widest tile
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     cdef size_t K = g.s.kernel_h * g.s.kernel_w * g.s.in_c
-    cdef const float[::1] w_rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(-1)
+    cdef const float[::1] wv = w_rows
     cdef const float[::1] bv
     cdef const float* bias_ptr = NULL
     if b is not None:
@@ -212,7 +222,7 @@ cdef _forward_pixels(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
         for tile in prange(tiles, schedule="static"):
-            tiles_fn.forward_pixels_tile(&g.s, &cfg, &xv[0], &w_rows[0], bias_ptr, &yv[0], tile,
+            tiles_fn.forward_pixels_tile(&g.s, &cfg, &xv[0], &wv[0], bias_ptr, &yv[0], tile,
                                           cmin, cmax, &b_scratch[tid * K * cfg.nr],
                                           &t_scratch[tid * g.s.out_c * cfg.nr],
                                           <const float**>&a_rows[tid * cfg.mr],
@@ -226,25 +236,53 @@ cdef bint _is_depthwise(_Conv g):
     return g.s.groups == g.s.in_c == g.s.out_c and g.s.groups > 1
 
 
-cdef _forward(_Conv g, x, w, b, float cmin, float cmax, int n_threads):
-    if _is_depthwise(g):
-        return depthwise_forward(x, w, b, (g.s.stride_h, g.s.stride_w),
-                                 (g.s.dilation_h, g.s.dilation_w), g.s.pad_top, g.s.pad_left,
-                                 g.s.out_h, g.s.out_w, cmin, cmax, n_threads)
-    if (g.s.groups == 1 and g.s.in_c <= PIXELS_MAX_IN_CHANNELS
-            and g.s.out_c <= PIXELS_MAX_OUT_CHANNELS):
-        return _forward_pixels(g, x, w, b, cmin, cmax, n_threads)
+def _pack_forward(_Conv g, name, int tile, w, b, int isa, int n_threads, bint keep):
+    """The weights and bias of a forward pass of algorithm ``name`` in the layout its kernels
+    read, for ISA ``isa``: what a Conv2dPlan keeps (``keep``) between calls. Winograd weights
+    for one call only are transformed inside the call's own parallel region instead."""
+    cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
+    cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
+    cdef f32_igemm_config cfg
+    cdef WinogradWeights u
+    if name == "depthwise":
+        return w, b
+    if name == "pixels":
+        return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(-1), b
+    if name == "winograd":
+        u = _transform(w, tile, False, isa, n_threads) if keep else _prepare(w, tile, False, isa)
+        return u, _padded_bias(b, u.n, u.nr)
+    cfg = f32_igemm_select(isa, cout_g)
+    packed = _pack_panels(w.reshape(groups, cout_g, cin_g, taps).transpose(0, 3, 2, 1), cfg.nr)
+    pb = None if b is None else _pack_panels(b.reshape(groups, 1, 1, cout_g), cfg.nr).reshape(-1)
+    return packed.reshape(-1), pb
+
+
+cdef _forward_packed(_Conv g, name, x, pw, pb, float cmin, float cmax, int n_threads):
+    """y = conv(x) with the weights and bias _pack_forward made for algorithm ``name`` and
+    the current ISA."""
+    if name == "direct":
+        return _forward_direct(g, x, pw, pb, cmin, cmax, n_threads)
+    if name == "winograd":
+        return _winograd_run(x, pw, pb, g.s.pad_top, g.s.pad_left, g.s.out_h, g.s.out_w,
+                             cmin, cmax, n_threads)
+    if name == "pixels":
+        return _forward_pixels(g, x, pw, pb, cmin, cmax, n_threads)
+    return depthwise_forward(x, pw, pb, (g.s.stride_h, g.s.stride_w),
+                             (g.s.dilation_h, g.s.dilation_w), g.s.pad_top, g.s.pad_left,
+                             g.s.out_h, g.s.out_w, cmin, cmax, n_threads)
+
+
+cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads):
+    """The implicit GEMM with weights (and bias) packed in NR-wide panels (_pack_forward)."""
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cout_g)
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
-    wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 3, 2, 1)
-    packed = _pack_panels(wt, cfg.nr)
-    cdef const float[::1] pw = packed.reshape(-1)
+    cdef const float[::1] pw = pw_
     cdef const float[::1] pb
     cdef const float* bias_ptr = NULL
-    if b is not None:
-        pb = _pack_panels(b.reshape(groups, 1, 1, cout_g), cfg.nr).reshape(-1)
+    if pb_ is not None:
+        pb = pb_
         bias_ptr = &pb[0]
     y = np.empty(g.out_shape, np.float32)
     cdef float[::1] yv = y.reshape(-1)
@@ -485,27 +523,152 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
 
     padding: int, pair, ((top, bottom), (left, right)), 'same' or 'valid'.
     activation: None or 'relu', fused into the store. Returns y (N, Ho, Wo, out).
+    (:class:`Conv2dPlan` runs the same convolution many times without preparing it again.)
     """
     op = "conv2d"
     x = as_nhwc(op, "input", x)
     w = as_float32(op, "weight", w)
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    cmin, cmax = _activation_bounds(op, activation)
     g = _geometry(op, x.shape, w.shape, stride, padding, dilation, groups)
     check_finite(op, "weight", w)
+    b = _bias(op, b, w.shape[0])
+    cdef _Conv conv = g
+    cdef int nt = threads_for(resolve_threads(n_threads), _flops(conv))
+    check_workspace(op, conv_workspace_bytes("forward", conv.in_shape, conv.out_shape, w.shape,
+                                             groups, nt))
+    name, tile = _forward_algorithm(op, conv, algo)
+    pw, pb = _pack_forward(conv, name, tile, w, b, current_isa(), nt, False)
+    return _forward_packed(conv, name, x, pw, pb, cmin, cmax, nt)
+
+
+def _activation_bounds(op, activation):
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    return _ACTIVATIONS[activation]
+
+
+def _bias(op, b, size_t out_channels):
+    """None, or the bias as a finite float32 (out_channels,) array."""
     if b is not None:
         b = as_float32(op, "bias", b)
-        check_shape(op, "bias", b, (w.shape[0],))
+        check_shape(op, "bias", b, (out_channels,))
         check_finite(op, "bias", b)
-    cmin, cmax = _ACTIVATIONS[activation]
-    check_workspace(op, conv_workspace_bytes("forward", g.in_shape, g.out_shape, w.shape, groups,
-                                             resolve_threads(n_threads)))
-    cdef _Conv conv = g
-    name, tile = _algorithm(op, conv, algo)
-    if name == "winograd":
-        return winograd_forward(x, w, b, conv.s.pad_top, conv.s.pad_left, conv.s.out_h,
-                                conv.s.out_w, cmin, cmax, tile, resolve_threads(n_threads))
-    return _forward(g, x, w, b, cmin, cmax, resolve_threads(n_threads))
+    return b
+
+
+cdef double _flops(_Conv g):
+    """Multiply-adds x 2 of the forward pass (and of each backward pass)."""
+    return (2.0 * g.s.batch * g.s.out_h * g.s.out_w * g.s.out_c * (g.s.in_c // g.s.groups)
+            * g.s.kernel_h * g.s.kernel_w)
+
+
+def _forward_algorithm(op, _Conv g, algo):
+    """_algorithm for the forward pass, with first layers ('pixels') told apart from 'direct'."""
+    name, tile = _algorithm(op, g, algo)
+    if name == "direct" and _is_pixels(g):
+        return "pixels", 0
+    return name, tile
+
+
+cdef class _PlanShape:
+    """What a Conv2dPlan works out once per input shape."""
+    cdef _Conv g
+    cdef object name        # the forward algorithm: 'direct', 'pixels', 'winograd', 'depthwise'
+    cdef int tile           # Winograd's output tile (0 otherwise)
+    cdef double flops
+    cdef object ws_fixed, ws_thread  # workspace bytes: ws_fixed + threads * ws_thread
+
+
+cdef class Conv2dPlan:
+    """:func:`conv2d` with fixed weights and arguments, prepared for repeated calls.
+
+        plan = cconv.Conv2dPlan(w, b, padding=1, activation="relu")
+        y = plan(x)   # the same bits as cconv.conv2d(x, w, b, padding=1, activation="relu")
+
+    The weights and the bias are checked and copied once (``plan.weight`` and ``plan.bias``,
+    read-only: make a new plan when the weights change), packed (or Winograd-transformed) once
+    per algorithm and ISA; the geometry, the algorithm and the workspace size are worked out
+    once per input shape (the last few shapes are kept). A call on an input of a shape seen
+    before does none of that. Bad input raises conv2d's ValueErrors. Several threads may call
+    one plan at once.
+    """
+    cdef readonly object weight, bias, stride, padding, dilation, activation, algo
+    cdef readonly Py_ssize_t groups
+    cdef float cmin, cmax
+    cdef dict _shapes      # input shape -> _PlanShape
+    cdef dict _packed      # (algorithm, tile, ISA) -> (packed weights, packed bias)
+
+    def __init__(self, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=None,
+                 algo="auto"):
+        op = "conv2d"
+        w = np.array(as_float32(op, "weight", w))   # a copy of its own
+        if w.ndim != 4 or 0 in w.shape:
+            raise ValueError(f"{op}: weight must be (out_channels, in_channels/groups, kh, kw), "
+                             f"got shape {w.shape}")
+        check_finite(op, "weight", w)
+        b = _bias(op, b, w.shape[0])
+        if b is not None:
+            b = np.array(b)
+            b.flags.writeable = False
+        w.flags.writeable = False
+        self.cmin, self.cmax = _activation_bounds(op, activation)
+        if algo not in _ALGOS:
+            raise ValueError(f"{op}: algo must be one of {', '.join(map(repr, _ALGOS))}, "
+                             f"got {algo!r}")
+        self.weight, self.bias, self.activation, self.algo = w, b, activation, algo
+        self.stride = pair(op, "stride", stride, minimum=1)
+        self.dilation = pair(op, "dilation", dilation, minimum=1)
+        conv_padding(op, padding, w.shape[2:], self.stride, self.dilation, (1, 1))  # its form
+        self.padding, self.groups = padding, groups
+        self._shapes, self._packed = {}, {}
+
+    def __repr__(self):
+        return (f"Conv2dPlan(weight {self.weight.shape}, bias={self.bias is not None}, "
+                f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
+                f"groups={self.groups}, activation={self.activation!r}, algo={self.algo!r})")
+
+    def algorithm(self, input_shape):
+        """The forward algorithm this plan runs on inputs of ``input_shape`` (NHWC)."""
+        cdef _PlanShape ps = self._shape(tuple(int(v) for v in input_shape))
+        return f"winograd-f{ps.tile}" if ps.name == "winograd" else ps.name
+
+    cdef _PlanShape _shape(self, tuple shape):
+        cdef _PlanShape ps = self._shapes.get(shape)
+        if ps is not None:
+            return ps
+        op = "conv2d"
+        if len(shape) != 4 or 0 in shape:
+            as_nhwc(op, "input", np.empty(shape, np.float32))  # raises conv2d's error
+        ps = _PlanShape()
+        ps.g = _geometry(op, shape, self.weight.shape, self.stride, self.padding, self.dilation,
+                         self.groups)
+        ps.name, ps.tile = _forward_algorithm(op, ps.g, self.algo)
+        ps.flops = _flops(ps.g)
+        ps.ws_fixed = conv_workspace_bytes("forward", shape, ps.g.out_shape, self.weight.shape,
+                                           self.groups, 0)
+        ps.ws_thread = conv_workspace_bytes("forward", shape, ps.g.out_shape, self.weight.shape,
+                                            self.groups, 1) - ps.ws_fixed
+        if len(self._shapes) >= 8:   # a model run on ever new shapes keeps its memory flat
+            self._shapes = {}
+        self._shapes[shape] = ps
+        return ps
+
+    def __call__(self, x, n_threads=None):
+        """conv2d(x, ...) with this plan's weights and arguments."""
+        if not (type(x) is np.ndarray and x.dtype is _FLOAT32 and x.flags.c_contiguous):
+            x = as_nhwc("conv2d", "input", x)
+        cdef _PlanShape ps = self._shape(x.shape)
+        cdef int isa = current_isa()
+        cdef int nt = threads_for(resolve_threads(n_threads), ps.flops)
+        nbytes = ps.ws_fixed + nt * ps.ws_thread
+        if nbytes > get_memory_limit():
+            check_workspace("conv2d", nbytes)
+        key = (ps.name, ps.tile, isa)
+        packed = self._packed.get(key)
+        if packed is None:
+            packed = _pack_forward(ps.g, ps.name, ps.tile, self.weight, self.bias, isa, nt, True)
+            self._packed[key] = packed
+        return _forward_packed(ps.g, ps.name, x, packed[0], packed[1], self.cmin, self.cmax, nt)
 
 
 def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, groups=1,
@@ -521,14 +684,15 @@ def conv2d_backward_data(dy, w, input_shape, stride=1, padding=0, dilation=1, gr
     g = _geometry(op, input_shape, w.shape, stride, padding, dilation, groups)
     dy = as_nhwc(op, "grad_output", dy)
     check_shape(op, "grad_output", dy, g.out_shape)
-    check_workspace(op, conv_workspace_bytes("backward_data", g.in_shape, g.out_shape, w.shape,
-                                             groups, resolve_threads(n_threads)))
     cdef _Conv conv = g
+    cdef int nt = threads_for(resolve_threads(n_threads), _flops(conv))
+    check_workspace(op, conv_workspace_bytes("backward_data", g.in_shape, g.out_shape, w.shape,
+                                             groups, nt))
     name, tile = _algorithm(op, conv, algo, backward_data=True)
     if name == "winograd":
         return winograd_backward_data(dy, w, input_shape, conv.s.pad_top, conv.s.pad_left, tile,
-                                      resolve_threads(n_threads))
-    return _backward_data(g, dy, w, resolve_threads(n_threads))
+                                      nt)
+    return _backward_data(g, dy, w, nt)
 
 
 def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -547,8 +711,8 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
     w_shape = (dy.shape[3], x.shape[3] // groups, kh, kw)
     g = _geometry(op, x.shape, w_shape, stride, padding, dilation, groups)
     check_shape(op, "grad_output", dy, g.out_shape)
-    cdef int threads = resolve_threads(n_threads)
     cdef _Conv conv = g
+    cdef int threads = threads_for(resolve_threads(n_threads), _flops(conv))
     name, tile = _algorithm(op, conv, algo, backward_weight=True)
     if name == "winograd":
         return winograd_backward_weight(x, dy, conv.s.pad_top, conv.s.pad_left, tile, threads)
@@ -576,7 +740,7 @@ def bias_backward(dy, n_threads=None):
     cdef const float[::1] dyv = dy.reshape(-1)
     cdef float[::1] dbv = db
     cdef Py_ssize_t blocks = (cols + 15) // 16, blk
-    cdef int n = resolve_threads(n_threads)
+    cdef int n = threads_for(min(resolve_threads(n_threads), blocks), 2.0 * rows * cols)
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     # Threads split the channels, each summing all rows of its channels in row order.
     for blk in prange(blocks, nogil=True, num_threads=n, schedule="static"):
@@ -653,8 +817,9 @@ def conv_transpose2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, di
                                   n_threads=n_threads)
 
 
-def linear(x, w, b=None, n_threads=None):
-    """y = x w^T + b for x (N, in), w (out, in): a 1x1 convolution of a 1x1 image."""
+def linear(x, w, b=None, activation=None, n_threads=None):
+    """y = x w^T + b for x (N, in), w (out, in): a 1x1 convolution of a 1x1 image.
+    activation: None or 'relu', fused into the store."""
     op = "linear"
     x = as_float32(op, "input", x, ndim=2)
     w = as_float32(op, "weight", w, ndim=2)
@@ -664,7 +829,7 @@ def linear(x, w, b=None, n_threads=None):
         raise ValueError(f"{op}: input has {x.shape[1]} features but weight {w.shape} expects "
                          f"{w.shape[1]} (input shape {x.shape})")
     y = conv2d(x.reshape(x.shape[0], 1, 1, x.shape[1]), w.reshape(w.shape[0], w.shape[1], 1, 1),
-               b, n_threads=n_threads)
+               b, activation=activation, n_threads=n_threads)
     return y.reshape(x.shape[0], w.shape[0])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from cython.parallel cimport prange
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 from cconv._validation import as_float32
 
 cdef extern from "optim.h" nogil:
@@ -91,7 +91,7 @@ def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening
     cdef const float[::1] gv = g.reshape(-1)
     cdef Py_ssize_t n = param.size, chunks = (n + CHUNK - 1) // CHUNK, c, start, length
     cdef cconv_optim_kernels k = cconv_optim_select(current_isa())
-    cdef int threads = resolve_threads(n_threads) if chunks > 1 else 1
+    cdef int threads = threads_for(min(resolve_threads(n_threads), chunks), <double>n * ELEMENT_WORK)
     for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
         start = c * CHUNK
         length = min(CHUNK, n - start)
@@ -129,7 +129,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=
     cdef float[::1] v = exp_avg_sq.reshape(-1)
     cdef Py_ssize_t n = param.size, chunks = (n + CHUNK - 1) // CHUNK, c, start, length
     cdef cconv_optim_kernels k = cconv_optim_select(current_isa())
-    cdef int threads = resolve_threads(n_threads) if chunks > 1 else 1
+    cdef int threads = threads_for(min(resolve_threads(n_threads), chunks), <double>n * ELEMENT_WORK)
     for c in prange(chunks, nogil=True, num_threads=threads, schedule="static"):
         start = c * CHUNK
         length = min(CHUNK, n - start)

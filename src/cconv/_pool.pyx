@@ -12,12 +12,14 @@ output size and ``ceil_mode``, padding at most ``kernel_size // 2``, -inf paddin
 pooling (first maximum on ties, NaN propagates), the average's divisor with
 ``count_include_pad``. ``stride=None`` means ``stride = kernel_size``.
 """
+import functools
+
 import numpy as np
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 
 from ._validation import (as_float32, as_nhwc, check_index_range, check_workspace, nbytes_of,
                           pair, pool_output_size)
@@ -54,10 +56,11 @@ cdef enum:
 
 # ------------------------------------------------------------------------- argument handling
 
-cdef int _threads(op, n_threads) except -1:
-    """``resolve_threads`` with the op's name in its error."""
+cdef int _threads(op, n_threads, double elements) except -1:
+    """``resolve_threads`` with the op's name in its error, and threads_for the op's work: the
+    ``elements`` it reads (windows) and writes."""
     try:
-        return resolve_threads(n_threads)
+        return threads_for(resolve_threads(n_threads), elements * ELEMENT_WORK)
     except ValueError as exc:
         raise ValueError(f"{op}: {exc}") from None
 
@@ -86,6 +89,13 @@ def _geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
     return kernel, stride, padding, dilation, out
 
 
+def _read_only(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@functools.lru_cache(maxsize=256)   # the same few geometries over and over: kept, read-only
 def _taps(size, out, k, s, p, d):
     """Along one axis, for each output position: the first valid input position of its window
     and the number of valid taps (taps that fall in the padding are left out)."""
@@ -94,9 +104,10 @@ def _taps(size, out, k, s, p, d):
     j_hi = np.minimum(k, (size - 1 - start) // d + 1)
     count = np.maximum(j_hi - j_lo, 0)
     first = np.where(count > 0, start + j_lo * d, 0)
-    return np.ascontiguousarray(first, dtype=np.intp), np.ascontiguousarray(count, dtype=np.intp)
+    return _read_only(np.array(first, dtype=np.intp), np.array(count, dtype=np.intp))
 
 
+@functools.lru_cache(maxsize=256)
 def _sources(size, out, k, s, p):
     """Along one axis, for each input position: the first output position whose window holds it
     and how many consecutive ones do (dilation 1)."""
@@ -105,7 +116,7 @@ def _sources(size, out, k, s, p):
     hi = np.minimum((i + p) // s, out - 1)
     count = np.maximum(hi - lo + 1, 0)
     lo = np.where(count > 0, lo, 0)
-    return np.ascontiguousarray(lo, dtype=np.intp), np.ascontiguousarray(count, dtype=np.intp)
+    return _read_only(np.array(lo, dtype=np.intp), np.array(count, dtype=np.intp))
 
 
 def _divisors(size, out, k, s, p, count_include_pad):
@@ -187,7 +198,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     # Indices are int32: the pixel index ih * W + iw and the window's row step dh * W.
     check_index_range(op, "height x width (+ width)", (H + 1) * W, x.shape)
-    cdef int nt = _threads(op, n_threads)
+    cdef int nt = _threads(op, n_threads, N * OH * OW * C * (kh * kw + 2.0))
     check_workspace(op, nbytes_of((N, OH, OW, C), 8) + nbytes_of((2, OH + OW), 16))
     r0, rc = _taps(H, OH, kh, sh, ph, dh)
     c0, cc = _taps(W, OW, kw, sw, pw, dw)
@@ -235,7 +246,7 @@ def max_pool2d_backward(dy, indices, input_shape, n_threads=None):
     if idx.dtype != np.int32 or not idx.flags.c_contiguous:
         check_workspace(op, nbytes_of(idx.shape), f"converting indices {idx.shape} to int32")
     idx = np.ascontiguousarray(idx, dtype=np.int32)
-    cdef int nt = _threads(op, n_threads)
+    cdef int nt = _threads(op, n_threads, 2.0 * dy.size + N * H * W * C)
     check_workspace(op, nbytes_of(shape))
     dx = np.zeros(shape, dtype=np.float32)
 
@@ -267,7 +278,7 @@ def _sum_pool_forward(op, x, kernel_size, stride, padding, ceil_mode, average, c
     N, H, W, C = x.shape
     (kh, kw), (sh, sw), (ph, pw), _, (OH, OW) = _geometry(
         op, x.shape, kernel_size, stride, padding, 1, ceil_mode)
-    cdef int nt = _threads(op, n_threads)
+    cdef int nt = _threads(op, n_threads, N * OH * OW * C * (kh * kw + 1.0))
     check_workspace(op, nbytes_of((N, OH, OW, C)) + nbytes_of((OH, OW), 4 if average else 0)
                     + nbytes_of((2, OH + OW), 16))
     r0, rc = _taps(H, OH, kh, sh, ph, 1)
@@ -310,7 +321,7 @@ def _sum_pool_backward(op, dy, input_shape, kernel_size, stride, padding, ceil_m
     if dy.shape != (N, OH, OW, C):
         raise ValueError(f"{op}: dy must have shape {(N, OH, OW, C)} for input_shape {shape}, "
                          f"got {dy.shape}")
-    cdef int nt = _threads(op, n_threads)
+    cdef int nt = _threads(op, n_threads, N * H * W * C * (kh * kw + 1.0))
     check_workspace(op, nbytes_of(shape) + nbytes_of((OH, OW), 4 if average else 0)
                     + nbytes_of((2, H + W), 16))
     r0, rc = _sources(H, OH, kh, sh, ph)
@@ -378,7 +389,7 @@ def global_avg_pool2d(x, n_threads=None):
     op = "global_avg_pool2d"
     x = as_nhwc(op, "x", x)
     N, H, W, C = x.shape
-    cdef int nt = _threads(op, n_threads)
+    cdef int nt = _threads(op, n_threads, x.size)
     check_workspace(op, nbytes_of((N, C)))
     y = np.empty((N, C), dtype=np.float32)
 
@@ -412,7 +423,7 @@ def global_avg_pool2d_backward(dy, input_shape, n_threads=None):
     if dy.shape != (N, C):
         raise ValueError(f"{op}: dy must have shape {(N, C)} for input_shape {shape}, "
                          f"got {dy.shape}")
-    cdef int nt = _threads(op, n_threads)
+    cdef int nt = _threads(op, n_threads, N * H * W * C)
     check_workspace(op, nbytes_of(shape))
     dx = np.empty(shape, dtype=np.float32)
 

@@ -5,7 +5,9 @@ process down:
 
 - the memory limit (:func:`set_memory_limit`, environment variable ``FASTCNN_MAX_WORKSPACE``):
   the most bytes one op call may allocate for its output and scratch buffers
-  (:func:`check_workspace`), and for converting an input to contiguous float32;
+  (:func:`check_workspace`), and for converting an input to contiguous float32. The default
+  is worked out once, at the first check; ``set_memory_limit(None)`` works it out again (so a
+  changed ``FASTCNN_MAX_WORKSPACE`` takes effect then);
 - 32-bit indices (:func:`check_index_range`): a count that a kernel indexes with int32 must fit.
 """
 import numbers
@@ -17,11 +19,12 @@ import warnings
 import numpy as np
 
 INT32_MAX = 2**31 - 1
+_FLOAT32 = np.dtype(np.float32)
 
 # --- memory limit ------------------------------------------------------------------------------
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _limit_lock = threading.Lock()
-_memory_limit = None          # None: the default (FASTCNN_MAX_WORKSPACE, else half the RAM)
+_memory_limit = None          # the limit in bytes; None until the first check reads the default
 
 
 def parse_bytes(text):
@@ -57,13 +60,20 @@ def default_memory_limit():
 
 def get_memory_limit():
     """The most bytes one op call may allocate (output and scratch buffers together)."""
+    global _memory_limit
     limit = _memory_limit
-    return default_memory_limit() if limit is None else limit
+    if limit is None:   # the first check: read the default once (environment, sysconf)
+        with _limit_lock:
+            if _memory_limit is None:
+                _memory_limit = default_memory_limit()
+            limit = _memory_limit
+    return limit
 
 
 def set_memory_limit(nbytes):
     """Set the memory limit of one op call, in bytes (an int, or a string such as '512M');
-    ``None`` restores the default (``FASTCNN_MAX_WORKSPACE``, else half the RAM). Returns the
+    ``None`` restores the default (``FASTCNN_MAX_WORKSPACE``, read again now, else half the
+    RAM). Returns the
     previous limit. An op that would need more raises a ValueError before allocating."""
     global _memory_limit
     if nbytes is None:
@@ -79,8 +89,10 @@ def set_memory_limit(nbytes):
     else:
         raise ValueError(f"set_memory_limit: expected a number of bytes >= 1, a size such as "
                          f"'512M', or None, got {nbytes!r}")
+    previous = get_memory_limit()
+    if value is None:
+        value = default_memory_limit()
     with _limit_lock:
-        previous = get_memory_limit()
         _memory_limit = value
     return previous
 
@@ -156,6 +168,10 @@ def as_float32(op, name, array, ndim=None):
     A conversion that would allocate more than the memory limit (a broadcast view of a huge
     shape, say) is refused before it allocates.
     """
+    if type(array) is np.ndarray and array.dtype is _FLOAT32 and array.flags.c_contiguous:
+        if ndim is not None and array.ndim != ndim:   # the common case, without conversion
+            raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {array.shape}")
+        return array
     if isinstance(array, np.ndarray) and not (array.dtype == np.float32
                                               and array.flags.c_contiguous):
         check_workspace(op, nbytes_of(array.shape), f"converting {name} {array.shape} "
@@ -197,6 +213,13 @@ def pair(op, name, value, minimum=0, maximum=INT32_MAX):
     """An int or a pair of ints -> (int, int), each in [minimum, maximum] (kernel sizes,
     strides, paddings and dilations beyond 2^31 - 1 are refused: no real layer has them, and
     they would overflow the kernels' index arithmetic)."""
+    if type(value) is int and minimum <= value <= maximum:   # the common cases, quickly
+        return value, value
+    if type(value) is tuple and len(value) == 2:
+        a, b = value
+        if type(a) is int and type(b) is int and minimum <= a <= maximum \
+                and minimum <= b <= maximum:
+            return value
     if isinstance(value, numbers.Integral):
         value = (value, value)
     try:
@@ -245,6 +268,8 @@ def conv_padding(op, padding, kernel, stride, dilation, in_size):
             total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
             result.append((total // 2, total - total // 2))
         return tuple(result)
+    if type(padding) is int and padding >= 0:   # the common case, quickly
+        return (padding, padding), (padding, padding)
     if isinstance(padding, numbers.Integral):
         padding = (padding, padding)
     try:

@@ -21,7 +21,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
 
-from cconv._runtime cimport current_isa, resolve_threads
+from cconv._runtime cimport current_isa, resolve_threads, threads_for
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
                                pair)
 
@@ -110,14 +110,7 @@ cdef class WinogradWeights:
     (``backward_data=False``) or :func:`winograd_backward_data` (``backward_data=True``) to skip
     the transform. It stays valid until the weights it was made from change.
     """
-    cdef readonly int tile
-    cdef readonly bint backward_data
-    cdef readonly tuple weight_shape
-    cdef readonly int isa
-    cdef readonly size_t nr, k, n
-    cdef readonly object packed
-    cdef object _w
-    cdef bint _ready  # packed holds the transform (else packed is None)
+    # attributes: see _winograd.pxd
 
     def __repr__(self):
         return (f"WinogradWeights(tile={self.tile}, backward_data={bool(self.backward_data)}, "
@@ -288,9 +281,17 @@ def winograd_choose(w_shape, out_h, out_w, stride=1, dilation=1, groups=1):
 
 # ----------------------------------------------------------------------------- the run
 
+cdef _padded_bias(b, size_t n, size_t nr):
+    """The bias (n,) zero-padded to whole NR-wide panels, as _run reads it (None stays None)."""
+    if b is None:
+        return None
+    return np.concatenate([b, np.zeros((n + nr - 1) // nr * nr - n, np.float32)])
+
+
 cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t out_h,
           size_t out_w, float cmin, float cmax, int n_threads):
-    """y (N, out_h, out_w, u.n) = 3x3 conv of x (N, H, W, u.k) with the transformed weights."""
+    """y (N, out_h, out_w, u.n) = 3x3 conv of x (N, H, W, u.k) with the transformed weights;
+    b: None or _padded_bias(bias, u.n, u.nr)."""
     cdef int isa = current_isa()
     cdef f32_wino_config wc = f32_wino_select(isa, u.tile)
     cdef f32_igemm_config cfg = f32_igemm_select(isa, u.n)
@@ -343,8 +344,9 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         job = _job(u, u_shared)
     cdef const float* bias = NULL
     cdef const float[::1] bv
-    if b is not None:  # zero-padded to whole NR-wide panels, read by the micro-kernel
-        bv = np.concatenate([b, np.zeros(panels * cfg.nr - s.out_c, np.float32)])
+    if b is not None:  # zero-padded to whole NR-wide panels (_padded_bias), read by the micro-kernel
+        bv = b
+        assert <size_t>bv.shape[0] == panels * cfg.nr
         bias = &bv[0]
     y = np.empty((s.batch, out_h, out_w, s.out_c), np.float32)
     cdef float[::1] yv = y.reshape(-1)
@@ -427,7 +429,8 @@ def winograd_forward(x, w, b, pad_top, pad_left, out_h, out_w, cmin=-INFINITY, c
         b = as_float32(op, "bias", b)
         check_shape(op, "bias", b, (u.n,))
         check_finite(op, "bias", b)
-    return _run(x, u, b, pt, pl, oh, ow, lo, hi, nt)
+    nt = threads_for(nt, 2.0 * n * oh * ow * u.n * cin * 9)
+    return _run(x, u, _padded_bias(b, u.n, u.nr), pt, pl, oh, ow, lo, hi, nt)
 
 
 def winograd_backward_data(dy, w, input_shape, pad_top, pad_left, tile=4, n_threads=None):
@@ -460,6 +463,7 @@ def winograd_backward_data(dy, w, input_shape, pad_top, pad_left, tile=4, n_thre
     if oh + 2 - pt - h < 0 or ow + 2 - pl - wd < 0:
         raise ValueError(f"{op}: grad_output {dy.shape} is too small for input_shape {shape} with "
                          f"padding top {pt}, left {pl} (bottom/right padding would be negative)")
+    nt = threads_for(nt, 2.0 * n * h * wd * u.n * u.k * 9)
     return _run(dy, u, None, 2 - pt, 2 - pl, h, wd, -INFINITY, INFINITY, nt)
 
 
@@ -562,4 +566,5 @@ def winograd_backward_weight(x, dy, pad_top, pad_left, tile=4, n_threads=None):
     if oh + 2 - pt - h < 0 or ow + 2 - pl - wd < 0:
         raise ValueError(f"{op}: grad_output {dy.shape} is too small for input {x.shape} with "
                          f"padding top {pt}, left {pl} (bottom/right padding would be negative)")
+    nt = threads_for(nt, 2.0 * n * oh * ow * dy.shape[3] * cin * 9)
     return _run_weight_grad(x, dy, pt, pl, tile, nt)

@@ -86,6 +86,16 @@ class Parameter:
         return f"Parameter(shape={self.data.shape})"
 
 
+# Counts the in-place updates of parameter arrays (optimizer steps): what eval mode prepares
+# from parameters (folded, packed convolution weights) is made again when it changes.
+_updates = 0
+
+
+def _parameters_updated():
+    global _updates
+    _updates += 1
+
+
 def _uniform(shape, bound):
     return _rng().uniform(-bound, bound, size=shape).astype(np.float32)
 
@@ -552,14 +562,15 @@ class Linear(Layer):
         self.bias = Parameter(_kaiming_uniform((self.out_features,), self.in_features)) if bias else None
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise _shape_error(self, f"(N, {self.in_features})", x)
         if x.shape[0] == 0:
             raise ValueError(f"Linear: empty input of shape {x.shape}")
         self._x = x
-        return cconv.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return cconv.linear(x, self.weight.data, None if self.bias is None else self.bias.data,
+                            activation=activation)
 
     def backward(self, dy):
         return cconv.linear_backward_data(self.backward_params(dy), self.weight.data)
@@ -803,14 +814,16 @@ class Flatten(Layer):
         self._shape = x.shape
         if x.ndim == 2:
             return np.ascontiguousarray(x)
-        return np.ascontiguousarray(np.moveaxis(x, -1, 1)).reshape(x.shape[0], -1)
+        channels_first = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
+        return np.ascontiguousarray(x.transpose(channels_first)).reshape(x.shape[0], -1)
 
     def backward(self, dy):
         shape = self._shape
         if len(shape) == 2:
             return dy
         moved = (shape[0], shape[-1]) + tuple(shape[1:-1])
-        return np.ascontiguousarray(np.moveaxis(np.reshape(dy, moved), 1, -1))
+        channels_last = (0,) + tuple(range(2, len(shape))) + (1,)
+        return np.ascontiguousarray(np.reshape(dy, moved).transpose(channels_last))
 
     def output_shape(self, shape):
         return (int(np.prod(shape)),)
@@ -832,19 +845,29 @@ class Residual(Layer):
             out.append(("shortcut", self.shortcut))
         return out
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
+        """body(x) + shortcut(x); ``activation='relu'`` fuses a ReLU after it into the add."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         a = self.body(x)
         s = x if self.shortcut is None else self.shortcut(x)
+        return self.join(x, a, s, activation)
+
+    def join(self, x, a, s, activation=None):
+        """The residual's output from its body's output ``a`` and its shortcut's ``s``."""
         if a.shape != s.shape:
             raise ValueError(f"Residual: body output {a.shape} and shortcut output {s.shape} "
                              f"differ (input {x.shape})")
-        return cconv.add(a, s)
+        return cconv.add(a, s, activation=activation)
 
     def backward(self, dy):
-        da, ds = cconv.add_backward(dy)
-        dx = self.body.backward(da)
-        dxs = ds if self.shortcut is None else self.shortcut.backward(ds)
+        # Both branches receive dy itself (the add's gradient), read-only: no copies, and a
+        # layer that would write into its dy raises instead of corrupting the other branch's.
+        dy = np.array(dy, dtype=np.float32, order="C", copy=None)
+        if dy.flags.writeable:
+            dy = dy.view()
+            dy.flags.writeable = False
+        dx = self.body.backward(dy)
+        dxs = dy if self.shortcut is None else self.shortcut.backward(dy)
         return cconv.add(dx, dxs)
 
     def get_config(self):

@@ -21,6 +21,7 @@ import numpy as np
 import cconv
 
 from .callbacks import Callback
+from .layers import _parameters_updated
 
 
 class Optimizer:
@@ -74,6 +75,7 @@ class Optimizer:
         """Update every parameter that has a gradient, in place (compiled: cconv.*_update)."""
         if not self.params:
             raise RuntimeError(f"{type(self).__name__}.step: no parameters (pass them, or compile a model)")
+        _parameters_updated()
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue

@@ -1,5 +1,6 @@
 """Sequential: a stack of layers that is itself a layer, with a Keras-style training loop."""
 import copy
+import operator
 import os
 import signal
 import threading
@@ -13,7 +14,11 @@ from . import layers as _layers
 from . import losses as _losses
 from . import optim as _optim
 from .data import DataLoader
-from .layers import BatchNorm2d, Conv2d, Layer, ReLU, Sigmoid, Softmax, _check_nhwc, inference_mode
+from .layers import (BatchNorm2d, Conv2d, Layer, Linear, ReLU, Residual, Sigmoid, Softmax,
+                     _check_nhwc, inference_mode)
+
+# Layers whose forward takes activation='relu': a ReLU right after them is fused into them.
+_FUSES_RELU = (Conv2d, Linear, Residual)
 from .progress import ProgressBar
 
 
@@ -45,6 +50,138 @@ class _DeferredInterrupt:
         return False
 
 
+# --- eval-mode steps ---------------------------------------------------------------------------
+class _LayerStep:
+    """One layer run as it is."""
+    size = 1
+
+    def __init__(self, index, layer):
+        self.index, self.layer = index, layer
+
+    def __call__(self, x):
+        return self.layer.forward(x)
+
+
+class _Prepared(_LayerStep):
+    """A step that prepares something from parameter arrays (``_sources``) and keeps it until
+    one of them is replaced or the parameters are updated in place."""
+
+    def __init__(self, index, layer, relu):
+        super().__init__(index, layer)
+        self.relu = relu
+        self.size = 1 + (relu is not None)
+        self._cached = None    # (updates, sources, prepared), replaced as a whole (threads)
+
+    def _sources(self):
+        raise NotImplementedError
+
+    def _make(self, sources):
+        raise NotImplementedError
+
+    def prepared(self):
+        sources, updates = self._sources(), _layers._updates
+        cached = self._cached
+        if cached is None or cached[0] != updates or not all(map(operator.is_, sources,
+                                                                     cached[1])):
+            cached = self._cached = (updates, sources, self._make(sources))
+        return cached[2]
+
+
+class _ConvStep(_Prepared):
+    """Conv2d (with the eval-mode BatchNorm2d after it folded into its weights) (with the ReLU
+    after it fused) as one cconv.Conv2dPlan."""
+
+    def __init__(self, index, conv, bn, relu):
+        super().__init__(index, conv, relu)
+        self.bn = bn
+        self.size += bn is not None
+        self._shape = None
+
+    def _sources(self):
+        conv, bn = self.layer, self.bn
+        sources = (conv.weight.data, None if conv.bias is None else conv.bias.data)
+        if bn is not None:
+            sources += bn._affine() + (bn.running_mean, bn.running_var)
+        return sources
+
+    def _make(self, sources):
+        conv, bn = self.layer, self.bn
+        w, b = sources[:2]
+        if bn is not None:
+            gamma, beta, mean, var = sources[2:]
+            scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.eps)
+            bias = np.zeros(conv.out_channels) if b is None else b.astype(np.float64)
+            w = (w * scale[:, None, None, None]).astype(np.float32)
+            b = ((bias - mean) * scale + beta).astype(np.float32)
+        return cconv.Conv2dPlan(w, b, activation="relu" if self.relu else None, algo=conv.algo,
+                                **conv._args())
+
+    def __call__(self, x):
+        conv = self.layer
+        if x.shape != self._shape:   # a new shape: the layer's own checks and messages
+            x = _check_nhwc(conv, x, conv.in_channels)
+            self._shape = x.shape
+        y = self.prepared()(x)
+        if self.bn is None:          # what backward needs, as in training mode
+            conv._x = x
+        if self.relu is not None:
+            self.relu._y = y
+        return y
+
+
+class _LinearStep(_Prepared):
+    """Linear (with the ReLU after it fused) as a cconv.Conv2dPlan of a 1x1 image."""
+
+    def _sources(self):
+        lin = self.layer
+        return (lin.weight.data, None if lin.bias is None else lin.bias.data)
+
+    def _make(self, sources):
+        w, b = sources
+        return cconv.Conv2dPlan(w.reshape(w.shape + (1, 1)), b,
+                                activation="relu" if self.relu else None)
+
+    def __call__(self, x):
+        lin = self.layer
+        if type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != lin.in_features \
+                or x.shape[0] == 0:
+            return lin.forward(x, activation="relu" if self.relu else None)  # its errors
+        n = x.shape[0]
+        lin._x = x
+        y = self.prepared()(x.reshape(n, 1, 1, lin.in_features)).reshape(n, lin.out_features)
+        if self.relu is not None:
+            self.relu._y = y
+        return y
+
+
+class _ResidualStep(_LayerStep):
+    """Residual whose Sequential body and shortcut run their own eval steps (with the ReLU
+    after it fused into the add)."""
+
+    def __init__(self, index, residual, relu):
+        super().__init__(index, residual)
+        self.relu = relu
+        self.size = 1 + (relu is not None)
+
+    def __call__(self, x):
+        res = self.layer
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        a = _eval_forward(res.body, x)
+        s = x if res.shortcut is None else _eval_forward(res.shortcut, x)
+        y = res.join(x, a, s, activation="relu" if self.relu else None)
+        if self.relu is not None:
+            self.relu._y = y
+        return y
+
+
+def _eval_forward(layer, x):
+    if type(layer) is Sequential and not layer.training:
+        if layer.input_shape is None and x.ndim >= 2:
+            layer.input_shape = tuple(x.shape[1:])
+        return layer._forward_eval(x)
+    return layer.forward(x)
+
+
 class Sequential(Layer):
     """Layers applied in order: ``Sequential(fc.Conv2d(1, 6, 5), fc.ReLU(), ...)``.
 
@@ -65,7 +202,7 @@ class Sequential(Layer):
         self.loss = None
         self.history = None
         self.stop_training = False
-        self._folded = {}          # layer index -> (source arrays, folded conv weight and bias)
+        self._program = None       # eval mode: (the layers, their steps); see _eval_steps
         self._last_forward_folded = False
 
     # --- container -----------------------------------------------------------------------------
@@ -107,63 +244,77 @@ class Sequential(Layer):
         return x
 
     def forward(self, x):
-        """Run the layers. In eval mode a Conv2d followed by BatchNorm2d runs as one convolution
-        with the batch norm folded into its weights, and a ReLU after a convolution is fused
-        into it: the same outputs (within float32 rounding), one pass over memory."""
+        """Run the layers. A ReLU after a Conv2d, a Linear or a Residual is fused into it. In
+        eval mode the model runs prepared steps (see :meth:`_eval_steps`): a Conv2d followed by
+        BatchNorm2d runs as one convolution with the batch norm folded into its weights, and the
+        convolutions keep their packed weights between calls: the same outputs (within float32
+        rounding), one pass over memory."""
         x = self._prepare(x)
         if self.input_shape is None and x.ndim >= 2:
             self.input_shape = tuple(x.shape[1:])
+        if not self.training:
+            return self._forward_eval(x)
         layers = self.layers
-        folding = not self.training
         self._last_forward_folded = False
         i = 0
         try:
             while i < len(layers):
                 layer = layers[i]
                 nxt = layers[i + 1] if i + 1 < len(layers) else None
-                if type(layer) is Conv2d:
-                    bn = nxt if folding and type(nxt) is BatchNorm2d and nxt.track_running_stats else None
-                    after = layers[i + 2] if bn is not None and i + 2 < len(layers) else nxt
-                    relu = type(after) is ReLU
-                    if bn is not None:
-                        w, b = self._folded_conv_bn(i, layer, bn)
-                        x = cconv.conv2d(_check_nhwc(layer, x, layer.in_channels), w, b,
-                                         activation="relu" if relu else None, algo=layer.algo,
-                                         **layer._args())
-                        self._last_forward_folded = True
-                        i += 2 + relu
-                        continue
-                    if relu:
-                        # Fused convolution + ReLU: the ReLU keeps the output its backward needs.
-                        x = layer.forward(x, activation="relu")
-                        nxt._y = x
-                        i += 2
-                        continue
+                if type(nxt) is ReLU and type(layer) in _FUSES_RELU:
+                    # The ReLU keeps the output its backward needs.
+                    x = nxt._y = layer.forward(x, activation="relu")
+                    i += 2
+                    continue
                 x = layer.forward(x)
                 i += 1
         except ValueError as exc:  # say where in the model the bad shape arrived
             raise ValueError(f"Sequential layer {i} ({type(layers[i]).__name__}): {exc}") from None
         return x
 
-    def _folded_conv_bn(self, i, conv, bn):
-        """Conv weight and bias with the eval-mode batch norm after it folded in, cached until
-        any of the arrays they come from is replaced (load_state_dict, a training step) or the
-        mode changes. Edit parameters in place in eval mode? Call eval() again."""
-        gamma, beta = bn._affine()
-        sources = (conv.weight.data, None if conv.bias is None else conv.bias.data, gamma, beta,
-                   bn.running_mean, bn.running_var)
-        cached = self._folded.get(i)
-        if cached is not None and all(a is b for a, b in zip(cached[0], sources)):
-            return cached[1]
-        scale = gamma.astype(np.float64) / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
-        bias = np.zeros(conv.out_channels) if conv.bias is None else conv.bias.data.astype(np.float64)
-        w = (conv.weight.data * scale[:, None, None, None]).astype(np.float32)
-        b = ((bias - bn.running_mean) * scale + beta).astype(np.float32)
-        self._folded[i] = (sources, (w, b))
-        return w, b
+    def _eval_steps(self):
+        """The eval-mode program (the layers, their steps, whether a batch norm is folded):
+        one step per layer, or per Conv2d with the BatchNorm2d and
+        the ReLU after it, Linear with its ReLU, Residual with its ReLU. A step keeps what it
+        prepared (folded weights, a cconv.Conv2dPlan) until an array it was made from is
+        replaced (load_state_dict, a training step) or an optimizer updates the parameters in
+        place; the program is made again when the layers change, and by train() and eval().
+        Edit parameters in place in eval mode? Call eval() again."""
+        program = self._program
+        if program is not None and program[0] == self.layers:
+            return program
+        layers, steps, i = list(self.layers), [], 0
+        while i < len(layers):
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            step = None
+            if type(layer) is Conv2d:
+                bn = nxt if type(nxt) is BatchNorm2d and nxt.track_running_stats else None
+                after = layers[i + 2] if bn is not None and i + 2 < len(layers) else nxt
+                step = _ConvStep(i, layer, bn, after if type(after) is ReLU else None)
+            elif type(layer) is Linear:
+                step = _LinearStep(i, layer, nxt if type(nxt) is ReLU else None)
+            elif type(layer) is Residual:
+                step = _ResidualStep(i, layer, nxt if type(nxt) is ReLU else None)
+            steps.append(step or _LayerStep(i, layer))
+            i += steps[-1].size
+        folded = any(type(step) is _ConvStep and step.bn is not None for step in steps)
+        self._program = program = (layers, steps, folded)
+        return program
+
+    def _forward_eval(self, x):
+        _, steps, self._last_forward_folded = self._eval_steps()
+        step = None
+        try:
+            for step in steps:
+                x = step(x)
+        except ValueError as exc:  # say where in the model the bad shape arrived
+            raise ValueError(f"Sequential layer {step.index} ({type(step.layer).__name__}): "
+                             f"{exc}") from None
+        return x
 
     def train(self, mode=True):
-        self._folded = {}
+        self._program = None
         return super().train(mode)
 
     def backward(self, dy, input_grad=True):
