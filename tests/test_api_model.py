@@ -130,6 +130,34 @@ def test_conv_relu_fusion_is_exact(mnist):
     np.testing.assert_array_equal(model(x), h)
 
 
+def test_batch_norm_relu_fusion_in_training():
+    """Training mode fuses BatchNorm2d + ReLU forward and backward: outputs, input gradients and
+    parameter gradients equal to running the layers one by one, bitwise."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 9, 7, 3)).astype(np.float32)
+    dy = rng.standard_normal((4, 9, 7, 5)).astype(np.float32)
+
+    def build():
+        fc.manual_seed(1)
+        return fc.Sequential(fc.Conv2d(3, 5, 3, padding=1), fc.BatchNorm2d(5), fc.ReLU())
+
+    fused, plain = build(), build()
+    y = fused.forward(x)
+    dx = fused.backward(dy)
+    h = x
+    for layer in plain:   # layer by layer: no fusion
+        h = layer.forward(h)
+    g = dy
+    for layer in reversed(list(plain)):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(y, h)
+    np.testing.assert_array_equal(dx, g)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    assert fused[1].running_mean is not None
+    np.testing.assert_array_equal(fused[1].running_var, plain[1].running_var)
+
+
 def test_fit_learns_and_reports(mnist):
     (x, y), (xt, yt) = mnist
     fc.manual_seed(0)

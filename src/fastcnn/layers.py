@@ -631,17 +631,23 @@ class BatchNorm2d(Layer):
             return self.weight.data, self.bias.data
         return self._ones, self._zeros
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
+        """``activation='relu'`` fuses a ReLU after the batch norm into its store; the
+        backward of such a forward then takes dy of the ReLU's output (the model skips the
+        ReLU's own backward: see Sequential)."""
         x = _check_nhwc(self, x, self.num_features)
         w, b = self._affine()
         if self.training or not self.track_running_stats:
-            y, mean, var = cconv.batch_norm_forward_train(x, w, b, eps=self.eps)
-            self._cache = (x, mean, var, True)
+            y, mean, var = cconv.batch_norm_forward_train(x, w, b, eps=self.eps,
+                                                          activation=activation)
+            self._cache = (x, mean, var, True, y if activation else None)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, x.shape[0] * x.shape[1] * x.shape[2])
             return y
-        self._cache = (x, self.running_mean, self.running_var, False)
-        return cconv.batch_norm_forward_eval(x, w, b, self.running_mean, self.running_var, eps=self.eps)
+        y = cconv.batch_norm_forward_eval(x, w, b, self.running_mean, self.running_var,
+                                          eps=self.eps, activation=activation)
+        self._cache = (x, self.running_mean, self.running_var, False, y if activation else None)
+        return y
 
     def _update_running(self, mean, var, n):
         self.num_batches_tracked = self.num_batches_tracked + 1
@@ -651,12 +657,14 @@ class BatchNorm2d(Layer):
         self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(np.float32)
 
     def backward(self, dy):
-        x, mean, var, batch_stats = self._cache
+        x, mean, var, batch_stats, relu_y = self._cache
         dy = np.ascontiguousarray(dy, dtype=np.float32)
         w, _ = self._affine()
-        if batch_stats:
-            dx, dw, db = cconv.batch_norm_backward(dy, x, w, mean, var, eps=self.eps)
+        if batch_stats:  # through the fused ReLU, if any, in the same passes
+            dx, dw, db = cconv.batch_norm_backward(dy, x, w, mean, var, eps=self.eps, y=relu_y)
         else:
+            if relu_y is not None:
+                dy = cconv.relu_backward(dy, relu_y)
             # Evaluation mode: a fixed per-channel affine map y = x * scale + shift.
             inv_std = (1.0 / np.sqrt(var.astype(np.float64) + self.eps)).astype(np.float32)
             xhat = (x - mean) * inv_std

@@ -18,7 +18,10 @@ from .layers import (BatchNorm2d, Conv2d, Layer, Linear, ReLU, Residual, Sigmoid
                      _check_nhwc, inference_mode)
 
 # Layers whose forward takes activation='relu': a ReLU right after them is fused into them.
-_FUSES_RELU = (Conv2d, Linear, Residual)
+_FUSES_RELU = (Conv2d, Linear, Residual, BatchNorm2d)
+# Layers whose backward also covers a ReLU fused into their forward: that ReLU's own backward
+# is skipped (the others keep the ReLU's output for its backward).
+_FUSES_RELU_BACKWARD = (BatchNorm2d,)
 from .progress import ProgressBar
 
 
@@ -204,6 +207,7 @@ class Sequential(Layer):
         self.stop_training = False
         self._program = None       # eval mode: (the layers, their steps); see _eval_steps
         self._last_forward_folded = False
+        self._relu_backward_fused = set()  # ReLUs whose backward the layer before runs
 
     # --- container -----------------------------------------------------------------------------
     def __len__(self):
@@ -244,7 +248,8 @@ class Sequential(Layer):
         return x
 
     def forward(self, x):
-        """Run the layers. A ReLU after a Conv2d, a Linear or a Residual is fused into it. In
+        """Run the layers. A ReLU after a Conv2d, a Linear, a Residual or a BatchNorm2d is fused
+        into it (after a BatchNorm2d, its backward too: one pass less either way). In
         eval mode the model runs prepared steps (see :meth:`_eval_steps`): a Conv2d followed by
         BatchNorm2d runs as one convolution with the batch norm folded into its weights, and the
         convolutions keep their packed weights between calls: the same outputs (within float32
@@ -256,6 +261,7 @@ class Sequential(Layer):
             return self._forward_eval(x)
         layers = self.layers
         self._last_forward_folded = False
+        self._relu_backward_fused = fused = set()
         i = 0
         try:
             while i < len(layers):
@@ -264,6 +270,8 @@ class Sequential(Layer):
                 if type(nxt) is ReLU and type(layer) in _FUSES_RELU:
                     # The ReLU keeps the output its backward needs.
                     x = nxt._y = layer.forward(x, activation="relu")
+                    if type(layer) in _FUSES_RELU_BACKWARD:
+                        fused.add(i + 1)
                     i += 2
                     continue
                 x = layer.forward(x)
@@ -303,6 +311,7 @@ class Sequential(Layer):
         return program
 
     def _forward_eval(self, x):
+        self._relu_backward_fused = set()
         _, steps, self._last_forward_folded = self._eval_steps()
         step = None
         try:
@@ -324,8 +333,11 @@ class Sequential(Layer):
             raise RuntimeError("Sequential.backward: the last forward ran in eval mode with batch "
                                "norm folded into the convolutions; call model.train() before "
                                "the forward pass to backpropagate")
+        fused = self._relu_backward_fused
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
+            if i in fused:
+                continue  # this ReLU's backward runs inside the layer before it
             if i == 0 and not input_grad:
                 if hasattr(layer, "backward_params"):
                     layer.backward_params(dy)
