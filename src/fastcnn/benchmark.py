@@ -238,6 +238,40 @@ def _torch_train_step(torch, name, batch, channels_last):
     return step
 
 
+def _inference_batches(name):
+    return (1, MODELS[name][2] if name == "LeNet-5" else 128)
+
+
+def _fastcnn_times(name, threads, min_time):
+    """fastcnn's training step and inference times (ms) of one model, in this process."""
+    cconv.set_num_threads(threads)
+    ms = lambda fn: 1e3 * best_time(fn, min_time)
+    times = {"train": ms(_fastcnn_train_step(name, MODELS[name][2]))}
+    for batch in _inference_batches(name):
+        model = _fastcnn_model(name)
+        model.eval()
+        x, _ = _model_data(name, batch)
+        times[str(batch)] = ms(lambda: model(x))
+    return times
+
+
+def measure_fastcnn_times(name, threads, min_time):
+    """_fastcnn_times, in a fresh process when PyTorch is loaded in this one: PyTorch brings its
+    own copy of the OpenMP runtime, which fastcnn's extensions would then share with its
+    settings (threads that spin while waiting) instead of fastcnn's (threads that sleep), so
+    fastcnn is timed the way an application without PyTorch runs it."""
+    import json
+    import subprocess
+    import sys
+    if "torch" not in sys.modules:
+        return _fastcnn_times(name, threads, min_time)
+    code = ("import json, fastcnn.benchmark as b; "
+            f"print(json.dumps(b._fastcnn_times({name!r}, {threads}, {min_time})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=1200).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def _peak_rss_kib():
     with open("/proc/self/status") as f:
         return {line.split(":")[0]: int(line.split()[1]) for line in f
@@ -315,16 +349,17 @@ def run_model_suite(threads, min_time=0.5, with_torch=True, out=print):
 
     for name, (_, shape, train_batch) in MODELS.items():
         ms = lambda fn: 1e3 * best_time(fn, min_time)
-        fc_step = ms(_fastcnn_train_step(name, train_batch))
+        fc_times = measure_fastcnn_times(name, threads, min_time)
+        fc_step = fc_times["train"]
         torch_step = None
         if torch is not None:
             torch_step = min(ms(_torch_train_step(torch, name, train_batch, cl)) for cl in (False, True))
         report(name, f"train step, batch {train_batch}", fc_step, torch_step)
-        for batch in (1, train_batch if name == "LeNet-5" else 128):
+        for batch in _inference_batches(name):
             model = _fastcnn_model(name)
             model.eval()
             x, _ = _model_data(name, batch)
-            fc_ms = ms(lambda: model(x))
+            fc_ms = fc_times[str(batch)]
             torch_ms = ort_ms = None
             if torch is not None:
                 with torch.no_grad():
