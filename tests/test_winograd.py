@@ -303,6 +303,12 @@ def test_choose():
     assert winograd_choose(w, 32, 32, stride=2) == 0
     assert winograd_choose((16, 8, 3, 3), 32, 32, groups=2) == 0
     assert winograd_choose((16, 16, 5, 5), 32, 32) == 0
+    # A batch: tiles counted in whole 8-row register tiles of the GEMMs. One 8x8 image has 4
+    # F(4x4) tiles (half a register tile) against 16 F(2x2) tiles.
+    assert winograd_choose(w, 8, 8, batch=1) == 2
+    assert winograd_choose(w, 8, 8, batch=2) == 4
+    assert winograd_choose(w, 32, 32, batch=1) == 4
+    assert winograd_choose(w, 1, 32, batch=4) == 0
 
 
 def test_bad_input():

@@ -166,9 +166,9 @@ def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
             raise ValueError(f"{op}: algo='winograd' needs a 3x3 kernel, stride 1, dilation 1 and "
                              f"one group; got kernel {g.kernel}, stride {stride}, dilation "
                              f"{dilation}, groups {g.s.groups}")
-        tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups)
+        tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups, g.s.batch)
         return "winograd", tile or 2
-    tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups)
+    tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups, g.s.batch)
     if backward_weight and g.s.in_c < WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS:
         tile = 0
     return ("winograd", tile) if tile else ("direct", 0)

@@ -22,6 +22,7 @@ from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
 
 from cconv._runtime cimport current_isa, resolve_threads, threads_for
+from cconv._cache import scratch as _scratch
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
                                pair)
 
@@ -255,25 +256,33 @@ def winograd_supported(w_shape, stride=1, dilation=1, groups=1):
 # convolution runs its own (the transforms' share), and beat it at every channel count, 1 and 3
 # included. What decides is the multiplication count per output tile.
 _WINOGRAD_COST = 1.25
+# Rows of the GEMMs' register tile: the tiles of a batch are computed in groups of this many.
+_GEMM_ROWS = 8
 
 
-def winograd_choose(w_shape, out_h, out_w, stride=1, dilation=1, groups=1):
+def winograd_choose(w_shape, out_h, out_w, stride=1, dilation=1, groups=1, batch=None):
     """The algorithm for ``algo='auto'``: 4 (F(4x4,3x3)), 2 (F(2x2,3x3)) or 0 (direct).
 
     Counts multiplications per output channel pair: direct 9 per output pixel, F(m x m) (m+2)^2
-    per m x m tile (tiles past the edge included), the latter weighted by the measured cost of
-    the transforms; the cheapest wins, F(2x2) on a tie with F(4x4) (fewer transforms). Winograd
-    wins everywhere but on outputs one pixel high or wide. Used for both passes (the
-    backward-data pass has the input's height and width as its output).
+    per m x m tile (tiles past the edge included; with ``batch``, the batch's tile count rounded
+    up to the GEMM's 8-row register tile, which matters for a small batch of small images), the
+    latter weighted by the measured cost of the transforms; the cheapest wins, F(2x2) on a tie
+    with F(4x4) (fewer transforms). Winograd wins everywhere but on outputs one pixel high or
+    wide. Used for every pass (the backward-data pass has the input's height and width as its
+    output).
     """
     if not winograd_supported(w_shape, stride, dilation, groups):
         return 0
     oh, ow = int(out_h), int(out_w)
     if oh < 1 or ow < 1:
         return 0
-    best, best_cost = 0, 9.0 * oh * ow
+    n = 1 if batch is None else max(1, int(batch))
+    best, best_cost = 0, 9.0 * oh * ow * n
     for m in (2, 4):
-        cost = _WINOGRAD_COST * (-(-oh // m)) * (-(-ow // m)) * (m + 2) ** 2
+        tiles = n * (-(-oh // m)) * (-(-ow // m))
+        if batch is not None:
+            tiles = -(-tiles // _GEMM_ROWS) * _GEMM_ROWS
+        cost = _WINOGRAD_COST * tiles * (m + 2) ** 2
         if cost < best_cost:
             best, best_cost = m, cost
     return best
@@ -323,10 +332,13 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     s.m_row, s.m_plane = mc, cap * mc + ALIGN_FLOATS
     cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
     cdef size_t m_floats = alpha2 * s.m_plane + ALIGN_FLOATS
-    cdef float[::1] vbuf = np.empty(n_threads * v_floats, np.float32)
-    cdef float[::1] mbuf = np.empty(n_threads * m_floats, np.float32)
-    cdef size_t[::1] rows = np.empty(2 * n_threads * cap, np.uintp)
-    cdef const float[::1] zero = np.zeros(max(s.in_c, ALIGN_FLOATS), np.float32)
+    # Scratch kept between calls (no page faults of fresh memory on every call).
+    cdef float[::1] vbuf = _scratch("winograd.v", n_threads * v_floats)
+    cdef float[::1] mbuf = _scratch("winograd.m", n_threads * m_floats)
+    cdef size_t[::1] rows = _scratch("winograd.rows", 2 * n_threads * cap, np.uintp)
+    zero_buf = _scratch("winograd.zero", max(s.in_c, ALIGN_FLOATS))
+    zero_buf.fill(0.0)
+    cdef const float[::1] zero = zero_buf
     cdef const float[::1] xv = x.reshape(-1)
     # Weights transformed by the caller are shared by the threads. Otherwise every thread
     # transforms all of them into its own copy (up to PRIVATE_WEIGHT_BYTES in all): the
@@ -498,12 +510,15 @@ cdef _run_weight_grad(x, dy, ptrdiff_t pad_top, ptrdiff_t pad_left, int tile, in
     cdef size_t y_floats = alpha2 * s.m_plane + ALIGN_FLOATS
     check_workspace(op, 4 * (n_parts + 3) * m_floats
                     + 4 * n_threads * (v_floats + y_floats + 4 * cfg.mr))
-    partial = np.empty((n_parts, m_floats), np.float32)
-    cdef float[::1] pv = partial.reshape(-1)
-    cdef float[::1] vbuf = np.empty(n_threads * v_floats, np.float32)
-    cdef float[::1] ybuf = np.zeros(n_threads * y_floats, np.float32)  # pad columns: zeros
-    cdef size_t[::1] rows = np.empty(2 * n_threads * cfg.mr, np.uintp)
-    cdef const float[::1] zero = np.zeros(max(cin, cout, ALIGN_FLOATS), np.float32)
+    # Scratch kept between calls. Ydy's pad columns (past out_c) hold whatever a previous call
+    # left: the micro-kernel reads them into columns it never stores.
+    cdef float[::1] pv = _scratch("winograd_wgrad.partial", n_parts * m_floats)
+    cdef float[::1] vbuf = _scratch("winograd_wgrad.v", n_threads * v_floats)
+    cdef float[::1] ybuf = _scratch("winograd_wgrad.ydy", n_threads * y_floats)
+    cdef size_t[::1] rows = _scratch("winograd_wgrad.rows", 2 * n_threads * cfg.mr, np.uintp)
+    zero_buf = _scratch("winograd_wgrad.zero", max(cin, cout, ALIGN_FLOATS))
+    zero_buf.fill(0.0)
+    cdef const float[::1] zero = zero_buf
     cdef const float[::1] xv = x.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
     cdef cconv_wino_wgrad_scratch* scratch = <cconv_wino_wgrad_scratch*>malloc(
