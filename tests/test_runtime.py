@@ -1,5 +1,6 @@
 """ISA dispatch, thread control and the info report."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -73,3 +74,19 @@ def test_info_reports_isa_and_openmp():
     out = subprocess.run([sys.executable, "-m", "fastcnn", "info"], capture_output=True,
                          text=True, check=True).stdout
     assert "ISA:" in out and "OpenMP:" in out
+
+
+def test_keep_freed_memory_is_applied_and_can_be_turned_off():
+    """On glibc cconv keeps freed arrays in the heap (no page faults per training step), unless
+    FASTCNN_KEEP_MEMORY=0 or the user's own MALLOC_* settings say otherwise."""
+    code = "import cconv; print(cconv._keep_freed_memory())"
+    def run(**env):
+        full = {k: v for k, v in os.environ.items()
+                if not k.startswith("MALLOC_") and k != "FASTCNN_KEEP_MEMORY"}
+        full.update(env)
+        return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    if platform.libc_ver()[0] == "glibc":
+        assert run() == "True"
+    assert run(FASTCNN_KEEP_MEMORY="0") == "False"
+    assert run(MALLOC_ARENA_MAX="2") == "False"
