@@ -870,7 +870,7 @@ class Residual(Layer):
     def backward(self, dy):
         # Both branches receive dy itself (the add's gradient), read-only: no copies, and a
         # layer that would write into its dy raises instead of corrupting the other branch's.
-        dy = np.array(dy, dtype=np.float32, order="C", copy=None)
+        dy = np.ascontiguousarray(dy, dtype=np.float32)
         if dy.flags.writeable:
             dy = dy.view()
             dy.flags.writeable = False
