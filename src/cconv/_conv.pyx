@@ -212,10 +212,10 @@ cdef _forward_pixels(_Conv g, x, w_rows, b, float cmin, float cmax, int n_thread
     cdef const float[::1] xv = x.reshape(-1)
     cdef size_t row_panels = (g.s.out_w + cfg.nr - 1) // cfg.nr
     cdef Py_ssize_t tiles = g.s.batch * g.s.out_h * row_panels, tile
-    cdef float[::1] b_scratch = np.empty(n_threads * K * cfg.nr, np.float32)
-    cdef float[::1] t_scratch = np.empty(n_threads * g.s.out_c * cfg.nr, np.float32)
-    cdef size_t[::1] a_rows = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef size_t[::1] c_rows = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef float[::1] b_scratch = scratch("forward_pixels.b", n_threads * K * cfg.nr)
+    cdef float[::1] t_scratch = scratch("forward_pixels.t", n_threads * g.s.out_c * cfg.nr)
+    cdef size_t[::1] a_rows = scratch("conv.a_rows", n_threads * cfg.mr, np.uintp)
+    cdef size_t[::1] c_rows = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
     cdef int tid
     cdef unsigned ftz
     with nogil, parallel(num_threads=n_threads):
@@ -290,10 +290,10 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cin_g, 1), np.float32)
     cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
     cdef Py_ssize_t tiles = ((pixels + cfg.mr - 1) // cfg.mr) * groups
-    cdef size_t[::1] a_scratch = np.empty(n_threads * taps * cfg.mr, np.uintp)
-    cdef size_t[::1] c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef size_t[::1] a_scratch = scratch("conv.a_rows", n_threads * taps * cfg.mr, np.uintp)
+    cdef size_t[::1] c_scratch = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
     cdef size_t edge_floats = cfg.mr * taps * cin_g
-    cdef float[::1] edge_scratch = np.empty(n_threads * edge_floats, np.float32)
+    cdef float[::1] edge_scratch = scratch("conv.edge_rows", n_threads * edge_floats)
     cdef Py_ssize_t tile
     cdef int tid
     cdef unsigned ftz
@@ -328,7 +328,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     # One pointer per kernel row of a phase when its taps read consecutive dy pixels.
     cdef bint merged = groups == 1 and g.s.dilation_w == 1
     cdef size_t edge_floats = cfg.mr * g.s.kernel_h * g.s.kernel_w * cout_g
-    cdef float[::1] edge_scratch = np.empty(n_threads * edge_floats, np.float32)
+    cdef float[::1] edge_scratch = scratch("conv.edge_rows", n_threads * edge_floats)
     cdef size_t[::1] kh_list, kw_list
     cdef const float[::1] pw
     cdef cconv_conv_phase phase
@@ -360,8 +360,8 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
             phase.row_taps = len(taps_w) if merged else 0
             phase.tap_kh, phase.tap_kw = &kh_list[0], &kw_list[0]
             tiles = ((g.s.batch * phase.rows * phase.cols + cfg.mr - 1) // cfg.mr) * groups
-            a_scratch = np.empty(n_threads * phase.n_taps * cfg.mr, np.uintp)
-            c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+            a_scratch = scratch("conv.a_rows", n_threads * phase.n_taps * cfg.mr, np.uintp)
+            c_scratch = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
             with nogil, parallel(num_threads=n_threads):
                 tid = threadid()
                 ftz = cconv_ftz_enter()
@@ -386,9 +386,9 @@ cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
     cdef float[::1] dxv = dx.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
     cdef size_t width = (K + cfg.nr - 1) // cfg.nr * cfg.nr
-    cdef float[::1] dcol = np.empty(n_threads * cfg.mr * width, np.float32)
-    cdef size_t[::1] a_scratch = np.empty(n_threads * cfg.mr, np.uintp)
-    cdef size_t[::1] c_scratch = np.empty(n_threads * cfg.mr, np.uintp)
+    cdef float[::1] dcol = scratch("col2im.dcol", n_threads * cfg.mr * width)
+    cdef size_t[::1] a_scratch = scratch("conv.a_rows", n_threads * cfg.mr, np.uintp)
+    cdef size_t[::1] c_scratch = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
     cdef Py_ssize_t tiles = g.s.batch * groups, tile
     cdef int tid
     cdef unsigned ftz
