@@ -38,17 +38,17 @@ cdef extern from "conv_direct.h":
         const size_t* tap_kh
         const size_t* tap_kw
     struct cconv_conv_direct_kernels:
-        void (*forward_tile)(const cconv_conv_shape*, const f32_igemm_config*, const float*,
-                             const float*, const float*, float*, const float*, size_t, float,
-                             float, const float**, float**, float*) noexcept nogil
+        void (*forward_tiles)(const cconv_conv_shape*, const f32_igemm_config*, const float*,
+                              const float*, const float*, float*, const float*, size_t, size_t,
+                              float, float, const float**, float**, float*) noexcept nogil
         void (*forward_pixels_tile)(const cconv_conv_shape*, const f32_igemm_config*,
                                     const float*, const float*, const float*, float*, size_t,
                                     float, float, float*, float*, const float**,
                                     float**) noexcept nogil
-        void (*backward_data_tile)(const cconv_conv_shape*, const f32_igemm_config*,
-                                   const cconv_conv_phase*, const float*, const float*, float*,
-                                   const float*, size_t, const float**, float**,
-                                   float*) noexcept nogil
+        void (*backward_data_tiles)(const cconv_conv_shape*, const f32_igemm_config*,
+                                    const cconv_conv_phase*, const float*, const float*, float*,
+                                    const float*, size_t, size_t, const float**, float**,
+                                    float*) noexcept nogil
         void (*backward_data_col2im)(const cconv_conv_shape*, const f32_igemm_config*,
                                      const float*, const float*, float*, size_t, float*,
                                      const float**, float**) noexcept nogil
@@ -78,6 +78,9 @@ DEF COL2IM_MAX_CHANNELS = 8
 # input channels on, the implicit GEMM over whole kernel rows (kc = kw * in_c) is faster.
 DEF PIXELS_MAX_IN_CHANNELS = 2
 DEF PIXELS_MAX_OUT_CHANNELS = 16
+# Forward and backward-data hand each thread this many runs of consecutive pixel tiles (more than
+# one, so that a thread the OS pauses leaves less behind).
+DEF TILE_RUNS_PER_THREAD = 4
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
 _FLOAT32 = np.dtype(np.float32)
 
@@ -289,20 +292,23 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     cdef const float[::1] xv = x.reshape(-1)
     cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cin_g, 1), np.float32)
     cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
-    cdef Py_ssize_t tiles = ((pixels + cfg.mr - 1) // cfg.mr) * groups
+    cdef size_t tiles = (pixels + cfg.mr - 1) // cfg.mr
+    # A few runs of consecutive tiles per thread: each call steps from tile to tile without
+    # working out its position again.
+    cdef Py_ssize_t runs = min(tiles, <size_t>n_threads * TILE_RUNS_PER_THREAD), run
     cdef size_t[::1] a_scratch = scratch("conv.a_rows", n_threads * taps * cfg.mr, np.uintp)
     cdef size_t[::1] c_scratch = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
     cdef size_t edge_floats = cfg.mr * taps * cin_g
     cdef float[::1] edge_scratch = scratch("conv.edge_rows", n_threads * edge_floats)
-    cdef Py_ssize_t tile
     cdef int tid
     cdef unsigned ftz
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
-        for tile in prange(tiles, schedule="static"):
-            tiles_fn.forward_tile(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0], tile,
-                                   cmin, cmax, <const float**>&a_scratch[tid * taps * cfg.mr],
+        for run in prange(runs, schedule="static"):
+            tiles_fn.forward_tiles(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0],
+                                   run * tiles // runs, (run + 1) * tiles // runs, cmin, cmax,
+                                   <const float**>&a_scratch[tid * taps * cfg.mr],
                                    <float**>&c_scratch[tid * cfg.mr],
                                    &edge_scratch[tid * edge_floats])
         cconv_ftz_restore(ftz)
@@ -333,7 +339,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     cdef const float[::1] pw
     cdef cconv_conv_phase phase
     cdef size_t[::1] a_scratch, c_scratch
-    cdef Py_ssize_t tiles, tile
+    cdef Py_ssize_t tiles, runs, run
     cdef int tid
     cdef unsigned ftz
     # Input pixel ih receives tap k iff ih + pad - k*dilation is a multiple of the stride: split
@@ -359,15 +365,17 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
             phase.n_taps = kh_list.shape[0]
             phase.row_taps = len(taps_w) if merged else 0
             phase.tap_kh, phase.tap_kw = &kh_list[0], &kw_list[0]
-            tiles = ((g.s.batch * phase.rows * phase.cols + cfg.mr - 1) // cfg.mr) * groups
+            tiles = (g.s.batch * phase.rows * phase.cols + cfg.mr - 1) // cfg.mr
+            runs = min(tiles, n_threads * TILE_RUNS_PER_THREAD)
             a_scratch = scratch("conv.a_rows", n_threads * phase.n_taps * cfg.mr, np.uintp)
             c_scratch = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
             with nogil, parallel(num_threads=n_threads):
                 tid = threadid()
                 ftz = cconv_ftz_enter()
-                for tile in prange(tiles, schedule="static"):
-                    tiles_fn.backward_data_tile(
-                        &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], &zero[0], tile,
+                for run in prange(runs, schedule="static"):
+                    tiles_fn.backward_data_tiles(
+                        &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], &zero[0],
+                        run * tiles // runs, (run + 1) * tiles // runs,
                         <const float**>&a_scratch[tid * phase.n_taps * cfg.mr],
                         <float**>&c_scratch[tid * cfg.mr], &edge_scratch[tid * edge_floats])
                 cconv_ftz_restore(ftz)

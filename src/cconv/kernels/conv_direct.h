@@ -50,14 +50,15 @@ static inline size_t cconv_weight_grad_slab_floats(const struct cconv_conv_shape
 }
 
 struct cconv_conv_direct_kernels {
-    /* Forward: tile = m_tile * groups + group, with m_tile over MR-pixel rows of y.
+    /* Forward over the MR-pixel tiles [tile_begin, tile_end) of y, every group and panel of
+     * each (one call per thread's share: the tile position is carried from tile to tile).
      * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
      * zero: kw * in_c/groups zeros; a_scratch: kh*kw*MR pointers; c_scratch: MR pointers;
      * edge_scratch: MR * kh * kw * in_c floats. */
-    void (*forward_tile)(CCONV_SHAPE, const float* x, const float* packed_w,
-                         const float* packed_bias, float* y, const float* zero, size_t tile,
-                         float cmin, float cmax, const float** a_scratch, float** c_scratch,
-                         float* edge_scratch);
+    void (*forward_tiles)(CCONV_SHAPE, const float* x, const float* packed_w,
+                          const float* packed_bias, float* y, const float* zero,
+                          size_t tile_begin, size_t tile_end, float cmin, float cmax,
+                          const float** a_scratch, float** c_scratch, float* edge_scratch);
 
     /* Forward for layers with few input channels (first layers), one group: the GEMM turned
      * around, y^T (out_c x pixels) = w (out_c x K) times im2col(x)^T (K x pixels),
@@ -70,15 +71,15 @@ struct cconv_conv_direct_kernels {
                                 float* b_scratch, float* t_scratch, const float** a_rows,
                                 float** c_rows);
 
-    /* One stride phase of backward-data: dx of the phase's pixels = sum over its taps of dy * w.
+    /* One stride phase of backward-data over its MR-pixel tiles [tile_begin, tile_end), every
+     * group and panel of each: dx of the phase's pixels = sum over its taps of dy * w.
      * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
-     * tile = m_tile * groups + group, m_tile over MR pixels of the phase.
      * zero: kw * out_c/groups zeros; a_scratch: n_taps * MR pointers; c_scratch: MR pointers;
      * edge_scratch: MR * n_taps * out_c/groups floats. */
-    void (*backward_data_tile)(CCONV_SHAPE, const struct cconv_conv_phase* phase,
-                               const float* dy, const float* packed_w, float* dx,
-                               const float* zero, size_t tile, const float** a_scratch,
-                               float** c_scratch, float* edge_scratch);
+    void (*backward_data_tiles)(CCONV_SHAPE, const struct cconv_conv_phase* phase,
+                                const float* dy, const float* packed_w, float* dx,
+                                const float* zero, size_t tile_begin, size_t tile_end,
+                                const float** a_scratch, float** c_scratch, float* edge_scratch);
 
     /* Backward-data for few input channels per group (col2im): for the output pixels of image
      * tile / groups, dcol (MR x K) = dy rows times w (K = kh*kw*in_c/groups columns, packed as
@@ -112,15 +113,16 @@ struct cconv_conv_direct_kernels {
 };
 
 #define CCONV_CONV_DIRECT_DECLARE(isa)                                                            \
-    void cconv_conv2d_forward_tile__##isa(CCONV_SHAPE, const float*, const float*, const float*, \
-                                          float*, const float*, size_t, float, float,             \
-                                          const float**, float**, float*);                        \
+    void cconv_conv2d_forward_tiles__##isa(CCONV_SHAPE, const float*, const float*,              \
+                                           const float*, float*, const float*, size_t, size_t,    \
+                                           float, float, const float**, float**, float*);         \
     void cconv_conv2d_forward_pixels_tile__##isa(CCONV_SHAPE, const float*, const float*,         \
                                                  const float*, float*, size_t, float, float,      \
                                                  float*, float*, const float**, float**);         \
-    void cconv_conv2d_backward_data_tile__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,      \
-                                                const float*, const float*, float*, const float*, \
-                                                size_t, const float**, float**, float*);          \
+    void cconv_conv2d_backward_data_tiles__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,     \
+                                                 const float*, const float*, float*,              \
+                                                 const float*, size_t, size_t, const float**,     \
+                                                 float**, float*);                                \
     void cconv_conv2d_backward_data_col2im__##isa(CCONV_SHAPE, const float*, const float*,        \
                                                   float*, size_t, float*, const float**,          \
                                                   float**);                                       \
@@ -132,8 +134,8 @@ struct cconv_conv_direct_kernels {
 
 #define CCONV_CONV_DIRECT_TABLE(isa)                                                          \
     (struct cconv_conv_direct_kernels) {                                                      \
-        cconv_conv2d_forward_tile__##isa, cconv_conv2d_forward_pixels_tile__##isa,            \
-        cconv_conv2d_backward_data_tile__##isa, cconv_conv2d_backward_data_col2im__##isa,     \
+        cconv_conv2d_forward_tiles__##isa, cconv_conv2d_forward_pixels_tile__##isa,            \
+        cconv_conv2d_backward_data_tiles__##isa, cconv_conv2d_backward_data_col2im__##isa,     \
         cconv_conv2d_backward_weight_part__##isa, cconv_sum_rows__##isa                       \
     }
 

@@ -8,19 +8,37 @@
 #define FN(name) CCONV_CAT(name, CCONV_ISA_SUFFIX)
 
 #include <math.h>
+#include <string.h>
 
 static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
-void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
-                            const float* x, const float* packed_w, const float* packed_bias,
-                            float* y, const float* zero, size_t tile, float cmin, float cmax,
-                            const float** a_scratch, float** c_scratch, float* edge_scratch) {
+/* dst = the pixels first .. first + count - 1 of an image row of `width` pixels of `channels`
+ * floats, zeros for the pixels outside it (a kernel row that straddles the left or right edge). */
+static inline void copy_run_with_padding(float* dst, const float* row, ptrdiff_t first,
+                                         size_t count, size_t width, size_t channels) {
+    ptrdiff_t lo = first < 0 ? -first : 0;
+    if (lo > (ptrdiff_t)count) lo = (ptrdiff_t)count;
+    ptrdiff_t hi = (ptrdiff_t)width - first;
+    if (hi > (ptrdiff_t)count) hi = (ptrdiff_t)count;
+    if (hi < lo) hi = lo;
+    memset(dst, 0, (size_t)lo * channels * sizeof(float));
+    if (hi > lo)
+        memcpy(dst + (size_t)lo * channels, row + (size_t)(first + lo) * channels,
+               (size_t)(hi - lo) * channels * sizeof(float));
+    memset(dst + (size_t)hi * channels, 0, (count - (size_t)hi) * channels * sizeof(float));
+}
+
+void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* s,
+                                    const struct f32_igemm_config* cfg, const float* x,
+                                    const float* packed_w, const float* packed_bias, float* y,
+                                    const float* zero, size_t tile_begin, size_t tile_end,
+                                    float cmin, float cmax, const float** a_scratch,
+                                    float** c_scratch, float* edge_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
-    const size_t group = tile % s->groups, m0 = (tile / s->groups) * MR;
     const size_t pixels = s->batch * s->out_h * s->out_w;
-    const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
     const size_t taps = s->kernel_h * s->kernel_w;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+    const size_t panels = ceil_div(cout_g, NR), panel_size = taps * cin_g * NR;
     /* One group without horizontal dilation: the taps of a kernel row are kernel_w * in_c
      * consecutive floats of x, so the micro-kernel takes one pointer per kernel row (ks =
      * kernel_h, kc = kernel_w * in_c) instead of one per tap; rows that straddle the left or
@@ -28,55 +46,70 @@ void FN(cconv_conv2d_forward_tile)(const struct cconv_conv_shape* s, const struc
     const int merged = s->groups == 1 && s->dilation_w == 1;
     const size_t ks = merged ? s->kernel_h : taps, kc = merged ? s->kernel_w * cin_g : cin_g;
 
-    /* (n, oh, ow) of the tile's first pixel; the next rows step through the image without
-     * divisions (three 64-bit divisions per row cost as much as the FMAs of a small layer). */
+    /* (n, oh, ow) of the next pixel: worked out once, then stepped through the image without
+     * divisions, and the input row of each kernel row once per output row (per tile and per
+     * pixel, the divisions and multiplications cost as much as the FMAs of a small layer). */
+    size_t m0 = tile_begin * MR;
     size_t ow = m0 % s->out_w, oh = (m0 / s->out_w) % s->out_h, n = m0 / (s->out_w * s->out_h);
-    for (size_t i = 0; i < MR; i++) {
-        if (i >= mr) {  /* rows past the end read zeros and are never stored */
-            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
-            c_scratch[i] = c_scratch[0];
-            continue;
-        }
-        c_scratch[i] = y + (m0 + i) * s->out_c;
-        const ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w) - s->pad_left;
-        for (size_t ky = 0; ky < s->kernel_h; ky++) {
-            const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
-            const int row_inside = ih >= 0 && ih < (ptrdiff_t)s->in_h;
-            const float* row = row_inside ? x + (n * s->in_h + (size_t)ih) * s->in_w * s->in_c : NULL;
-            if (merged) {
-                const float** a = &a_scratch[ky * MR + i];
-                if (!row_inside) {
-                    *a = zero;
-                } else if (iw0 >= 0 && iw0 + (ptrdiff_t)s->kernel_w <= (ptrdiff_t)s->in_w) {
-                    *a = row + (size_t)iw0 * s->in_c;
-                } else {
-                    float* edge = edge_scratch + (i * s->kernel_h + ky) * kc;
-                    for (size_t kx = 0; kx < s->kernel_w; kx++) {
-                        const ptrdiff_t iw = iw0 + (ptrdiff_t)kx;
-                        const int inside = iw >= 0 && iw < (ptrdiff_t)s->in_w;
-                        for (size_t c = 0; c < cin_g; c++)
-                            edge[kx * cin_g + c] = inside ? row[(size_t)iw * s->in_c + c] : 0.0f;
-                    }
-                    *a = edge;
-                }
+    ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w) - s->pad_left;
+    const float* rows[s->kernel_h];  /* input row of each kernel row; NULL in the padding */
+    int rows_valid = 0;
+    for (size_t tile = tile_begin; tile < tile_end; tile++, m0 += MR) {
+        const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
+        for (size_t i = 0; i < MR; i++) {
+            if (i >= mr) {  /* rows past the end read zeros and are never stored */
+                for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
+                c_scratch[i] = c_scratch[0];
                 continue;
             }
-            for (size_t kx = 0; kx < s->kernel_w; kx++) {
-                const ptrdiff_t iw = iw0 + (ptrdiff_t)(kx * s->dilation_w);
-                const int inside = row_inside && iw >= 0 && iw < (ptrdiff_t)s->in_w;
-                a_scratch[(ky * s->kernel_w + kx) * MR + i] = inside ? row + (size_t)iw * s->in_c : zero;
+            c_scratch[i] = y + (m0 + i) * s->out_c;
+            if (!rows_valid) {
+                for (size_t ky = 0; ky < s->kernel_h; ky++) {
+                    const ptrdiff_t ih =
+                        (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
+                    rows[ky] = ih >= 0 && ih < (ptrdiff_t)s->in_h
+                        ? x + (n * s->in_h + (size_t)ih) * s->in_w * s->in_c : NULL;
+                }
+                rows_valid = 1;
+            }
+            if (merged && iw0 >= 0 && iw0 + (ptrdiff_t)s->kernel_w <= (ptrdiff_t)s->in_w) {
+                const size_t offset = (size_t)iw0 * s->in_c;
+                for (size_t ky = 0; ky < s->kernel_h; ky++)
+                    a_scratch[ky * MR + i] = rows[ky] ? rows[ky] + offset : zero;
+            } else if (merged) {  /* a kernel row across the left or right edge */
+                for (size_t ky = 0; ky < s->kernel_h; ky++) {
+                    if (!rows[ky]) { a_scratch[ky * MR + i] = zero; continue; }
+                    float* edge = edge_scratch + (i * s->kernel_h + ky) * kc;
+                    copy_run_with_padding(edge, rows[ky], iw0, s->kernel_w, s->in_w, s->in_c);
+                    a_scratch[ky * MR + i] = edge;
+                }
+            } else {
+                for (size_t ky = 0; ky < s->kernel_h; ky++)
+                    for (size_t kx = 0; kx < s->kernel_w; kx++) {
+                        const ptrdiff_t iw = iw0 + (ptrdiff_t)(kx * s->dilation_w);
+                        const int inside = rows[ky] && iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                        a_scratch[(ky * s->kernel_w + kx) * MR + i] =
+                            inside ? rows[ky] + (size_t)iw * s->in_c : zero;
+                    }
+            }
+            iw0 += (ptrdiff_t)s->stride_w;
+            if (++ow == s->out_w) {
+                ow = 0;
+                iw0 = -s->pad_left;
+                rows_valid = 0;
+                if (++oh == s->out_h) { oh = 0; n++; }
             }
         }
-        if (++ow == s->out_w) { ow = 0; if (++oh == s->out_h) { oh = 0; n++; } }
-    }
-    const size_t panels = ceil_div(cout_g, NR);
-    const size_t panel_size = taps * cin_g * NR;
-    for (size_t p = 0; p < panels; p++) {
-        const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
-        const size_t panel = group * panels + p;
-        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, 1, zero,
-                     packed_w + panel * panel_size, NR, packed_bias ? packed_bias + panel * NR : NULL,
-                     c_scratch, group * cout_g + p * NR, 0, cmin, cmax);
+        /* Every group reads the same pointers (the kernel adds the group's channel offset). */
+        for (size_t group = 0; group < s->groups; group++)
+            for (size_t p = 0; p < panels; p++) {
+                const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
+                const size_t panel = group * panels + p;
+                cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, 1, zero,
+                             packed_w + panel * panel_size,
+                             NR, packed_bias ? packed_bias + panel * NR : NULL, c_scratch,
+                             group * cout_g + p * NR, 0, cmin, cmax);
+            }
     }
 }
 
@@ -141,66 +174,88 @@ void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, cons
         }
 }
 
-void FN(cconv_conv2d_backward_data_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
-                                  const struct cconv_conv_phase* phase, const float* dy,
-                                  const float* packed_w, float* dx, const float* zero, size_t tile,
-                                  const float** a_scratch, float** c_scratch, float* edge_scratch) {
+void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,
+                                          const struct f32_igemm_config* cfg,
+                                          const struct cconv_conv_phase* phase, const float* dy,
+                                          const float* packed_w, float* dx, const float* zero,
+                                          size_t tile_begin, size_t tile_end,
+                                          const float** a_scratch, float** c_scratch,
+                                          float* edge_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
-    const size_t group = tile % s->groups, m0 = (tile / s->groups) * MR;
     const size_t pixels = s->batch * phase->rows * phase->cols;
-    const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
     const size_t taps = phase->n_taps;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
+    const size_t panels = ceil_div(cin_g, NR), panel_size = taps * cout_g * NR;
     /* Merged kernel rows (see conv_direct.h): one pointer per row of row_taps taps. */
     const size_t row_taps = phase->row_taps;
     const size_t ks = row_taps ? taps / row_taps : taps, kc = row_taps ? row_taps * cout_g : cout_g;
+    const size_t run = row_taps ? row_taps : 1;  /* a pointer reads dy pixels ow .. ow + run - 1 */
 
+    /* ih = oh*stride - pad + kh*dilation  =>  oh = (ih + pad - kh*dilation) / stride, exact
+     * (possibly negative) for every tap of this phase. The dy column of pointer r for phase
+     * column l is first_ow[r] + l; its dy row is worked out once per phase row. The position
+     * (n, j, l) of the next pixel is carried from tile to tile. */
+    size_t m0 = tile_begin * MR;
     size_t l = m0 % phase->cols, j = (m0 / phase->cols) % phase->rows;
     size_t n = m0 / (phase->cols * phase->rows);
-    for (size_t i = 0; i < MR; i++) {
-        if (i >= mr) {
-            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
-            c_scratch[i] = c_scratch[0];
-            continue;
-        }
-        const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
-        c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
-        const float* image = dy + n * s->out_h * s->out_w * s->out_c;
-        for (size_t r = 0; r < ks; r++) {
-            const size_t t = row_taps ? r * row_taps : r;
-            /* ih = oh*stride - pad + kh*dilation  =>  oh = (ih + pad - kh*dilation) / stride,
-             * exact (possibly negative) for every tap of this phase. */
-            const ptrdiff_t num_h = (ptrdiff_t)ih + s->pad_top - (ptrdiff_t)(phase->tap_kh[t] * s->dilation_h);
-            const ptrdiff_t num_w = (ptrdiff_t)iw + s->pad_left - (ptrdiff_t)(phase->tap_kw[t] * s->dilation_w);
-            const ptrdiff_t oh = num_h / (ptrdiff_t)s->stride_h, ow = num_w / (ptrdiff_t)s->stride_w;
-            const int row_inside = num_h >= 0 && oh < (ptrdiff_t)s->out_h;
-            const float* row = row_inside ? image + (size_t)oh * s->out_w * s->out_c : NULL;
-            const size_t run = row_taps ? row_taps : 1;  /* dy pixels ow .. ow + run - 1 */
-            const float** a = &a_scratch[r * MR + i];
-            if (!row_inside || ow >= (ptrdiff_t)s->out_w || ow + (ptrdiff_t)run <= 0) {
-                *a = zero;
-            } else if (ow >= 0 && ow + (ptrdiff_t)run <= (ptrdiff_t)s->out_w) {
-                *a = row + (size_t)ow * s->out_c;
-            } else {  /* a merged row across the left or right edge: copied with zeros */
-                float* edge = edge_scratch + (i * ks + r) * kc;
-                for (size_t q = 0; q < run; q++) {
-                    const ptrdiff_t o = ow + (ptrdiff_t)q;
-                    const int inside = o >= 0 && o < (ptrdiff_t)s->out_w;
-                    for (size_t c = 0; c < cout_g; c++)
-                        edge[q * cout_g + c] = inside ? row[(size_t)o * s->out_c + c] : 0.0f;
+    ptrdiff_t first_ow[ks];
+    const float* rows[ks];  /* dy row of each pointer for the current phase row; NULL outside */
+    int rows_valid = 0;
+    for (size_t r = 0; r < ks; r++) {
+        const size_t t = row_taps ? r * row_taps : r;
+        first_ow[r] = ((ptrdiff_t)phase->iw0 + s->pad_left -
+                       (ptrdiff_t)(phase->tap_kw[t] * s->dilation_w)) / (ptrdiff_t)s->stride_w;
+    }
+    for (size_t tile = tile_begin; tile < tile_end; tile++, m0 += MR) {
+        const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
+        for (size_t i = 0; i < MR; i++) {
+            if (i >= mr) {
+                for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
+                c_scratch[i] = c_scratch[0];
+                continue;
+            }
+            const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
+            c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
+            if (!rows_valid) {
+                const float* image = dy + n * s->out_h * s->out_w * s->out_c;
+                for (size_t r = 0; r < ks; r++) {
+                    const size_t t = row_taps ? r * row_taps : r;
+                    const ptrdiff_t num_h = (ptrdiff_t)ih + s->pad_top -
+                                            (ptrdiff_t)(phase->tap_kh[t] * s->dilation_h);
+                    const ptrdiff_t oh = num_h / (ptrdiff_t)s->stride_h;
+                    rows[r] = num_h >= 0 && oh < (ptrdiff_t)s->out_h
+                        ? image + (size_t)oh * s->out_w * s->out_c : NULL;
                 }
-                *a = edge;
+                rows_valid = 1;
+            }
+            for (size_t r = 0; r < ks; r++) {
+                const ptrdiff_t ow = first_ow[r] + (ptrdiff_t)l;
+                const float* row = rows[r];
+                const float** a = &a_scratch[r * MR + i];
+                if (!row || ow >= (ptrdiff_t)s->out_w || ow + (ptrdiff_t)run <= 0) {
+                    *a = zero;
+                } else if (ow >= 0 && ow + (ptrdiff_t)run <= (ptrdiff_t)s->out_w) {
+                    *a = row + (size_t)ow * s->out_c;
+                } else {  /* a merged row across the left or right edge: copied with zeros */
+                    float* edge = edge_scratch + (i * ks + r) * kc;
+                    copy_run_with_padding(edge, row, ow, run, s->out_w, s->out_c);
+                    *a = edge;
+                }
+            }
+            if (++l == phase->cols) {
+                l = 0;
+                rows_valid = 0;
+                if (++j == phase->rows) { j = 0; n++; }
             }
         }
-        if (++l == phase->cols) { l = 0; if (++j == phase->rows) { j = 0; n++; } }
-    }
-    const size_t panels = ceil_div(cin_g, NR);
-    const size_t panel_size = taps * cout_g * NR;
-    for (size_t p = 0; p < panels; p++) {
-        const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
-        cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cout_g, 1, zero,
-                     packed_w + (group * panels + p) * panel_size, NR, NULL, c_scratch,
-                     group * cin_g + p * NR, 0, -INFINITY, INFINITY);
+        /* Every group reads the same pointers (the kernel adds the group's channel offset). */
+        for (size_t group = 0; group < s->groups; group++)
+            for (size_t p = 0; p < panels; p++) {
+                const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
+                cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cout_g, 1, zero,
+                             packed_w + (group * panels + p) * panel_size, NR, NULL, c_scratch,
+                             group * cin_g + p * NR, 0, -INFINITY, INFINITY);
+            }
     }
 }
 
