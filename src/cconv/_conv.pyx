@@ -327,7 +327,21 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cin_g)
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     w5 = w.reshape(groups, cout_g, cin_g, g.s.kernel_h, g.s.kernel_w)
-    dx = np.zeros(g.in_shape, np.float32)
+    # Input pixel ih receives tap k iff ih + pad - k*dilation is a multiple of the stride: split
+    # the input pixels into stride_h x stride_w phases, each a dense convolution over its taps
+    # (no scatter, no atomics, no multiplications by the zeros a strided dilation would insert).
+    # (Python ints: C's unsigned arithmetic would wrap the negative numerators.)
+    sh, sw, dh, dw = int(g.s.stride_h), int(g.s.stride_w), int(g.s.dilation_h), int(g.s.dilation_w)
+    pad_top, pad_left = int(g.s.pad_top), int(g.s.pad_left)
+    phase_taps_h = [[k for k in range(int(g.s.kernel_h)) if (ih0 + pad_top - k * dh) % sh == 0]
+                    for ih0 in range(min(sh, int(g.s.in_h)))]
+    phase_taps_w = [[k for k in range(int(g.s.kernel_w)) if (iw0 + pad_left - k * dw) % sw == 0]
+                    for iw0 in range(min(sw, int(g.s.in_w)))]
+    # Every pixel is written once by its phase; pixels of phases no tap reaches stay zero.
+    if all(phase_taps_h) and all(phase_taps_w):
+        dx = np.empty(g.in_shape, np.float32)
+    else:
+        dx = np.zeros(g.in_shape, np.float32)
     cdef float[::1] dxv = dx.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
     cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cout_g, 1), np.float32)
@@ -342,15 +356,9 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
     cdef Py_ssize_t tiles, runs, run
     cdef int tid
     cdef unsigned ftz
-    # Input pixel ih receives tap k iff ih + pad - k*dilation is a multiple of the stride: split
-    # the input pixels into stride_h x stride_w phases, each a dense convolution over its taps
-    # (no scatter, no atomics, no multiplications by the zeros a strided dilation would insert).
-    for ih0 in range(min(g.s.stride_h, g.s.in_h)):
-        taps_h = [k for k in range(g.s.kernel_h)
-                  if (ih0 + g.s.pad_top - k * g.s.dilation_h) % g.s.stride_h == 0]
-        for iw0 in range(min(g.s.stride_w, g.s.in_w)):
-            taps_w = [k for k in range(g.s.kernel_w)
-                      if (iw0 + g.s.pad_left - k * g.s.dilation_w) % g.s.stride_w == 0]
+    for ih0, taps_h in enumerate(phase_taps_h):
+        for iw0, taps_w in enumerate(phase_taps_w):
+            taps_w = list(taps_w)
             if not taps_h or not taps_w:
                 continue  # no tap reaches these pixels: their gradient stays zero
             if merged:

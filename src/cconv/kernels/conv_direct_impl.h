@@ -8,7 +8,14 @@
 #define FN(name) CCONV_CAT(name, CCONV_ISA_SUFFIX)
 
 #include <math.h>
-#include <string.h>
+
+/* The pointer set-up loops run a handful of iterations per tile: GCC's vectorised versions of
+ * them (masks, peeling, 64-bit multiplies) cost more than the scalar loops. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_VECTORIZE __attribute__((optimize("no-tree-vectorize")))
+#else
+#define NO_VECTORIZE
+#endif
 
 static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -21,14 +28,15 @@ static inline void copy_run_with_padding(float* dst, const float* row, ptrdiff_t
     ptrdiff_t hi = (ptrdiff_t)width - first;
     if (hi > (ptrdiff_t)count) hi = (ptrdiff_t)count;
     if (hi < lo) hi = lo;
-    memset(dst, 0, (size_t)lo * channels * sizeof(float));
-    if (hi > lo)
-        memcpy(dst + (size_t)lo * channels, row + (size_t)(first + lo) * channels,
-               (size_t)(hi - lo) * channels * sizeof(float));
-    memset(dst + (size_t)hi * channels, 0, (count - (size_t)hi) * channels * sizeof(float));
+    /* Plain loops: a run is a few dozen floats, less than a libc call costs. */
+    const size_t zeros_before = (size_t)lo * channels, inside_end = (size_t)hi * channels;
+    const float* src = row + (size_t)(first + lo) * channels;
+    for (size_t k = 0; k < zeros_before; k++) dst[k] = 0.0f;
+    for (size_t k = zeros_before; k < inside_end; k++) dst[k] = src[k - zeros_before];
+    for (size_t k = inside_end; k < count * channels; k++) dst[k] = 0.0f;
 }
 
-void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* s,
+NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* s,
                                     const struct f32_igemm_config* cfg, const float* x,
                                     const float* packed_w, const float* packed_bias, float* y,
                                     const float* zero, size_t tile_begin, size_t tile_end,
@@ -54,15 +62,17 @@ void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* s,
     ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w) - s->pad_left;
     const float* rows[s->kernel_h];  /* input row of each kernel row; NULL in the padding */
     int rows_valid = 0;
+    /* Output columns whose merged kernel rows lie inside the input: [inner_begin, inner_end). */
+    const ptrdiff_t sw = (ptrdiff_t)s->stride_w;
+    const size_t inner_begin = s->pad_left <= 0 ? 0 : (size_t)((s->pad_left + sw - 1) / sw);
+    const ptrdiff_t last = (ptrdiff_t)s->in_w - (ptrdiff_t)s->kernel_w + s->pad_left;
+    const size_t inner_end = last < 0 ? 0 : (size_t)(last / sw) + 1;
+    const size_t pixel_step = s->stride_w * s->in_c;
     for (size_t tile = tile_begin; tile < tile_end; tile++, m0 += MR) {
         const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
-        for (size_t i = 0; i < MR; i++) {
-            if (i >= mr) {  /* rows past the end read zeros and are never stored */
-                for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
-                c_scratch[i] = c_scratch[0];
-                continue;
-            }
-            c_scratch[i] = y + (m0 + i) * s->out_c;
+        /* The tile's pixels in runs along one output row each. */
+        for (size_t i = 0; i < mr;) {
+            const size_t seg = mr - i < s->out_w - ow ? mr - i : s->out_w - ow;
             if (!rows_valid) {
                 for (size_t ky = 0; ky < s->kernel_h; ky++) {
                     const ptrdiff_t ih =
@@ -72,33 +82,55 @@ void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* s,
                 }
                 rows_valid = 1;
             }
-            if (merged && iw0 >= 0 && iw0 + (ptrdiff_t)s->kernel_w <= (ptrdiff_t)s->in_w) {
-                const size_t offset = (size_t)iw0 * s->in_c;
-                for (size_t ky = 0; ky < s->kernel_h; ky++)
-                    a_scratch[ky * MR + i] = rows[ky] ? rows[ky] + offset : zero;
-            } else if (merged) {  /* a kernel row across the left or right edge */
+            for (size_t q = 0; q < seg; q++) c_scratch[i + q] = y + (m0 + i + q) * s->out_c;
+            if (merged) {
+                /* columns [qa, qb) of the run are inside; the others straddle an edge */
+                const size_t qa = ow >= inner_begin ? 0 : (inner_begin - ow < seg ? inner_begin - ow : seg);
+                size_t qb = inner_end <= ow ? 0 : (inner_end - ow < seg ? inner_end - ow : seg);
+                if (qb < qa) qb = qa;
                 for (size_t ky = 0; ky < s->kernel_h; ky++) {
-                    if (!rows[ky]) { a_scratch[ky * MR + i] = zero; continue; }
-                    float* edge = edge_scratch + (i * s->kernel_h + ky) * kc;
-                    copy_run_with_padding(edge, rows[ky], iw0, s->kernel_w, s->in_w, s->in_c);
-                    a_scratch[ky * MR + i] = edge;
+                    const float** a = a_scratch + ky * MR + i;
+                    const float* row = rows[ky];
+                    if (!row) {
+                        for (size_t q = 0; q < seg; q++) a[q] = zero;
+                        continue;
+                    }
+                    if (qb > qa) {
+                        const float* first = row + (size_t)(iw0 + (ptrdiff_t)qa * sw) * s->in_c;
+                        for (size_t q = qa; q < qb; q++) a[q] = first + (q - qa) * pixel_step;
+                    }
+                    for (size_t q = 0; q < seg; q++) {
+                        if (q == qa) q = qb;  /* past the inside run */
+                        if (q >= seg) break;
+                        float* edge = edge_scratch + ((i + q) * s->kernel_h + ky) * kc;
+                        copy_run_with_padding(edge, row, iw0 + (ptrdiff_t)q * sw, s->kernel_w,
+                                              s->in_w, s->in_c);
+                        a[q] = edge;
+                    }
                 }
             } else {
-                for (size_t ky = 0; ky < s->kernel_h; ky++)
-                    for (size_t kx = 0; kx < s->kernel_w; kx++) {
-                        const ptrdiff_t iw = iw0 + (ptrdiff_t)(kx * s->dilation_w);
-                        const int inside = rows[ky] && iw >= 0 && iw < (ptrdiff_t)s->in_w;
-                        a_scratch[(ky * s->kernel_w + kx) * MR + i] =
-                            inside ? rows[ky] + (size_t)iw * s->in_c : zero;
-                    }
+                for (size_t q = 0; q < seg; q++)
+                    for (size_t ky = 0; ky < s->kernel_h; ky++)
+                        for (size_t kx = 0; kx < s->kernel_w; kx++) {
+                            const ptrdiff_t iw = iw0 + (ptrdiff_t)(q * s->stride_w + kx * s->dilation_w);
+                            const int inside = rows[ky] && iw >= 0 && iw < (ptrdiff_t)s->in_w;
+                            a_scratch[(ky * s->kernel_w + kx) * MR + i + q] =
+                                inside ? rows[ky] + (size_t)iw * s->in_c : zero;
+                        }
             }
-            iw0 += (ptrdiff_t)s->stride_w;
-            if (++ow == s->out_w) {
+            i += seg;
+            ow += seg;
+            iw0 += (ptrdiff_t)seg * sw;
+            if (ow == s->out_w) {
                 ow = 0;
                 iw0 = -s->pad_left;
                 rows_valid = 0;
                 if (++oh == s->out_h) { oh = 0; n++; }
             }
+        }
+        for (size_t i = mr; i < MR; i++) {  /* rows past the end read zeros, never stored */
+            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
+            c_scratch[i] = c_scratch[0];
         }
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
@@ -174,7 +206,7 @@ void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, cons
         }
 }
 
-void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,
+NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,
                                           const struct f32_igemm_config* cfg,
                                           const struct cconv_conv_phase* phase, const float* dy,
                                           const float* packed_w, float* dx, const float* zero,
@@ -206,16 +238,19 @@ void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,
         first_ow[r] = ((ptrdiff_t)phase->iw0 + s->pad_left -
                        (ptrdiff_t)(phase->tap_kw[t] * s->dilation_w)) / (ptrdiff_t)s->stride_w;
     }
+    /* Phase columns l whose pointer r reads inside dy: [inner_lo[r], inner_hi[r]). */
+    ptrdiff_t inner_lo[ks], inner_hi[ks];
+    for (size_t r = 0; r < ks; r++) {
+        inner_lo[r] = first_ow[r] < 0 ? -first_ow[r] : 0;
+        inner_hi[r] = (ptrdiff_t)s->out_w - (ptrdiff_t)run - first_ow[r] + 1;
+    }
+    const size_t dx_step = s->stride_w * s->in_c;
     for (size_t tile = tile_begin; tile < tile_end; tile++, m0 += MR) {
         const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
-        for (size_t i = 0; i < MR; i++) {
-            if (i >= mr) {
-                for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
-                c_scratch[i] = c_scratch[0];
-                continue;
-            }
-            const size_t ih = phase->ih0 + j * s->stride_h, iw = phase->iw0 + l * s->stride_w;
-            c_scratch[i] = dx + ((n * s->in_h + ih) * s->in_w + iw) * s->in_c;
+        /* The tile's pixels in runs along one phase row each. */
+        for (size_t i = 0; i < mr;) {
+            const size_t seg = mr - i < phase->cols - l ? mr - i : phase->cols - l;
+            const size_t ih = phase->ih0 + j * s->stride_h;
             if (!rows_valid) {
                 const float* image = dy + n * s->out_h * s->out_w * s->out_c;
                 for (size_t r = 0; r < ks; r++) {
@@ -228,25 +263,47 @@ void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,
                 }
                 rows_valid = 1;
             }
+            float* c = dx + ((n * s->in_h + ih) * s->in_w + phase->iw0 + l * s->stride_w) * s->in_c;
+            for (size_t q = 0; q < seg; q++, c += dx_step) c_scratch[i + q] = c;
             for (size_t r = 0; r < ks; r++) {
-                const ptrdiff_t ow = first_ow[r] + (ptrdiff_t)l;
+                const float** a = a_scratch + r * MR + i;
                 const float* row = rows[r];
-                const float** a = &a_scratch[r * MR + i];
-                if (!row || ow >= (ptrdiff_t)s->out_w || ow + (ptrdiff_t)run <= 0) {
-                    *a = zero;
-                } else if (ow >= 0 && ow + (ptrdiff_t)run <= (ptrdiff_t)s->out_w) {
-                    *a = row + (size_t)ow * s->out_c;
-                } else {  /* a merged row across the left or right edge: copied with zeros */
-                    float* edge = edge_scratch + (i * ks + r) * kc;
-                    copy_run_with_padding(edge, row, ow, run, s->out_w, s->out_c);
-                    *a = edge;
+                if (!row) {
+                    for (size_t q = 0; q < seg; q++) a[q] = zero;
+                    continue;
+                }
+                /* columns [qa, qb) of the run read inside dy; the others zeros or an edge */
+                ptrdiff_t qa = inner_lo[r] - (ptrdiff_t)l, qb = inner_hi[r] - (ptrdiff_t)l;
+                qa = qa < 0 ? 0 : (qa > (ptrdiff_t)seg ? (ptrdiff_t)seg : qa);
+                qb = qb < qa ? qa : (qb > (ptrdiff_t)seg ? (ptrdiff_t)seg : qb);
+                if (qb > qa) {
+                    const float* first = row + (size_t)(first_ow[r] + (ptrdiff_t)l + qa) * s->out_c;
+                    for (ptrdiff_t q = qa; q < qb; q++) a[q] = first + (size_t)(q - qa) * s->out_c;
+                }
+                for (ptrdiff_t q = 0; q < (ptrdiff_t)seg; q++) {
+                    if (q == qa) q = qb;  /* past the inside run */
+                    if (q >= (ptrdiff_t)seg) break;
+                    const ptrdiff_t ow = first_ow[r] + (ptrdiff_t)l + q;
+                    if (ow >= (ptrdiff_t)s->out_w || ow + (ptrdiff_t)run <= 0) {
+                        a[q] = zero;
+                    } else {  /* a merged row across the left or right edge: copied with zeros */
+                        float* edge = edge_scratch + ((i + (size_t)q) * ks + r) * kc;
+                        copy_run_with_padding(edge, row, ow, run, s->out_w, s->out_c);
+                        a[q] = edge;
+                    }
                 }
             }
-            if (++l == phase->cols) {
+            i += seg;
+            l += seg;
+            if (l == phase->cols) {
                 l = 0;
                 rows_valid = 0;
                 if (++j == phase->rows) { j = 0; n++; }
             }
+        }
+        for (size_t i = mr; i < MR; i++) {  /* rows past the end read zeros, never stored */
+            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
+            c_scratch[i] = c_scratch[0];
         }
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
