@@ -141,6 +141,11 @@ _ALGOS = ("auto", "direct", "winograd")
 # channels: with fewer input channels than a register tile has rows, the direct one is faster
 # (measured on Zen 4: 3 input channels 0.8x of direct, 8 and more 1.6-3x).
 DEF WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS = 8
+# The same holds for the forward pass of first layers: with 1-3 input channels the input
+# transform costs more than the multiplications it saves (measured on Zen 4, 3 -> 16 channels,
+# 32x32: direct 1.0-1.4x faster at batch 64, 1.25x at batch 1; 4 channels: even; 8: Winograd
+# 1.2x faster).
+DEF WINOGRAD_FORWARD_MIN_IN_CHANNELS = 4
 
 
 def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
@@ -150,8 +155,8 @@ def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
     'auto': depthwise layers run the depthwise kernels; 3x3 stride-1 single-group layers run
     Winograd with the tile winograd_choose measured best for the pass's output size (F(4x4) on
     all but tiny images; the weight gradient takes the forward pass's, and only from
-    WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS input channels on), everything else the direct
-    implicit GEMM. 'winograd' forces Winograd (F(4x4) unless the output is too small for it),
+    WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS input channels on; the forward pass only from
+    WINOGRAD_FORWARD_MIN_IN_CHANNELS on), everything else the direct implicit GEMM. 'winograd' forces Winograd (F(4x4) unless the output is too small for it),
     'direct' the implicit GEMM.
     """
     if algo not in _ALGOS:
@@ -173,6 +178,8 @@ def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
         return "winograd", tile or 2
     tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups, g.s.batch)
     if backward_weight and g.s.in_c < WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS:
+        tile = 0
+    if not (backward_data or backward_weight) and g.s.in_c < WINOGRAD_FORWARD_MIN_IN_CHANNELS:
         tile = 0
     return ("winograd", tile) if tile else ("direct", 0)
 
