@@ -82,6 +82,19 @@ DEF PIXELS_MAX_OUT_CHANNELS = 16
 # one, so that a thread the OS pauses leaves less behind).
 DEF TILE_RUNS_PER_THREAD = 4
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
+
+# The zero row that stands in for padding, shared by every call (kernels only read it); the
+# buffers it outgrew are kept, since a call on another thread may still read one.
+cdef const float[::1] _zero_row = np.zeros(4096, np.float32)
+_outgrown_zero_rows = []
+
+
+cdef const float* zeros_at_least(size_t n) except NULL:
+    global _zero_row
+    if <size_t>_zero_row.shape[0] < n:
+        _outgrown_zero_rows.append(_zero_row)
+        _zero_row = np.zeros(n, np.float32)
+    return &_zero_row[0]
 _FLOAT32 = np.dtype(np.float32)
 
 
@@ -297,14 +310,15 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     y = np.empty(g.out_shape, np.float32)
     cdef float[::1] yv = y.reshape(-1)
     cdef const float[::1] xv = x.reshape(-1)
-    cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cin_g, 1), np.float32)
+    cdef const float* zero = zeros_at_least(g.s.kernel_w * cin_g)
     cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
     cdef size_t tiles = (pixels + cfg.mr - 1) // cfg.mr
     # A few runs of consecutive tiles per thread: each call steps from tile to tile without
     # working out its position again.
     cdef Py_ssize_t runs = min(tiles, <size_t>n_threads * TILE_RUNS_PER_THREAD), run
-    cdef size_t[::1] a_scratch = scratch("conv.a_rows", n_threads * taps * cfg.mr, np.uintp)
-    cdef size_t[::1] c_scratch = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
+    # Each thread's A pointers (taps x MR) followed by its C pointers (MR).
+    cdef size_t thread_pointers = (taps + 1) * cfg.mr
+    cdef size_t[::1] pointers = scratch("conv.pointers", n_threads * thread_pointers, np.uintp)
     cdef size_t edge_floats = cfg.mr * taps * cin_g
     cdef float[::1] edge_scratch = scratch("conv.edge_rows", n_threads * edge_floats)
     cdef int tid
@@ -313,10 +327,10 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
         tid = threadid()
         ftz = cconv_ftz_enter()
         for run in prange(runs, schedule="static"):
-            tiles_fn.forward_tiles(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], &zero[0],
+            tiles_fn.forward_tiles(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], zero,
                                    run * tiles // runs, (run + 1) * tiles // runs, cmin, cmax,
-                                   <const float**>&a_scratch[tid * taps * cfg.mr],
-                                   <float**>&c_scratch[tid * cfg.mr],
+                                   <const float**>&pointers[tid * thread_pointers],
+                                   <float**>&pointers[tid * thread_pointers + taps * cfg.mr],
                                    &edge_scratch[tid * edge_floats])
         cconv_ftz_restore(ftz)
     return y
@@ -351,7 +365,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
         dx = np.zeros(g.in_shape, np.float32)
     cdef float[::1] dxv = dx.reshape(-1)
     cdef const float[::1] dyv = dy.reshape(-1)
-    cdef const float[::1] zero = np.zeros(max(g.s.kernel_w * cout_g, 1), np.float32)
+    cdef const float* zero = zeros_at_least(g.s.kernel_w * cout_g)
     # One pointer per kernel row of a phase when its taps read consecutive dy pixels.
     cdef bint merged = groups == 1 and g.s.dilation_w == 1
     cdef size_t edge_floats = cfg.mr * g.s.kernel_h * g.s.kernel_w * cout_g
@@ -389,7 +403,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                 ftz = cconv_ftz_enter()
                 for run in prange(runs, schedule="static"):
                     tiles_fn.backward_data_tiles(
-                        &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], &zero[0],
+                        &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], zero,
                         run * tiles // runs, (run + 1) * tiles // runs,
                         <const float**>&a_scratch[tid * phase.n_taps * cfg.mr],
                         <float**>&c_scratch[tid * cfg.mr], &edge_scratch[tid * edge_floats])
