@@ -19,6 +19,15 @@
 
 static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
+/* Rows mr..MR-1 of a tile past the last pixel: they read the zero row and are never stored. */
+static inline void pad_tile_rows(size_t mr, size_t MR, size_t ks, const float* zero,
+                                 const float** a_scratch, float** c_scratch) {
+    for (size_t i = mr; i < MR; i++) {
+        for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
+        c_scratch[i] = c_scratch[0];
+    }
+}
+
 /* dst = the pixels first .. first + count - 1 of an image row of `width` pixels of `channels`
  * floats, zeros for the pixels outside it (a kernel row that straddles the left or right edge). */
 static inline void copy_run_with_padding(float* dst, const float* row, ptrdiff_t first,
@@ -128,10 +137,7 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
                 if (++oh == s->out_h) { oh = 0; n++; }
             }
         }
-        for (size_t i = mr; i < MR; i++) {  /* rows past the end read zeros, never stored */
-            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
-            c_scratch[i] = c_scratch[0];
-        }
+        pad_tile_rows(mr, MR, ks, zero, a_scratch, c_scratch);
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
             for (size_t p = 0; p < panels; p++) {
@@ -301,10 +307,7 @@ NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_s
                 if (++j == phase->rows) { j = 0; n++; }
             }
         }
-        for (size_t i = mr; i < MR; i++) {  /* rows past the end read zeros, never stored */
-            for (size_t t = 0; t < ks; t++) a_scratch[t * MR + i] = zero;
-            c_scratch[i] = c_scratch[0];
-        }
+        pad_tile_rows(mr, MR, ks, zero, a_scratch, c_scratch);
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
             for (size_t p = 0; p < panels; p++) {
