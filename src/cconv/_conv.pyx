@@ -41,10 +41,6 @@ cdef extern from "conv_direct.h":
         void (*forward_tiles)(const cconv_conv_shape*, const f32_igemm_config*, const float*,
                               const float*, const float*, float*, const float*, size_t, size_t,
                               float, float, const float**, float**, float*) noexcept nogil
-        void (*forward_pixels_tile)(const cconv_conv_shape*, const f32_igemm_config*,
-                                    const float*, const float*, const float*, float*, size_t,
-                                    float, float, float*, float*, const float**,
-                                    float**) noexcept nogil
         void (*backward_data_tiles)(const cconv_conv_shape*, const f32_igemm_config*,
                                     const cconv_conv_phase*, const float*, const float*, float*,
                                     const float*, size_t, size_t, const float**, float**,
@@ -73,11 +69,6 @@ DEF WEIGHT_GRAD_PARTIAL_FLOATS = 4194304
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
-# Forward runs SIMD across output pixels (the GEMM turned around) for first layers: one group,
-# at most this many input channels and at most PIXELS_MAX_OUT_CHANNELS output channels. From 3
-# input channels on, the implicit GEMM over whole kernel rows (kc = kw * in_c) is faster.
-DEF PIXELS_MAX_IN_CHANNELS = 2
-DEF PIXELS_MAX_OUT_CHANNELS = 16
 # Forward and backward-data hand each thread this many runs of consecutive pixel tiles (more than
 # one, so that a thread the OS pauses leaves less behind).
 DEF TILE_RUNS_PER_THREAD = 4
@@ -213,47 +204,6 @@ def conv2d_algorithm(input_shape, weight_shape, stride=1, padding=0, dilation=1,
 
 # ----------------------------------------------------------------------------- the three passes
 
-cdef bint _is_pixels(_Conv g):
-    """A first layer (few input and output channels, one group): SIMD across output pixels."""
-    return (g.s.groups == 1 and g.s.in_c <= PIXELS_MAX_IN_CHANNELS
-            and g.s.out_c <= PIXELS_MAX_OUT_CHANNELS)
-
-
-cdef _forward_pixels(_Conv g, x, w_rows, b, float cmin, float cmax, int n_threads):
-    """w_rows: the weights as (out, kh, kw, in) rows (_pack_forward)."""
-    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), 1 << 20)  # the widest tile
-    cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
-    cdef size_t K = g.s.kernel_h * g.s.kernel_w * g.s.in_c
-    cdef const float[::1] wv = w_rows
-    cdef const float[::1] bv
-    cdef const float* bias_ptr = NULL
-    if b is not None:
-        bv = b
-        bias_ptr = &bv[0]
-    y = np.empty(g.out_shape, np.float32)
-    cdef float[::1] yv = y.reshape(-1)
-    cdef const float[::1] xv = x.reshape(-1)
-    cdef size_t row_panels = (g.s.out_w + cfg.nr - 1) // cfg.nr
-    cdef Py_ssize_t tiles = g.s.batch * g.s.out_h * row_panels, tile
-    cdef float[::1] b_scratch = scratch("forward_pixels.b", n_threads * K * cfg.nr)
-    cdef float[::1] t_scratch = scratch("forward_pixels.t", n_threads * g.s.out_c * cfg.nr)
-    cdef size_t[::1] a_rows = scratch("conv.a_rows", n_threads * cfg.mr, np.uintp)
-    cdef size_t[::1] c_rows = scratch("conv.c_rows", n_threads * cfg.mr, np.uintp)
-    cdef int tid
-    cdef unsigned ftz
-    with nogil, parallel(num_threads=n_threads):
-        tid = threadid()
-        ftz = cconv_ftz_enter()
-        for tile in prange(tiles, schedule="static"):
-            tiles_fn.forward_pixels_tile(&g.s, &cfg, &xv[0], &wv[0], bias_ptr, &yv[0], tile,
-                                          cmin, cmax, &b_scratch[tid * K * cfg.nr],
-                                          &t_scratch[tid * g.s.out_c * cfg.nr],
-                                          <const float**>&a_rows[tid * cfg.mr],
-                                          <float**>&c_rows[tid * cfg.mr])
-        cconv_ftz_restore(ftz)
-    return y
-
-
 cdef bint _is_depthwise(_Conv g):
     """One filter per channel: the dedicated depthwise kernels (SIMD across channels) run it."""
     return g.s.groups == g.s.in_c == g.s.out_c and g.s.groups > 1
@@ -269,8 +219,6 @@ def _pack_forward(_Conv g, name, int tile, w, b, int isa, int n_threads, bint ke
     cdef WinogradWeights u
     if name == "depthwise":
         return w, b
-    if name == "pixels":
-        return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(-1), b
     if name == "winograd":
         u = _transform(w, tile, False, isa, n_threads) if keep else _prepare(w, tile, False, isa)
         return u, _padded_bias(b, u.n, u.nr)
@@ -288,8 +236,6 @@ cdef _forward_packed(_Conv g, name, x, pw, pb, float cmin, float cmax, int n_thr
     if name == "winograd":
         return _winograd_run(x, pw, pb, g.s.pad_top, g.s.pad_left, g.s.out_h, g.s.out_w,
                              cmin, cmax, n_threads)
-    if name == "pixels":
-        return _forward_pixels(g, x, pw, pb, cmin, cmax, n_threads)
     return depthwise_forward(x, pw, pb, (g.s.stride_h, g.s.stride_w),
                              (g.s.dilation_h, g.s.dilation_w), g.s.pad_top, g.s.pad_left,
                              g.s.out_h, g.s.out_w, cmin, cmax, n_threads)
@@ -573,7 +519,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
     cdef int nt = threads_for(resolve_threads(n_threads), _flops(conv))
     check_workspace(op, conv_workspace_bytes("forward", conv.in_shape, conv.out_shape, w.shape,
                                              groups, nt))
-    name, tile = _forward_algorithm(op, conv, algo)
+    name, tile = _algorithm(op, conv, algo)
     pw, pb = _pack_forward(conv, name, tile, w, b, current_isa(), nt, False)
     return _forward_packed(conv, name, x, pw, pb, cmin, cmax, nt)
 
@@ -599,18 +545,10 @@ cdef double _flops(_Conv g):
             * g.s.kernel_h * g.s.kernel_w)
 
 
-def _forward_algorithm(op, _Conv g, algo):
-    """_algorithm for the forward pass, with first layers ('pixels') told apart from 'direct'."""
-    name, tile = _algorithm(op, g, algo)
-    if name == "direct" and _is_pixels(g):
-        return "pixels", 0
-    return name, tile
-
-
 cdef class _PlanShape:
     """What a Conv2dPlan works out once per input shape."""
     cdef _Conv g
-    cdef object name        # the forward algorithm: 'direct', 'pixels', 'winograd', 'depthwise'
+    cdef object name        # the forward algorithm: 'direct', 'winograd', 'depthwise'
     cdef int tile           # Winograd's output tile (0 otherwise)
     cdef double flops
     cdef object ws_fixed, ws_thread  # workspace bytes: ws_fixed + threads * ws_thread
@@ -679,7 +617,7 @@ cdef class Conv2dPlan:
         ps = _PlanShape()
         ps.g = _geometry(op, shape, self.weight.shape, self.stride, self.padding, self.dilation,
                          self.groups)
-        ps.name, ps.tile = _forward_algorithm(op, ps.g, self.algo)
+        ps.name, ps.tile = _algorithm(op, ps.g, self.algo)
         ps.flops = _flops(ps.g)
         ps.ws_fixed = conv_workspace_bytes("forward", shape, ps.g.out_shape, self.weight.shape,
                                            self.groups, 0)

@@ -60,17 +60,6 @@ struct cconv_conv_direct_kernels {
                           size_t tile_begin, size_t tile_end, float cmin, float cmax,
                           const float** a_scratch, float** c_scratch, float* edge_scratch);
 
-    /* Forward for layers with few input channels (first layers), one group: the GEMM turned
-     * around, y^T (out_c x pixels) = w (out_c x K) times im2col(x)^T (K x pixels),
-     * K = kh*kw*in_c, so that SIMD lanes run over up to NR output pixels of one output row
-     * instead of over a handful of channels. tile = (n * out_h + oh) * row_panels + panel.
-     * w_rows: w as [out_c][K], columns (ky, kx, ci). Bias and clamp in the transposed store.
-     * b_scratch: K * NR floats; t_scratch: out_c * NR floats; a_rows, c_rows: MR pointers. */
-    void (*forward_pixels_tile)(CCONV_SHAPE, const float* x, const float* w_rows,
-                                const float* bias, float* y, size_t tile, float cmin, float cmax,
-                                float* b_scratch, float* t_scratch, const float** a_rows,
-                                float** c_rows);
-
     /* One stride phase of backward-data over its MR-pixel tiles [tile_begin, tile_end), every
      * group and panel of each: dx of the phase's pixels = sum over its taps of dy * w.
      * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
@@ -116,9 +105,6 @@ struct cconv_conv_direct_kernels {
     void cconv_conv2d_forward_tiles__##isa(CCONV_SHAPE, const float*, const float*,              \
                                            const float*, float*, const float*, size_t, size_t,    \
                                            float, float, const float**, float**, float*);         \
-    void cconv_conv2d_forward_pixels_tile__##isa(CCONV_SHAPE, const float*, const float*,         \
-                                                 const float*, float*, size_t, float, float,      \
-                                                 float*, float*, const float**, float**);         \
     void cconv_conv2d_backward_data_tiles__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,     \
                                                  const float*, const float*, float*,              \
                                                  const float*, size_t, size_t, const float**,     \
@@ -134,7 +120,7 @@ struct cconv_conv_direct_kernels {
 
 #define CCONV_CONV_DIRECT_TABLE(isa)                                                          \
     (struct cconv_conv_direct_kernels) {                                                      \
-        cconv_conv2d_forward_tiles__##isa, cconv_conv2d_forward_pixels_tile__##isa,            \
+        cconv_conv2d_forward_tiles__##isa,                                                    \
         cconv_conv2d_backward_data_tiles__##isa, cconv_conv2d_backward_data_col2im__##isa,     \
         cconv_conv2d_backward_weight_part__##isa, cconv_sum_rows__##isa                       \
     }

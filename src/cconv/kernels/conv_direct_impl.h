@@ -151,67 +151,6 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
     }
 }
 
-void FN(cconv_conv2d_forward_pixels_tile)(const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg,
-                                   const float* x, const float* w_rows, const float* bias, float* y,
-                                   size_t tile, float cmin, float cmax, float* b_scratch,
-                                   float* t_scratch, const float** a_rows, float** c_rows) {
-    const size_t MR = cfg->mr, NR = cfg->nr;
-    const size_t C = s->in_c, K = s->kernel_h * s->kernel_w * C;
-    const size_t row_panels = ceil_div(s->out_w, NR);
-    const size_t panel = tile % row_panels, oh = (tile / row_panels) % s->out_h;
-    const size_t n = tile / (row_panels * s->out_h);
-    const size_t ow0 = panel * NR, nc = s->out_w - ow0 < NR ? s->out_w - ow0 : NR;
-    const float* image = x + n * s->in_h * s->in_w * C;
-    const size_t step = s->stride_w * C;  /* floats between the inputs of neighbouring pixels */
-
-    /* im2col(x)^T for the panel: row k = (ky, kx, ci) holds the nc pixels' inputs. */
-    for (size_t ky = 0; ky < s->kernel_h; ky++) {
-        const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
-        for (size_t kx = 0; kx < s->kernel_w; kx++) {
-            const ptrdiff_t iw0 = (ptrdiff_t)(ow0 * s->stride_w + kx * s->dilation_w) - s->pad_left;
-            for (size_t ci = 0; ci < C; ci++) {
-                float* out = b_scratch + ((ky * s->kernel_w + kx) * C + ci) * NR;
-                if (ih < 0 || ih >= (ptrdiff_t)s->in_h) {
-                    for (size_t j = 0; j < NR; j++) out[j] = 0.0f;
-                    continue;
-                }
-                /* pixels j with 0 <= iw0 + j * stride < in_w read the image, the rest padding */
-                size_t j_lo = 0, j_hi = nc;
-                while (j_lo < nc && iw0 + (ptrdiff_t)(j_lo * s->stride_w) < 0) j_lo++;
-                while (j_hi > j_lo && iw0 + (ptrdiff_t)((j_hi - 1) * s->stride_w) >= (ptrdiff_t)s->in_w) j_hi--;
-                for (size_t j = 0; j < j_lo; j++) out[j] = 0.0f;
-                const float* src = image + ((size_t)ih * s->in_w) * C + ci;
-                if (j_hi > j_lo) {
-                    src += (size_t)(iw0 + (ptrdiff_t)(j_lo * s->stride_w)) * C;
-                    if (step == 1)
-                        for (size_t j = j_lo; j < j_hi; j++) out[j] = src[j - j_lo];
-                    else
-                        for (size_t j = j_lo; j < j_hi; j++) out[j] = src[(j - j_lo) * step];
-                }
-                for (size_t j = j_hi; j < NR; j++) out[j] = 0.0f;
-            }
-        }
-    }
-    for (size_t co0 = 0; co0 < s->out_c; co0 += MR) {
-        const size_t mr = s->out_c - co0 < MR ? s->out_c - co0 : MR;
-        for (size_t i = 0; i < MR; i++) {
-            a_rows[i] = w_rows + (co0 + (i < mr ? i : 0)) * K;
-            c_rows[i] = t_scratch + (co0 + (i < mr ? i : 0)) * NR;
-        }
-        cfg->ukernel(mr, nc, K, 1, a_rows, 0, 1, NULL, b_scratch, NR, NULL, c_rows, 0, 0,
-                     -INFINITY, INFINITY);
-    }
-    /* Transposed store with bias and clamp (max(lo, v)/min(hi, v) keep NaN, like the kernels). */
-    float* out = y + ((n * s->out_h + oh) * s->out_w + ow0) * s->out_c;
-    for (size_t j = 0; j < nc; j++)
-        for (size_t co = 0; co < s->out_c; co++) {
-            float v = t_scratch[co * NR + j] + (bias ? bias[co] : 0.0f);
-            v = v < cmin ? cmin : v;
-            v = v > cmax ? cmax : v;
-            out[j * s->out_c + co] = v;
-        }
-}
-
 NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,
                                           const struct f32_igemm_config* cfg,
                                           const struct cconv_conv_phase* phase, const float* dy,
