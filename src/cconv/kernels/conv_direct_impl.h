@@ -400,11 +400,25 @@ void FN(cconv_conv2d_backward_data_col2im)(const struct cconv_conv_shape* s, con
         for (size_t i = 0; i < mr; i++) {
             const size_t m = m0 + i, ow = m % s->out_w, oh = m / s->out_w;
             const float* dcol = dcol_scratch + i * width;
+            const ptrdiff_t iw0 = (ptrdiff_t)(ow * s->stride_w) - s->pad_left;
             for (size_t ky = 0; ky < s->kernel_h; ky++) {
                 const ptrdiff_t ih = (ptrdiff_t)(oh * s->stride_h + ky * s->dilation_h) - s->pad_top;
                 if (ih < 0 || ih >= (ptrdiff_t)s->in_h) continue;
+                if (s->groups == 1 && s->dilation_w == 1) {
+                    /* the row's taps inside the image are one run of pixels of dx and dcol */
+                    const ptrdiff_t kx_lo = iw0 < 0 ? -iw0 : 0;
+                    ptrdiff_t kx_hi = (ptrdiff_t)s->in_w - iw0;
+                    if (kx_hi > (ptrdiff_t)s->kernel_w) kx_hi = (ptrdiff_t)s->kernel_w;
+                    if (kx_hi <= kx_lo) continue;
+                    float* dst = dx + ((n * s->in_h + (size_t)ih) * s->in_w +
+                                       (size_t)(iw0 + kx_lo)) * s->in_c;
+                    const float* src = dcol + (ky * s->kernel_w + (size_t)kx_lo) * cin_g;
+                    const size_t count = (size_t)(kx_hi - kx_lo) * cin_g;
+                    for (size_t k = 0; k < count; k++) dst[k] += src[k];
+                    continue;
+                }
                 for (size_t kx = 0; kx < s->kernel_w; kx++) {
-                    const ptrdiff_t iw = (ptrdiff_t)(ow * s->stride_w + kx * s->dilation_w) - s->pad_left;
+                    const ptrdiff_t iw = iw0 + (ptrdiff_t)(kx * s->dilation_w);
                     if (iw < 0 || iw >= (ptrdiff_t)s->in_w) continue;
                     float* dst = dx + ((n * s->in_h + (size_t)ih) * s->in_w + (size_t)iw) * s->in_c + group * cin_g;
                     const float* src = dcol + (ky * s->kernel_w + kx) * cin_g;
