@@ -361,12 +361,7 @@ cdef _backward_data_col2im(_Conv g, dy, w, int n_threads):
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef size_t K = taps * cin_g
-    # The GEMM's columns are the K = taps x channels of dcol, its depth only out_c: the widest
-    # register tile does the most per call once K fills two of its panels (the tile that pads K
-    # least would take 8-column panels of 16 FMAs each).
-    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), 1 << 20)
-    if K < 2 * cfg.nr:
-        cfg = f32_igemm_select(current_isa(), K)
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), K)
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
     wt = w.reshape(groups, cout_g, cin_g, taps).transpose(0, 1, 3, 2).reshape(groups, 1, cout_g, K)
     cdef const float[::1] pw = _pack_panels(wt, cfg.nr).reshape(-1)

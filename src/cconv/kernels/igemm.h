@@ -54,7 +54,10 @@ FC_IGEMM_UKERNEL(f32_igemm_ukernel_8x8__neon);
 #endif
 
 /* The one place where the convolution micro-kernel is chosen: for a GEMM with n columns (output
- * channels of one group), the widest register tile that pads n the least. */
+ * channels of one group), the tile that needs the fewest vector FMAs per row and k step for the
+ * padded columns (a tile narrower than the ISA's vectors runs shorter ones: on AVX-512, 120
+ * columns take 4 panels of 8x32 = 8 FMAs, not 15 panels of 8x8 = 15 half-width FMAs); on a tie
+ * the one that pads n the least, then the widest. */
 static inline struct f32_igemm_config f32_igemm_select(int isa, size_t n) {
     static const struct f32_igemm_config scalar[] = {{f32_igemm_ukernel_4x8__scalar, 4, 8}};
 #if defined(__x86_64__) || defined(_M_X64)
@@ -78,11 +81,18 @@ static inline struct f32_igemm_config f32_igemm_select(int isa, size_t n) {
     const struct f32_igemm_config* table = scalar;
     size_t count = 1;
 #endif
+    size_t vector = 1;  /* floats per vector register of the ISA's tiles */
+    if (isa == CCONV_ISA_AVX512) vector = 16;
+    else if (isa == CCONV_ISA_AVX2) vector = 8;
+    else if (isa == CCONV_ISA_NEON) vector = 4;
     struct f32_igemm_config best = table[0];
-    size_t best_padded = (n + best.nr - 1) / best.nr * best.nr;
-    for (size_t i = 1; i < count; i++) {  /* widest first: a narrower tile wins only if it pads less */
+    size_t best_padded = 0, best_fmas = 0;
+    for (size_t i = 0; i < count; i++) {  /* widest first */
         const size_t padded = (n + table[i].nr - 1) / table[i].nr * table[i].nr;
-        if (padded < best_padded) { best = table[i]; best_padded = padded; }
+        const size_t fmas = padded / (table[i].nr < vector ? table[i].nr : vector);
+        if (i == 0 || fmas < best_fmas || (fmas == best_fmas && padded < best_padded)) {
+            best = table[i]; best_padded = padded; best_fmas = fmas;
+        }
     }
     return best;
 }
