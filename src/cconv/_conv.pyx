@@ -803,9 +803,67 @@ def linear(x, w, b=None, activation=None, n_threads=None):
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"{op}: input has {x.shape[1]} features but weight {w.shape} expects "
                          f"{w.shape[1]} (input shape {x.shape})")
-    y = conv2d(x.reshape(x.shape[0], 1, 1, x.shape[1]), w.reshape(w.shape[0], w.shape[1], 1, 1),
-               b, activation=activation, n_threads=n_threads)
-    return y.reshape(x.shape[0], w.shape[0])
+    check_finite(op, "weight", w)
+    b = _bias(op, b, w.shape[0])
+    cdef float cmin, cmax
+    cmin, cmax = _activation_bounds(op, activation)
+    cdef size_t n = x.shape[0], out = w.shape[0], fin = w.shape[1]
+    # y (n, out) = x (n, in) w^T (in, out): x's rows in place, w transposed once
+    return _matmul(x, n, fin, fin, 1, np.ascontiguousarray(w.T), out,
+                   threads_for(resolve_threads(n_threads), 2.0 * n * out * fin), b, cmin, cmax)
+
+
+cdef _matmul(a, size_t m, size_t k, size_t a_row, size_t a_k, b, size_t n, int n_threads,
+             bias=None, float cmin=-INFINITY, float cmax=INFINITY):
+    """c (m, n) = clamp(A b + bias) for A[i, p] = a.flat[i * a_row + p * a_k] (a C-contiguous
+    float32 array), b (k, n) C-contiguous float32 and bias (n,) or None, with the micro-kernel
+    reading A and b in place (b's last, partial panel is copied with zero padding: the kernel
+    reads whole NR-wide rows). Each element of c is one kernel call's sum over all k in order:
+    the result does not depend on the thread count."""
+    cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), n)
+    cdef size_t MR = cfg.mr, NR = cfg.nr
+    cdef Py_ssize_t m_tiles = (m + MR - 1) // MR, panels = (n + NR - 1) // NR
+    cdef Py_ssize_t full_panels = n // NR, item
+    cdef const float[::1] av = a.reshape(-1)
+    cdef const float[::1] bv = b.reshape(-1)
+    cdef const float[::1] tailv, biasv
+    cdef const float* tail = NULL
+    cdef const float* bias_ptr = NULL
+    if bias is not None:
+        biasv = _padded_bias(bias, n, NR)
+        bias_ptr = &biasv[0]
+    if full_panels < panels:
+        t = np.zeros((k, NR), np.float32)
+        t[:, :n - full_panels * NR] = b[:, full_panels * NR:]
+        tailv = t.reshape(-1)
+        tail = &tailv[0]
+    c = np.empty((m, n), np.float32)
+    cdef float[::1] cv = c.reshape(-1)
+    cdef size_t[::1] pointers = scratch("conv.pointers", n_threads * 2 * MR, np.uintp)
+    cdef const float** a_ptrs
+    cdef float** c_ptrs
+    cdef size_t i, m0, j0, mr, nc
+    cdef int tid = 0
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for item in prange(m_tiles * panels, schedule="static"):
+            a_ptrs = <const float**>&pointers[tid * 2 * MR]
+            c_ptrs = <float**>&pointers[tid * 2 * MR + MR]
+            m0 = (item // panels) * MR
+            j0 = (item % panels) * NR
+            mr = min(MR, m - m0)
+            nc = min(NR, n - j0)
+            for i in range(MR):   # rows past mr read row m0 and are not stored
+                a_ptrs[i] = &av[(m0 + (i if i < mr else 0)) * a_row]
+                c_ptrs[i] = &cv[(m0 + (i if i < mr else 0)) * n]
+            cfg.ukernel(mr, nc, k, 1, a_ptrs, 0, a_k, NULL,
+                        &bv[j0] if <Py_ssize_t>(j0 // NR) < full_panels else tail,
+                        n if <Py_ssize_t>(j0 // NR) < full_panels else NR,
+                        bias_ptr + j0 if bias_ptr != NULL else NULL, c_ptrs, j0, 0, cmin, cmax)
+        cconv_ftz_restore(ftz)
+    return c
 
 
 def linear_backward_data(dy, w, n_threads=None):
@@ -815,10 +873,12 @@ def linear_backward_data(dy, w, n_threads=None):
     w = as_float32(op, "weight", w, ndim=2)
     if dy.shape[1] != w.shape[0]:
         raise ValueError(f"{op}: grad_output {dy.shape} does not match weight {w.shape}")
-    dx = conv2d_backward_data(dy.reshape(dy.shape[0], 1, 1, dy.shape[1]),
-                              w.reshape(w.shape[0], w.shape[1], 1, 1),
-                              (dy.shape[0], 1, 1, w.shape[1]), n_threads=n_threads)
-    return dx.reshape(dy.shape[0], w.shape[1])
+    cdef size_t n = dy.shape[0], out = w.shape[0], fin = w.shape[1]
+    if n == 0:
+        raise ValueError(f"{op}: empty batch, grad_output shape {dy.shape}")
+    # dx (n, in) = dy (n, out) w (out, in): dy's rows and w's rows read in place
+    return _matmul(dy, n, out, out, 1, w, fin,
+                   threads_for(resolve_threads(n_threads), 2.0 * n * out * fin))
 
 
 def linear_backward_weight(x, dy, n_threads=None):
@@ -828,6 +888,10 @@ def linear_backward_weight(x, dy, n_threads=None):
     dy = as_float32(op, "grad_output", dy, ndim=2)
     if x.shape[0] != dy.shape[0]:
         raise ValueError(f"{op}: input {x.shape} and grad_output {dy.shape} differ in batch size")
-    dw = conv2d_backward_weight(x.reshape(x.shape[0], 1, 1, x.shape[1]),
-                                dy.reshape(dy.shape[0], 1, 1, dy.shape[1]), 1, n_threads=n_threads)
-    return dw.reshape(dy.shape[1], x.shape[1])
+    cdef size_t n = x.shape[0], out = dy.shape[1], fin = x.shape[1]
+    if n == 0:
+        raise ValueError(f"{op}: empty batch, input shape {x.shape}")
+    # dw (out, in) = dy^T (out, n) x (n, in): dy read column by column (k stride out), x's rows
+    # in place
+    return _matmul(dy, out, n, 1, out, x, fin,
+                   threads_for(resolve_threads(n_threads), 2.0 * n * out * fin))
