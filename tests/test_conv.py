@@ -110,6 +110,63 @@ def test_weight_gradient_over_many_chunks(isa):
                  ref.conv2d_backward_weight(x, dy, 3, 1, 1), TOL)
 
 
+# First layers (1-3 input channels, one group, stride 1) run the planar kernels in the forward
+# and weight-gradient passes: output channels 1-17 cover every register tile (2, 4, 6, 8) and
+# its padding, widths 1-40 the pixel vectors and their tails, tall images several row blocks.
+PLANAR_CASES = [
+    dict(x=(64, 28, 28, 1), w=(6, 1, 5, 5), padding=2, dilation=1),      # LeNet's first layer
+    dict(x=(2, 32, 32, 3), w=(16, 3, 3, 3), padding=1, dilation=1),      # CIFAR stem
+    dict(x=(1, 1, 1, 1), w=(1, 1, 1, 1), padding=0, dilation=1),
+    dict(x=(3, 5, 4, 2), w=(5, 2, 3, 2), padding=0, dilation=1),
+    dict(x=(1, 9, 40, 3), w=(17, 3, 3, 5), padding=((0, 2), (3, 1)), dilation=1),
+    dict(x=(2, 11, 13, 1), w=(3, 1, 3, 3), padding=4, dilation=(2, 3)),  # padding > kernel
+    dict(x=(1, 70, 3, 2), w=(8, 2, 7, 1), padding=(3, 0), dilation=1),   # many row blocks
+    dict(x=(2, 6, 17, 3), w=(9, 3, 1, 1), padding=0, dilation=1),
+    dict(x=(1, 3, 2, 1), w=(4, 1, 5, 5), padding=2, dilation=1),         # out_w below a vector
+]
+
+
+@pytest.mark.parametrize("case", PLANAR_CASES, ids=[str(c["w"]) for c in PLANAR_CASES])
+def test_planar_first_layers_match_reference(isa, case):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(case["x"])
+    w = rng.standard_normal(case["w"])
+    b = rng.standard_normal(case["w"][0])
+    p, d = case["padding"], case["dilation"]
+    expected = ref.conv2d(x, w, b, 1, p, d)
+    dy = rng.standard_normal(expected.shape)
+    assert cconv.conv2d_algorithm(x.shape, w.shape, 1, p, d) == "direct"
+    assert_close("conv2d", cconv.conv2d(x, w, b, 1, p, d), expected, TOL)
+    assert_close("conv2d+relu", cconv.conv2d(x, w, b, 1, p, d, activation="relu"),
+                 np.maximum(expected, 0), TOL)
+    plan = cconv.Conv2dPlan(w, b, padding=p, dilation=d, activation="relu")
+    assert_close("conv2d", plan(x), np.maximum(expected, 0), TOL)
+    dw = cconv.conv2d_backward_weight(x, dy, w.shape[2:], 1, p, d)
+    assert_close("conv2d_backward_weight", dw, ref.conv2d_backward_weight(x, dy, w.shape[2:], 1, p, d),
+                 TOL)
+    x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
+    for fn in (lambda n: cconv.conv2d(x32, w, b, 1, p, d, n_threads=n),
+               lambda n: cconv.conv2d_backward_weight(x32, dy32, w.shape[2:], 1, p, d, n_threads=n)):
+        assert fn(1).tobytes() == fn(2).tobytes() == fn(3).tobytes()
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_planar_weight_gradient_with_non_finite_input(isa, bad):
+    """The planar weight gradient computes lanes past the right edge of the image and drops them
+    by a zero of dy; an infinite input there must not turn into 0 * inf = NaN: the result is the
+    reference's, infinities and NaNs where it has them."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 8, 8, 1))
+    x[1, 3, 7, 0] = bad    # the last column: read by dropped lanes of every tap but the last
+    dy = rng.standard_normal((2, 8, 6, 3))
+    got = cconv.conv2d_backward_weight(x, dy, 3, 1, (1, 0))
+    expected = ref.conv2d_backward_weight(x, dy, 3, 1, (1, 0))
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected)
+    assert np.array_equal(got[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)])
+    assert_close("conv2d_backward_weight", np.where(finite, got, 0), np.where(finite, expected, 0), TOL)
+
+
 TRANSPOSE_CASES = [
     dict(x=(2, 5, 6, 4), w=(4, 3, 3, 3), stride=2, padding=1, output_padding=1, dilation=1, groups=1),
     dict(x=(1, 4, 4, 6), w=(6, 2, 4, 4), stride=2, padding=1, output_padding=0, dilation=1, groups=3),

@@ -52,8 +52,21 @@ cdef extern from "conv_direct.h":
                                      const float*, const float*, float*, size_t, size_t, size_t,
                                      size_t, size_t, size_t, float*, float*, size_t*,
                                      const float**, float**) noexcept nogil
+        void (*forward_planar)(const cconv_conv_shape*, size_t, const float*, const float*,
+                               const float*, float*, size_t, size_t, size_t, float, float,
+                               float*) noexcept nogil
+        void (*backward_weight_planar)(const cconv_conv_shape*, const float*, const float*,
+                                       double*, size_t, size_t, size_t, float*,
+                                       float*) noexcept nogil
         void (*sum_rows)(size_t, size_t, const float*, size_t, size_t, float*) noexcept nogil
+    enum:
+        CCONV_PLANAR_MAX_TAPS
+        CCONV_PLANAR_WG_CHANNELS
     cconv_conv_direct_kernels cconv_conv_direct_select(int isa) nogil
+    size_t cconv_planar_width(const cconv_conv_shape* s) nogil
+    size_t cconv_planar_plane_floats(const cconv_conv_shape* s, size_t block_rows) nogil
+    size_t cconv_planar_grad_plane_floats(const cconv_conv_shape* s, size_t block_rows) nogil
+    size_t cconv_planar_forward_channels(size_t out_c) nogil
     size_t cconv_weight_grad_slab_floats(const cconv_conv_shape* s, size_t slab_rows) nogil
     size_t cconv_weight_grad_slab_rows_in(const cconv_conv_shape* s, size_t slab_rows) nogil
     size_t cconv_weight_grad_phase_width(const cconv_conv_shape* s) nogil
@@ -72,6 +85,15 @@ DEF COL2IM_MAX_CHANNELS = 8
 # Forward and backward-data hand each thread this many runs of consecutive pixel tiles (more than
 # one, so that a thread the OS pauses leaves less behind).
 DEF TILE_RUNS_PER_THREAD = 4
+# First layers (up to this many input channels, one group, stride 1) run the planar kernels in
+# the forward and weight-gradient passes: SIMD lanes over output pixels, where the implicit GEMM
+# would fill them with a few output channels. A block of output rows holds about this many
+# (virtual) pixels: the forward's a few dozen register tiles, the weight gradient's more (each
+# block ends in horizontal sums); the weight gradient's blocks go to a fixed number of items.
+DEF PLANAR_MAX_IN_CHANNELS = 3
+DEF PLANAR_FORWARD_BLOCK_PIXELS = 512
+DEF PLANAR_WEIGHT_GRAD_BLOCK_PIXELS = 2048
+DEF PLANAR_WEIGHT_GRAD_ITEMS = 16
 _ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
 
 # The zero row that stands in for padding, shared by every call (kernels only read it); the
@@ -209,6 +231,25 @@ cdef bint _is_depthwise(_Conv g):
     return g.s.groups == g.s.in_c == g.s.out_c and g.s.groups > 1
 
 
+cdef bint _is_planar(_Conv g):
+    """A first layer that the planar kernels run (forward and weight gradient)."""
+    return (g.s.groups == 1 and g.s.in_c <= PLANAR_MAX_IN_CHANNELS and g.s.stride_h == 1
+            and g.s.stride_w == 1
+            and g.s.in_c * g.s.kernel_h * g.s.kernel_w <= CCONV_PLANAR_MAX_TAPS)
+
+
+cdef size_t _planar_block_rows(_Conv g, size_t pixels, size_t min_blocks):
+    """Output rows per planar block: about ``pixels`` virtual pixels, and rows cut evenly
+    into at least ``min_blocks`` blocks over the batch where the image has rows for them."""
+    cdef size_t out_h = g.s.out_h
+    cdef size_t rows = max(1, min(out_h, pixels // cconv_planar_width(&g.s)))
+    cdef size_t per_image = (out_h + rows - 1) // rows
+    if g.s.batch * per_image < min_blocks:
+        per_image = min(out_h, (min_blocks + g.s.batch - 1) // g.s.batch)
+    rows = (out_h + per_image - 1) // per_image
+    return rows
+
+
 def _pack_forward(_Conv g, name, int tile, w, b, int isa, int n_threads, bint keep):
     """The weights and bias of a forward pass of algorithm ``name`` in the layout its kernels
     read, for ISA ``isa``: what a Conv2dPlan keeps (``keep``) between calls. Winograd weights
@@ -222,6 +263,16 @@ def _pack_forward(_Conv g, name, int tile, w, b, int isa, int n_threads, bint ke
     if name == "winograd":
         u = _transform(w, tile, False, isa, n_threads) if keep else _prepare(w, tile, False, isa)
         return u, _padded_bias(b, u.n, u.nr)
+    if _is_planar(g):
+        # [channel block][tap][cb], taps in PyTorch's order; bias padded with zeros
+        cb = cconv_planar_forward_channels(g.s.out_c)
+        blocks = (g.s.out_c + cb - 1) // cb
+        packed = np.zeros((blocks * cb, cin_g * taps), np.float32)
+        packed[:g.s.out_c] = w.reshape(g.s.out_c, -1)
+        pb = np.zeros(blocks * cb, np.float32)
+        if b is not None:
+            pb[:g.s.out_c] = b
+        return np.ascontiguousarray(packed.reshape(blocks, cb, -1).transpose(0, 2, 1)).reshape(-1), pb
     cfg = f32_igemm_select(isa, cout_g)
     packed = _pack_panels(w.reshape(groups, cout_g, cin_g, taps).transpose(0, 3, 2, 1), cfg.nr)
     pb = None if b is None else _pack_panels(b.reshape(groups, 1, 1, cout_g), cfg.nr).reshape(-1)
@@ -241,8 +292,38 @@ cdef _forward_packed(_Conv g, name, x, pw, pb, float cmin, float cmax, int n_thr
                              g.s.out_h, g.s.out_w, cmin, cmax, n_threads)
 
 
+cdef _forward_planar(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads):
+    """The planar first-layer forward with the weights and bias _pack_forward made for it."""
+    cdef cconv_conv_direct_kernels kern = cconv_conv_direct_select(current_isa())
+    cdef size_t cb = cconv_planar_forward_channels(g.s.out_c)
+    cdef size_t block_rows = _planar_block_rows(g, PLANAR_FORWARD_BLOCK_PIXELS,
+                                                2 * <size_t>n_threads)
+    cdef size_t blocks = g.s.batch * ((g.s.out_h + block_rows - 1) // block_rows)
+    cdef size_t stage_floats = g.s.in_c * cconv_planar_plane_floats(&g.s, block_rows)
+    cdef float[::1] stage = scratch("conv.planar_stage", n_threads * stage_floats)
+    cdef const float[::1] pw = pw_
+    cdef const float[::1] pb = pb_
+    y = np.empty(g.out_shape, np.float32)
+    cdef float[::1] yv = y.reshape(-1)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef Py_ssize_t runs = min(blocks, <size_t>n_threads * TILE_RUNS_PER_THREAD), run
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for run in prange(runs, schedule="static"):
+            kern.forward_planar(&g.s, cb, &xv[0], &pw[0], &pb[0], &yv[0], block_rows,
+                                run * blocks // runs, (run + 1) * blocks // runs, cmin, cmax,
+                                &stage[tid * stage_floats])
+        cconv_ftz_restore(ftz)
+    return y
+
+
 cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads):
     """The implicit GEMM with weights (and bias) packed in NR-wide panels (_pack_forward)."""
+    if _is_planar(g):
+        return _forward_planar(g, x, pw_, pb_, cmin, cmax, n_threads)
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cout_g)
@@ -485,6 +566,40 @@ cdef _backward_weight(_Conv g, _WeightGradPlan plan, x, dy, int n_threads):
     return dw
 
 
+cdef _backward_weight_planar(op, _Conv g, x, dy, int n_threads):
+    """The planar weight gradient: blocks of output rows cut into PLANAR_WEIGHT_GRAD_ITEMS
+    items by the shape alone, each summing into its own float64 dw, summed in item order."""
+    cdef cconv_conv_direct_kernels kern = cconv_conv_direct_select(current_isa())
+    cdef size_t taps = g.s.in_c * g.s.kernel_h * g.s.kernel_w
+    cdef size_t block_rows = _planar_block_rows(g, PLANAR_WEIGHT_GRAD_BLOCK_PIXELS, 1)
+    cdef size_t blocks = g.s.batch * ((g.s.out_h + block_rows - 1) // block_rows)
+    cdef Py_ssize_t items = min(blocks, PLANAR_WEIGHT_GRAD_ITEMS), item
+    cdef size_t stage_floats = g.s.in_c * cconv_planar_plane_floats(&g.s, block_rows)
+    cdef size_t co_pad = ((g.s.out_c + CCONV_PLANAR_WG_CHANNELS - 1) // CCONV_PLANAR_WG_CHANNELS
+                          * CCONV_PLANAR_WG_CHANNELS)
+    cdef size_t dstage_floats = co_pad * cconv_planar_grad_plane_floats(&g.s, block_rows)
+    check_workspace(op, 8 * items * g.s.out_c * taps
+                    + 4 * n_threads * (stage_floats + dstage_floats))
+    partial = np.zeros((items, g.s.out_c * taps), np.float64)
+    cdef double[:, ::1] pv = partial
+    cdef float[::1] stage = scratch("conv.planar_stage", n_threads * stage_floats)
+    cdef float[::1] dstage = scratch("conv.planar_grad_stage", n_threads * dstage_floats)
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef const float[::1] dyv = dy.reshape(-1)
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for item in prange(items, schedule="static"):
+            kern.backward_weight_planar(&g.s, &xv[0], &dyv[0], &pv[item, 0], block_rows,
+                                        item * blocks // items, (item + 1) * blocks // items,
+                                        &stage[tid * stage_floats], &dstage[tid * dstage_floats])
+        cconv_ftz_restore(ftz)
+    dw = partial[0] if items == 1 else np.add.reduce(partial, axis=0)
+    return dw.astype(np.float32).reshape(g.s.out_c, g.s.in_c, g.s.kernel_h, g.s.kernel_w)
+
+
 cdef _sum_rows(a, int n_threads):
     """Columns of the 2-D float32 ``a`` summed over its rows in float64, in row order."""
     cdef size_t rows = a.shape[0], cols = a.shape[1]
@@ -697,6 +812,8 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
         return depthwise_backward_weight(x, dy, g.kernel, (conv.s.stride_h, conv.s.stride_w),
                                          (conv.s.dilation_h, conv.s.dilation_w), conv.s.pad_top,
                                          conv.s.pad_left, threads)
+    if _is_planar(conv):
+        return _backward_weight_planar(op, conv, x, dy, threads)
     plan = _WeightGradPlan(g, threads)
     check_workspace(op, plan.workspace_bytes)
     return _backward_weight(g, plan, x, dy, threads)

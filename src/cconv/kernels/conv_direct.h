@@ -49,6 +49,40 @@ static inline size_t cconv_weight_grad_slab_floats(const struct cconv_conv_shape
            cconv_weight_grad_phase_width(s);
 }
 
+/* The planar path for first layers (conv_planar_impl.h): one group, stride 1, at most
+ * CCONV_PLANAR_MAX_TAPS taps (in_c * kh * kw); SIMD lanes over output pixels. A block of output
+ * rows of one image is staged channel-planar in rows of cconv_planar_width floats (the padding
+ * included), each channel a plane of cconv_planar_plane_floats (the block's rows, one row and
+ * 64 floats of slack for the vectors that run past them). */
+#define CCONV_PLANAR_MAX_TAPS 512
+/* Output channels per weight-gradient register tile (dy is staged padded to a multiple). */
+#define CCONV_PLANAR_WG_CHANNELS 6
+static inline size_t cconv_planar_width(const struct cconv_conv_shape* s) {
+    return s->out_w + (s->kernel_w - 1) * s->dilation_w;
+}
+static inline size_t cconv_planar_plane_floats(const struct cconv_conv_shape* s,
+                                               size_t block_rows) {
+    return (block_rows + (s->kernel_h - 1) * s->dilation_h + 1) * cconv_planar_width(s) + 64;
+}
+/* One staged channel of dy: the block's virtual pixels, rounded up to whole vectors. */
+static inline size_t cconv_planar_grad_plane_floats(const struct cconv_conv_shape* s,
+                                                    size_t block_rows) {
+    return (block_rows * cconv_planar_width(s) + 15) / 16 * 16;
+}
+/* Output channels per forward register tile: 2, 4, 6 or 8, the fewest padded channels (ties:
+ * the wider tile). */
+static inline size_t cconv_planar_forward_channels(size_t out_c) {
+    size_t best = 8, best_padded = (out_c + 7) / 8 * 8;
+    for (size_t cb = 6; cb >= 2; cb -= 2) {
+        const size_t padded = (out_c + cb - 1) / cb * cb;
+        if (padded < best_padded) {
+            best = cb;
+            best_padded = padded;
+        }
+    }
+    return best;
+}
+
 struct cconv_conv_direct_kernels {
     /* Forward over the MR-pixel tiles [tile_begin, tile_end) of y, every group and panel of
      * each (one call per thread's share: the tile position is carried from tile to tile).
@@ -96,6 +130,25 @@ struct cconv_conv_direct_kernels {
                                  size_t slab_rows, size_t band_rows, float* slab, float* b_pack,
                                  size_t* m_offsets, const float** a_ptrs, float** c_rows);
 
+    /* Planar forward (see above) over the blocks [block_begin, block_end) of block_rows
+     * output rows (a block is (n, oh0), blocks_per_image of them per image).
+     * packed_w: [out_c / cb padded][in_c * kh * kw][cb], packed_bias: out_c padded to cb
+     * (zeros: never NULL), cb from cconv_planar_forward_channels;
+     * stage: in_c * cconv_planar_plane_floats(s, block_rows) floats. */
+    void (*forward_planar)(const struct cconv_conv_shape* s, size_t cb, const float* x,
+                           const float* packed_w, const float* packed_bias, float* y,
+                           size_t block_rows, size_t block_begin, size_t block_end, float cmin,
+                           float cmax, float* stage);
+
+    /* Planar weight gradient over the same blocks: dw[co][t] (t = (ci, i, j), PyTorch's order)
+     * += the blocks' sums of dy * x, in float64 (each block's lanes summed in float32), in
+     * block order. stage: as the forward; dstage: CCONV_PLANAR_WG_CHANNELS-padded out_c times
+     * cconv_planar_grad_plane_floats(s, block_rows) floats. */
+    void (*backward_weight_planar)(const struct cconv_conv_shape* s, const float* x,
+                                   const float* dy, double* dw, size_t block_rows,
+                                   size_t block_begin, size_t block_end, float* stage,
+                                   float* dstage);
+
     /* Bias gradient: out[c] = sum over rows r of x[r * cols + c], for c in [c0, c1), in float64
      * and in row order (the result depends only on the data, not on how columns are split). */
     void (*sum_rows)(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out);
@@ -116,13 +169,20 @@ struct cconv_conv_direct_kernels {
                                                   float*, size_t, size_t, size_t, size_t, size_t, \
                                                   size_t, float*, float*, size_t*, const float**, \
                                                   float**);                                       \
+    void cconv_conv2d_forward_planar__##isa(const struct cconv_conv_shape*, size_t, const float*, \
+                                            const float*, const float*, float*, size_t, size_t,  \
+                                            size_t, float, float, float*);                        \
+    void cconv_conv2d_backward_weight_planar__##isa(const struct cconv_conv_shape*,               \
+                                                    const float*, const float*, double*, size_t,  \
+                                                    size_t, size_t, float*, float*);              \
     void cconv_sum_rows__##isa(size_t, size_t, const float*, size_t, size_t, float*);
 
 #define CCONV_CONV_DIRECT_TABLE(isa)                                                          \
     (struct cconv_conv_direct_kernels) {                                                      \
         cconv_conv2d_forward_tiles__##isa,                                                    \
         cconv_conv2d_backward_data_tiles__##isa, cconv_conv2d_backward_data_col2im__##isa,     \
-        cconv_conv2d_backward_weight_part__##isa, cconv_sum_rows__##isa                       \
+        cconv_conv2d_backward_weight_part__##isa, cconv_conv2d_forward_planar__##isa,          \
+        cconv_conv2d_backward_weight_planar__##isa, cconv_sum_rows__##isa                      \
     }
 
 CCONV_CONV_DIRECT_DECLARE(scalar)

@@ -1,7 +1,9 @@
-/* Vector operations for the kernel bodies written once for every x86 ISA (igemm_impl.h,
- * f32_wino_impl.h), picked by the including file's SIMD_ISA_SCALAR, SIMD_ISA_AVX2,
- * SIMD_ISA_AVX512 (zmm, 16 lanes) or SIMD_ISA_AVX512_YMM (ymm, 8 lanes, AVX-512VL masks: on CPUs
- * that split 512-bit FMAs, two ymm FMAs per cycle match one zmm, for narrow register tiles). */
+/* Vector operations for the kernel bodies written once for every ISA (igemm_impl.h,
+ * f32_wino_impl.h, conv_planar_impl.h), picked by the including file's SIMD_ISA_SCALAR,
+ * SIMD_ISA_AVX2, SIMD_ISA_AVX512 (zmm, 16 lanes), SIMD_ISA_AVX512_YMM (ymm, 8 lanes, AVX-512VL
+ * masks: on CPUs that split 512-bit FMAs, two ymm FMAs per cycle match one zmm, for narrow
+ * register tiles) or SIMD_ISA_NEON (4 lanes; full vectors only: no VLOAD_PART/VSTORE_PART).
+ * VMAX(a, b) and VMIN(a, b) return b when b is NaN, like the x86 instructions. */
 #ifndef CCONV_SIMD_VEC_H
 #define CCONV_SIMD_VEC_H
 
@@ -83,8 +85,24 @@ static const int32_t simd_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0
 #define VLOAD_PART(p, n) (*(p))
 #define VSTORE_PART(p, v, n) (*(p) = (v))
 
+#elif defined(SIMD_ISA_NEON)
+#include <arm_neon.h>
+#define VEC float32x4_t
+#define VLEN 4
+#define VZERO() vdupq_n_f32(0.0f)
+#define VSET1(x) vdupq_n_f32(x)
+#define VLOADU(p) vld1q_f32(p)
+#define VSTOREU(p, v) vst1q_f32((p), (v))
+#define VADD(a, b) vaddq_f32((a), (b))
+#define VSUB(a, b) vsubq_f32((a), (b))
+#define VMUL(a, b) vmulq_f32((a), (b))
+#define VFMA(a, b, c) vfmaq_f32((c), (a), (b))
+#define VFNMA(a, b, c) vfmsq_f32((c), (a), (b))
+#define VMAX(a, b) vbslq_f32(vcltq_f32((b), (a)), (a), (b))
+#define VMIN(a, b) vbslq_f32(vcgtq_f32((b), (a)), (a), (b))
+
 #else
-#error "define SIMD_ISA_SCALAR, SIMD_ISA_AVX2, SIMD_ISA_AVX512 or SIMD_ISA_AVX512_YMM"
+#error "define SIMD_ISA_SCALAR, SIMD_ISA_AVX2, SIMD_ISA_AVX512, SIMD_ISA_AVX512_YMM or SIMD_ISA_NEON"
 #endif
 
 #endif
