@@ -431,6 +431,25 @@ void FN(cconv_conv2d_backward_data_col2im)(const struct cconv_conv_shape* s, con
 
 void FN(cconv_sum_rows)(size_t rows, size_t cols, const float* x, size_t c0, size_t c1, float* out) {
     double acc[64];
+    if (c0 == 0 && c1 == cols && cols <= 16) {
+        /* Few columns: sum stripes of m whole rows (m * cols <= 64 consecutive floats), so that
+         * the loop runs over full vectors instead of a few lanes per row; the m partial sums of
+         * a column are added at the end. The order depends on the shape only. */
+        const size_t m = 64 / cols, stripe = m * cols, stripes = rows / m;
+        for (size_t j = 0; j < stripe; j++) acc[j] = 0.0;
+        for (size_t k = 0; k < stripes; k++) {
+            const float* p = x + k * stripe;
+            for (size_t j = 0; j < stripe; j++) acc[j] += p[j];
+        }
+        for (size_t r = stripes * m; r < rows; r++)
+            for (size_t c = 0; c < cols; c++) acc[c] += x[r * cols + c];
+        for (size_t c = 0; c < cols; c++) {
+            double sum = 0.0;
+            for (size_t i = 0; i < m; i++) sum += acc[i * cols + c];
+            out[c] = (float)sum;
+        }
+        return;
+    }
     for (size_t b = c0; b < c1; b += 64) {
         const size_t width = c1 - b < 64 ? c1 - b : 64;
         for (size_t c = 0; c < width; c++) acc[c] = 0.0;
