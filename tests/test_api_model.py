@@ -158,6 +158,36 @@ def test_batch_norm_relu_fusion_in_training():
     np.testing.assert_array_equal(fused[1].running_var, plain[1].running_var)
 
 
+@pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=2, stride=1, dilation=2, ceil_mode=True)])
+def test_relu_mask_moved_after_max_pooling_is_exact(pool):
+    """Conv2d + ReLU + MaxPool2d in training: the ReLU's gradient mask is applied to the pooled
+    gradient (overlapping, padded, dilated windows too); input and parameter gradients equal to
+    running the layers one by one, bitwise, with outputs <= 0 and ties in the windows."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 9, 8, 2)).astype(np.float32)
+    x[0, :4] = 0.0     # windows whose maximum is 0 (ReLU'(0) = 0) and ties
+
+    def build():
+        fc.manual_seed(2)
+        return fc.Sequential(fc.Conv2d(2, 4, 3, padding=1, bias=False), fc.ReLU(),
+                             fc.MaxPool2d(**pool))
+
+    fused, plain = build(), build()
+    y = fused.forward(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = fused.backward(dy)
+    h = x
+    for layer in plain:
+        h = layer.forward(h)
+    g = dy
+    for layer in reversed(list(plain)):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(y, h)
+    np.testing.assert_array_equal(dx, g)
+    np.testing.assert_array_equal(fused[0].weight.grad, plain[0].weight.grad)
+
+
 def test_fit_learns_and_reports(mnist):
     (x, y), (xt, yt) = mnist
     fc.manual_seed(0)

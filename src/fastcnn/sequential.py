@@ -22,6 +22,11 @@ _FUSES_RELU = (Conv2d, Linear, Residual, BatchNorm2d)
 # Layers whose backward also covers a ReLU fused into their forward: that ReLU's own backward
 # is skipped (the others keep the ReLU's output for its backward).
 _FUSES_RELU_BACKWARD = (BatchNorm2d,)
+# A ReLU followed by max pooling: its gradient mask (output > 0) is applied to the pooled
+# gradient instead, a quarter of the elements for 2x2 windows. The same gradient: the pooling's
+# backward routes each element to the window's maximum, which is the pooled value, and elsewhere
+# writes zeros, which the mask would keep.
+_RELU_MASK_AFTER = (_layers.MaxPool2d,)
 from .progress import ProgressBar
 
 
@@ -208,6 +213,7 @@ class Sequential(Layer):
         self._program = None       # eval mode: (the layers, their steps); see _eval_steps
         self._last_forward_folded = False
         self._relu_backward_fused = set()  # ReLUs whose backward the layer before runs
+        self._pooled_relu = {}
 
     # --- container -----------------------------------------------------------------------------
     def __len__(self):
@@ -262,6 +268,7 @@ class Sequential(Layer):
         layers = self.layers
         self._last_forward_folded = False
         self._relu_backward_fused = fused = set()
+        self._pooled_relu = pooled = {}   # pooling index -> its output, the ReLU's mask
         i = 0
         try:
             while i < len(layers):
@@ -272,9 +279,14 @@ class Sequential(Layer):
                     x = nxt._y = layer.forward(x, activation="relu")
                     if type(layer) in _FUSES_RELU_BACKWARD:
                         fused.add(i + 1)
+                    elif i + 2 < len(layers) and type(layers[i + 2]) in _RELU_MASK_AFTER:
+                        fused.add(i + 1)
+                        pooled[i + 2] = None
                     i += 2
                     continue
                 x = layer.forward(x)
+                if i in pooled:
+                    pooled[i] = x
                 i += 1
         except ValueError as exc:  # say where in the model the bad shape arrived
             raise ValueError(f"Sequential layer {i} ({type(layers[i]).__name__}): {exc}") from None
@@ -311,7 +323,7 @@ class Sequential(Layer):
         return program
 
     def _forward_eval(self, x):
-        self._relu_backward_fused = set()
+        self._relu_backward_fused, self._pooled_relu = set(), {}
         _, steps, self._last_forward_folded = self._eval_steps()
         step = None
         try:
@@ -333,11 +345,13 @@ class Sequential(Layer):
             raise RuntimeError("Sequential.backward: the last forward ran in eval mode with batch "
                                "norm folded into the convolutions; call model.train() before "
                                "the forward pass to backpropagate")
-        fused = self._relu_backward_fused
+        fused, pooled = self._relu_backward_fused, self._pooled_relu
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i in fused:
-                continue  # this ReLU's backward runs inside the layer before it
+                continue  # this ReLU's backward runs inside the layer before it, or after it
+            if i in pooled:
+                dy = cconv.relu_backward(dy, pooled[i])
             if i == 0 and not input_grad:
                 if hasattr(layer, "backward_params"):
                     layer.backward_params(dy)
