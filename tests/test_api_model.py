@@ -130,6 +130,17 @@ def test_conv_relu_fusion_is_exact(mnist):
     np.testing.assert_array_equal(model(x), h)
 
 
+def _layer_by_layer(model, x, dy):
+    """The output and input gradient of running a model's layers one by one: no fusion."""
+    h = x
+    for layer in model:
+        h = layer.forward(h)
+    g = dy
+    for layer in reversed(list(model)):
+        g = layer.backward(g)
+    return h, g
+
+
 def test_batch_norm_relu_fusion_in_training():
     """Training mode fuses BatchNorm2d + ReLU forward and backward: outputs, input gradients and
     parameter gradients equal to running the layers one by one, bitwise."""
@@ -144,12 +155,7 @@ def test_batch_norm_relu_fusion_in_training():
     fused, plain = build(), build()
     y = fused.forward(x)
     dx = fused.backward(dy)
-    h = x
-    for layer in plain:   # layer by layer: no fusion
-        h = layer.forward(h)
-    g = dy
-    for layer in reversed(list(plain)):
-        g = layer.backward(g)
+    h, g = _layer_by_layer(plain, x, dy)
     np.testing.assert_array_equal(y, h)
     np.testing.assert_array_equal(dx, g)
     for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
@@ -177,12 +183,7 @@ def test_relu_mask_moved_after_max_pooling_is_exact(pool):
     y = fused.forward(x)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = fused.backward(dy)
-    h = x
-    for layer in plain:
-        h = layer.forward(h)
-    g = dy
-    for layer in reversed(list(plain)):
-        g = layer.backward(g)
+    h, g = _layer_by_layer(plain, x, dy)
     np.testing.assert_array_equal(y, h)
     np.testing.assert_array_equal(dx, g)
     np.testing.assert_array_equal(fused[0].weight.grad, plain[0].weight.grad)
