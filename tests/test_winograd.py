@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv._winograd import (WinogradWeights, _tuning, winograd_backward_data,
+from cconv._winograd import (WinogradWeights, _gemm_rows, _tuning, winograd_backward_data,
                              winograd_backward_weight, winograd_choose, winograd_forward,
                              winograd_supported, winograd_transform_weights)
 from fastcnn import reference as ref
@@ -305,9 +305,14 @@ def test_choose():
     assert winograd_choose(w, 32, 32, stride=2) == 0
     assert winograd_choose((16, 8, 3, 3), 32, 32, groups=2) == 0
     assert winograd_choose((16, 16, 5, 5), 32, 32) == 0
-    # A batch: tiles counted in whole 8-row register tiles of the GEMMs. One 8x8 image has 4
-    # F(4x4) tiles (half a register tile) against 16 F(2x2) tiles.
-    assert winograd_choose(w, 8, 8, batch=1) == 2
+    # A batch: tiles counted in the rows the GEMMs compute: whole 8-row register tiles, the last
+    # one 2, 4 or 8 rows high. One 8x8 image: 4 F(4x4) tiles (a 4-row tile) against 16 F(2x2)
+    # tiles; one 6x6 image: 4 F(4x4) tiles against 9 F(2x2) tiles (8 + 2 rows), where the
+    # count without the batch is a tie (F(2x2)).
+    assert [_gemm_rows(t) for t in (0, 1, 2, 3, 4, 5, 8, 9, 11, 13)] == [0, 2, 2, 4, 4, 8, 8,
+                                                                         10, 12, 16]
+    assert winograd_choose(w, 8, 8, batch=1) == 4
+    assert winograd_choose(w, 6, 6, batch=1) == 4
     assert winograd_choose(w, 8, 8, batch=2) == 4
     assert winograd_choose(w, 32, 32, batch=1) == 4
     assert winograd_choose(w, 1, 32, batch=4) == 0

@@ -13,8 +13,10 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
-from cconv._validation import as_float32, check_workspace, nbytes_of
+from cconv._runtime cimport ELEMENT_WORK, current_isa, data_ptr, resolve_threads, threads_for
+from cconv._validation import as_float32, check_workspace, get_memory_limit, nbytes_of
+
+cdef object _FLOAT32 = np.dtype(np.float32)
 
 cdef extern from "isa.h" nogil:
     unsigned cconv_ftz_enter()
@@ -154,30 +156,38 @@ cdef _go(const Job* job, Py_ssize_t n, Py_ssize_t chunk, n_threads):
         run_chunks(job, n, chunk, nt)
 
 
-cdef inline float* fptr(arr):
+cdef inline float* fptr(arr) except? NULL:
     """Data pointer of a contiguous float32 array (NULL when empty); read-only arrays too."""
-    cdef const float[::1] view = arr.reshape(-1)
-    return <float*>&view[0] if view.shape[0] else NULL
+    return <float*>data_ptr(arr)
 
 
-cdef inline uint8_t* bptr(arr):
-    cdef const uint8_t[::1] view = arr.reshape(-1)
-    return <uint8_t*>&view[0] if view.shape[0] else NULL
+cdef inline uint8_t* bptr(arr) except? NULL:
+    return <uint8_t*>data_ptr(arr)
 
 
-def _input(op, name, x):
+cdef inline bint _ready(x):
+    """Already a C-contiguous float32 ndarray (the common case, checked without a call)."""
+    return type(x) is np.ndarray and x.dtype is _FLOAT32 and x.flags.c_contiguous
+
+
+cdef tuple _input(op, name, x):
     """``x`` as contiguous float32 and its shape (kept also for 0-d arrays)."""
-    out = as_float32(op, name, x)
+    out = x if _ready(x) else as_float32(op, name, x)
     return out, out.shape
 
 
-def _output(op, shape, copies=1, extra=0):
+cdef _output(op, shape, copies=1, extra=0):
     """Check ``copies`` float32 arrays of ``shape`` (and ``extra`` bytes) against the memory
     limit before they are allocated."""
-    check_workspace(op, nbytes_of(shape) * copies + extra)
+    nbytes = 4 * copies       # Python ints: no overflow
+    for n in shape:
+        nbytes *= n
+    nbytes += extra
+    if nbytes > get_memory_limit():
+        check_workspace(op, nbytes)
 
 
-def _pair(op, name_a, a, name_b, b):
+cdef tuple _pair(op, name_a, a, name_b, b):
     fa, shape_a = _input(op, name_a, a)
     fb, shape_b = _input(op, name_b, b)
     if shape_a != shape_b:
@@ -370,7 +380,7 @@ def dropout(x, p, seed, n_threads=None):
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)):
         raise ValueError(f"{op}: seed must be an integer, got {seed!r}")
     a, shape = _input(op, "x", x)
-    _output(op, shape, extra=nbytes_of(shape, 1))     # y and the uint8 mask
+    _output(op, shape, 1, nbytes_of(shape, 1))     # y and the uint8 mask
     if rate == 0.0:
         return a.reshape(shape).copy(), np.ones(shape, dtype=np.uint8)
     y = np.empty(shape, dtype=np.float32)

@@ -15,7 +15,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
-from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
+from cconv._runtime cimport ELEMENT_WORK, current_isa, data_ptr, resolve_threads, threads_for
 from cconv._validation import as_float32, check_finite, check_shape, check_workspace, nbytes_of
 
 cdef extern from "isa.h" nogil:
@@ -119,14 +119,12 @@ cdef _go(Job* job, n_threads):
         run_chunks(job, nt)
 
 
-cdef inline const float* fptr(arr):
-    cdef const float[::1] view = arr.reshape(-1)
-    return &view[0]
+cdef inline const float* fptr(arr) except? NULL:
+    return <const float*>data_ptr(arr)
 
 
-cdef inline double* dptr(arr):
-    cdef double[::1] view = arr.reshape(-1)
-    return &view[0]
+cdef inline double* dptr(arr) except? NULL:
+    return <double*>data_ptr(arr)
 
 
 def _activation(op, name, x):

@@ -12,7 +12,7 @@ import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
 
-from cconv._runtime cimport current_isa, resolve_threads, threads_for
+from cconv._runtime cimport current_isa, data_ptr, resolve_threads, threads_for
 from cconv._cache import scratch
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
 from cconv._winograd import (winograd_backward_data, winograd_backward_weight, winograd_choose,
@@ -334,15 +334,13 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cout_g)
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
-    cdef const float[::1] pw = pw_
-    cdef const float[::1] pb
+    cdef const float* pw = <const float*>data_ptr(pw_)
     cdef const float* bias_ptr = NULL
     if pb_ is not None:
-        pb = pb_
-        bias_ptr = &pb[0]
+        bias_ptr = <const float*>data_ptr(pb_)
     y = np.empty(g.out_shape, np.float32)
-    cdef float[::1] yv = y.reshape(-1)
-    cdef const float[::1] xv = x.reshape(-1)
+    cdef float* yp = <float*>data_ptr(y)
+    cdef const float* xp = <const float*>data_ptr(x)
     cdef const float* zero = zeros_at_least(g.s.kernel_w * cin_g)
     cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
     cdef size_t tiles = (pixels + cfg.mr - 1) // cfg.mr
@@ -351,16 +349,18 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     cdef Py_ssize_t runs = min(tiles, <size_t>n_threads * TILE_RUNS_PER_THREAD), run
     # Each thread's A pointers (taps x MR) followed by its C pointers (MR).
     cdef size_t thread_pointers = (taps + 1) * cfg.mr
-    cdef size_t[::1] pointers = scratch("conv.pointers", n_threads * thread_pointers, np.uintp)
+    pointer_buf = scratch("conv.pointers", n_threads * thread_pointers, np.uintp)
+    cdef size_t* pointers = <size_t*>data_ptr(pointer_buf)
     cdef size_t edge_floats = cfg.mr * taps * cin_g
-    cdef float[::1] edge_scratch = scratch("conv.edge_rows", n_threads * edge_floats)
+    edge_buf = scratch("conv.edge_rows", n_threads * edge_floats)
+    cdef float* edge_scratch = <float*>data_ptr(edge_buf)
     cdef int tid
     cdef unsigned ftz
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
         for run in prange(runs, schedule="static"):
-            tiles_fn.forward_tiles(&g.s, &cfg, &xv[0], &pw[0], bias_ptr, &yv[0], zero,
+            tiles_fn.forward_tiles(&g.s, &cfg, xp, pw, bias_ptr, yp, zero,
                                    run * tiles // runs, (run + 1) * tiles // runs, cmin, cmax,
                                    <const float**>&pointers[tid * thread_pointers],
                                    <float**>&pointers[tid * thread_pointers + taps * cfg.mr],

@@ -10,3 +10,16 @@ cdef int threads_for(int n_threads, double work) noexcept nogil
 cdef enum:
     ELEMENT_WORK = 20
 cpdef int resolve_threads(n_threads) except -1
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+
+
+cdef inline void* data_ptr(arr) except? NULL:
+    """Data pointer of a C-contiguous array (NULL when it is empty), read-only ones too; the
+    caller checked its dtype and keeps it alive while the pointer is in use. (A plain buffer
+    request: a typed memoryview would parse the format and shape, ~0.2 us a call.)"""
+    cdef Py_buffer buf
+    PyObject_GetBuffer(arr, &buf, PyBUF_SIMPLE)
+    cdef void* p = buf.buf if buf.len else NULL
+    PyBuffer_Release(&buf)
+    return p

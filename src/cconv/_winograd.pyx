@@ -21,7 +21,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
 
-from cconv._runtime cimport current_isa, resolve_threads, threads_for
+from cconv._runtime cimport current_isa, data_ptr, resolve_threads, threads_for
 from cconv._cache import scratch as _scratch
 from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, check_workspace,
                                pair)
@@ -256,16 +256,25 @@ def winograd_supported(w_shape, stride=1, dilation=1, groups=1):
 # convolution runs its own (the transforms' share), and beat it at every channel count, 1 and 3
 # included. What decides is the multiplication count per output tile.
 _WINOGRAD_COST = 1.25
-# Rows of the GEMMs' register tile: the tiles of a batch are computed in groups of this many.
+# Rows of the GEMMs' register tile: the tiles of a batch are computed in groups of this many,
+# the last group in a register tile of a half or a quarter of the rows when it fits one.
 _GEMM_ROWS = 8
+
+
+def _gemm_rows(tiles):
+    """The rows the GEMMs compute for ``tiles`` rows (see _GEMM_ROWS)."""
+    full, tail = divmod(tiles, _GEMM_ROWS)
+    for height in (_GEMM_ROWS // 4, _GEMM_ROWS // 2, _GEMM_ROWS):
+        if tail <= height:
+            return full * _GEMM_ROWS + (height if tail else 0)
 
 
 def winograd_choose(w_shape, out_h, out_w, stride=1, dilation=1, groups=1, batch=None):
     """The algorithm for ``algo='auto'``: 4 (F(4x4,3x3)), 2 (F(2x2,3x3)) or 0 (direct).
 
     Counts multiplications per output channel pair: direct 9 per output pixel, F(m x m) (m+2)^2
-    per m x m tile (tiles past the edge included; with ``batch``, the batch's tile count rounded
-    up to the GEMM's 8-row register tile, which matters for a small batch of small images), the
+    per m x m tile (tiles past the edge included; with ``batch``, the rows the GEMMs compute
+    for the batch's tiles (_gemm_rows), which matters for a small batch of small images), the
     latter weighted by the measured cost of the transforms; the cheapest wins, F(2x2) on a tie
     with F(4x4) (fewer transforms). Winograd wins everywhere but on outputs one pixel high or
     wide. Used for every pass (the backward-data pass has the input's height and width as its
@@ -281,7 +290,7 @@ def winograd_choose(w_shape, out_h, out_w, stride=1, dilation=1, groups=1, batch
     for m in (2, 4):
         tiles = n * (-(-oh // m)) * (-(-ow // m))
         if batch is not None:
-            tiles = -(-tiles // _GEMM_ROWS) * _GEMM_ROWS
+            tiles = _gemm_rows(tiles)
         cost = _WINOGRAD_COST * tiles * (m + 2) ** 2
         if cost < best_cost:
             best, best_cost = m, cost
@@ -333,13 +342,16 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
     cdef size_t m_floats = alpha2 * s.m_plane + ALIGN_FLOATS
     # Scratch kept between calls (no page faults of fresh memory on every call).
-    cdef float[::1] vbuf = _scratch("winograd.v", n_threads * v_floats)
-    cdef float[::1] mbuf = _scratch("winograd.m", n_threads * m_floats)
-    cdef size_t[::1] rows = _scratch("winograd.rows", 2 * n_threads * cap, np.uintp)
+    v_buf = _scratch("winograd.v", n_threads * v_floats)
+    m_buf = _scratch("winograd.m", n_threads * m_floats)
+    rows_buf = _scratch("winograd.rows", 2 * n_threads * cap, np.uintp)
     zero_buf = _scratch("winograd.zero", max(s.in_c, ALIGN_FLOATS))
     zero_buf.fill(0.0)
-    cdef const float[::1] zero = zero_buf
-    cdef const float[::1] xv = x.reshape(-1)
+    cdef float* vbuf = <float*>data_ptr(v_buf)
+    cdef float* mbuf = <float*>data_ptr(m_buf)
+    cdef size_t* rows = <size_t*>data_ptr(rows_buf)
+    cdef const float* zero = <const float*>data_ptr(zero_buf)
+    cdef const float* xp = <const float*>data_ptr(x)
     # Weights transformed by the caller are shared by the threads. Otherwise every thread
     # transforms all of them into its own copy (up to PRIVATE_WEIGHT_BYTES in all): the
     # transform is cheap next to the GEMMs, and reading the half that another core has just
@@ -347,21 +359,19 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     cdef bint pending = not u._ready
     cdef size_t u_floats = _packed_size(u)
     cdef bint private = pending and n_threads * u_floats * 4 <= PRIVATE_WEIGHT_BYTES
-    cdef float[::1] uv = (u.packed if u._ready else
-                          np.empty((n_threads if private else 1) * u_floats, np.float32))
-    cdef float* u_shared = &uv[0]
+    u_buf = (u.packed if u._ready else
+             np.empty((n_threads if private else 1) * u_floats, np.float32))
+    cdef float* u_shared = <float*>data_ptr(u_buf)
     cdef float* u_mine
     cdef _WeightJob job
     if pending:
         job = _job(u, u_shared)
     cdef const float* bias = NULL
-    cdef const float[::1] bv
     if b is not None:  # zero-padded to whole NR-wide panels (_padded_bias), read by the micro-kernel
-        bv = b
-        assert <size_t>bv.shape[0] == panels * cfg.nr
-        bias = &bv[0]
+        assert b.dtype == np.float32 and <size_t>b.shape[0] == panels * cfg.nr
+        bias = <const float*>data_ptr(b)
     y = np.empty((s.batch, out_h, out_w, s.out_c), np.float32)
-    cdef float[::1] yv = y.reshape(-1)
+    cdef float* yp = <float*>data_ptr(y)
 
     cdef cconv_wino_scratch* scratch = <cconv_wino_scratch*>malloc(n_threads * sizeof(cconv_wino_scratch))
     if scratch == NULL:
@@ -372,7 +382,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
         scratch[t].m = <float*>((<uintptr_t>&mbuf[t * m_floats] + 63) & ~(<uintptr_t>63))
         scratch[t].a_rows = <const float**>&rows[2 * t * cap]
         scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cap]
-        scratch[t].zero = &zero[0]
+        scratch[t].zero = zero
     cdef Py_ssize_t part, p, q
     cdef size_t tile0, end
     cdef int tid
@@ -393,7 +403,7 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
                 tile0 = part * share
                 end = min(total, tile0 + share)
                 while tile0 < end:
-                    wc.block(&s, &cfg, &xv[0], u_mine, bias, &yv[0], tile0, min(cap, end - tile0),
+                    wc.block(&s, &cfg, xp, u_mine, bias, yp, tile0, min(cap, end - tile0),
                              cmin, cmax, &scratch[tid])
                     tile0 = tile0 + cap
             cconv_ftz_restore(ftz)
