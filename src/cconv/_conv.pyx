@@ -347,13 +347,14 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     # A few runs of consecutive tiles per thread: each call steps from tile to tile without
     # working out its position again.
     cdef Py_ssize_t runs = min(tiles, <size_t>n_threads * TILE_RUNS_PER_THREAD), run
-    # Each thread's A pointers (taps x MR) followed by its C pointers (MR).
+    # One scratch buffer: each thread's A pointers (taps x MR) followed by its C pointers (MR),
+    # then each thread's edge rows.
     cdef size_t thread_pointers = (taps + 1) * cfg.mr
-    pointer_buf = scratch("conv.pointers", n_threads * thread_pointers, np.uintp)
-    cdef size_t* pointers = <size_t*>data_ptr(pointer_buf)
     cdef size_t edge_floats = cfg.mr * taps * cin_g
-    edge_buf = scratch("conv.edge_rows", n_threads * edge_floats)
-    cdef float* edge_scratch = <float*>data_ptr(edge_buf)
+    work = scratch("conv.forward", n_threads * (thread_pointers * sizeof(size_t) // sizeof(float)
+                                                + edge_floats))
+    cdef size_t* pointers = <size_t*>data_ptr(work)
+    cdef float* edge_scratch = <float*>(pointers + n_threads * thread_pointers)
     cdef int tid
     cdef unsigned ftz
     with nogil, parallel(num_threads=n_threads):

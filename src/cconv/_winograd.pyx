@@ -20,6 +20,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 from cconv._runtime cimport current_isa, data_ptr, resolve_threads, threads_for
 from cconv._cache import scratch as _scratch
@@ -341,16 +342,18 @@ cdef _run(x, WinogradWeights u, b, ptrdiff_t pad_top, ptrdiff_t pad_left, size_t
     s.m_row, s.m_plane = mc, cap * mc + ALIGN_FLOATS
     cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
     cdef size_t m_floats = alpha2 * s.m_plane + ALIGN_FLOATS
-    # Scratch kept between calls (no page faults of fresh memory on every call).
-    v_buf = _scratch("winograd.v", n_threads * v_floats)
-    m_buf = _scratch("winograd.m", n_threads * m_floats)
-    rows_buf = _scratch("winograd.rows", 2 * n_threads * cap, np.uintp)
-    zero_buf = _scratch("winograd.zero", max(s.in_c, ALIGN_FLOATS))
-    zero_buf.fill(0.0)
-    cdef float* vbuf = <float*>data_ptr(v_buf)
-    cdef float* mbuf = <float*>data_ptr(m_buf)
-    cdef size_t* rows = <size_t*>data_ptr(rows_buf)
-    cdef const float* zero = <const float*>data_ptr(zero_buf)
+    # Scratch kept between calls (no page faults of fresh memory on every call), one buffer
+    # carved into every thread's V and M, the zero row and every thread's row pointers (whole
+    # 64-byte lines each: the pointers stay 8-byte aligned).
+    cdef size_t zero_floats = (s.in_c + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+    cdef size_t row_floats = 2 * cap * sizeof(size_t) // sizeof(float)
+    work = _scratch("winograd.forward", n_threads * (v_floats + m_floats + row_floats)
+                    + zero_floats)
+    cdef float* vbuf = <float*>data_ptr(work)
+    cdef float* mbuf = vbuf + n_threads * v_floats
+    cdef float* zero = mbuf + n_threads * m_floats
+    memset(zero, 0, zero_floats * sizeof(float))
+    cdef size_t* rows = <size_t*>(zero + zero_floats)
     cdef const float* xp = <const float*>data_ptr(x)
     # Weights transformed by the caller are shared by the threads. Otherwise every thread
     # transforms all of them into its own copy (up to PRIVATE_WEIGHT_BYTES in all): the
