@@ -179,11 +179,8 @@ cdef tuple _input(op, name, x):
 cdef _output(op, shape, copies=1, extra=0):
     """Check ``copies`` float32 arrays of ``shape`` (and ``extra`` bytes) against the memory
     limit before they are allocated."""
-    nbytes = 4 * copies       # Python ints: no overflow
-    for n in shape:
-        nbytes *= n
-    nbytes += extra
-    if nbytes > get_memory_limit():
+    nbytes = nbytes_of(shape) * copies + extra
+    if nbytes > get_memory_limit():   # the message and the exact check: check_workspace
         check_workspace(op, nbytes)
 
 
