@@ -113,14 +113,19 @@ def test_large_channels_and_padding_beyond_the_kernel(isa, tile):
 
 
 @pytest.mark.parametrize("tile", TILES)
-def test_weight_gradient_many_tiles(isa, tile):
-    """Enough tiles for several parts (each summing its own partial M), several blocks per
-    part, channel counts off the register tiles: against the reference, and bitwise the same
-    for 1, 2 and 3 threads."""
+@pytest.mark.parametrize("part_tiles", [None, 32])
+def test_weight_gradient_many_tiles(isa, tile, part_tiles):
+    """Several blocks per part, channel counts off the register tiles, and either one part
+    (threads split the input channels) or several (each summing its own partial M): against
+    the reference, and bitwise the same for 1, 2 and 3 threads."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((5, 23, 21, 19)).astype(np.float32)
     dy = rng.standard_normal((5, 23, 21, 35)).astype(np.float32)
-    dws = [winograd_backward_weight(x, dy, 1, 1, tile, n_threads=t) for t in (1, 2, 3)]
+    previous = _tuning(wgrad_part_tiles=part_tiles)
+    try:
+        dws = [winograd_backward_weight(x, dy, 1, 1, tile, n_threads=t) for t in (1, 2, 3)]
+    finally:
+        _tuning(*previous)
     assert_close(f"winograd_f{tile}_backward_weight", dws[0],
                  ref.conv2d_backward_weight(x.astype(np.float64), dy.astype(np.float64), 3,
                                             padding=1), TOL)

@@ -57,7 +57,8 @@ cdef extern from "winograd.h":
         const float* zero
     ctypedef void (*f32_wino_wgrad_block_fn)(const cconv_wino_shape*, const f32_igemm_config*,
                                              const float*, const float*, float*, size_t, size_t,
-                                             int, const cconv_wino_wgrad_scratch*) noexcept nogil
+                                             size_t, size_t, int,
+                                             const cconv_wino_wgrad_scratch*) noexcept nogil
     ctypedef void (*f32_wino_wgrad_out_fn)(size_t, size_t, const float*, size_t, size_t, size_t,
                                            size_t, float*) noexcept nogil
     struct f32_wino_config:
@@ -81,19 +82,23 @@ cdef size_t PRIVATE_WEIGHT_BYTES = 32 * 1024 * 1024
 DEF ALIGN_FLOATS = 16  # 64-byte rows and planes
 # Weight gradient: the most parts the tiles are split into (each part sums into its own M, the
 # parts are added in order; the count depends on the shape only, never on the threads), the
-# fewest tiles a part gets (adding a part's M costs about as much as one tile's GEMMs), and the
-# partial sums held at once (16 MiB).
+# fewest tiles a part gets, and the partial sums held at once (16 MiB). A part's M goes out to
+# memory and is read back once to be added: per element, 2 tiles' FMAs against 8 bytes of
+# traffic, so 256 tiles keep that to a few percent of the part's work. Threads beyond the parts
+# split the input channels instead (_run_weight_grad).
 cdef size_t WGRAD_MAX_PARTS = 16
-cdef size_t WGRAD_MIN_PART_TILES = 32
+cdef size_t WGRAD_MIN_PART_TILES = 256
 cdef size_t WGRAD_PARTIAL_FLOATS = 4194304
 
 
 
-def _tuning(block_bytes=None, co_chunk=None, private_weight_bytes=None):
+def _tuning(block_bytes=None, co_chunk=None, private_weight_bytes=None, wgrad_part_tiles=None):
     """Read or set the blocking parameters (for measurements and tests): returns the previous
     values."""
-    global BLOCK_BYTES, CO_CHUNK, PRIVATE_WEIGHT_BYTES
-    previous = (BLOCK_BYTES, CO_CHUNK, PRIVATE_WEIGHT_BYTES)
+    global BLOCK_BYTES, CO_CHUNK, PRIVATE_WEIGHT_BYTES, WGRAD_MIN_PART_TILES
+    previous = (BLOCK_BYTES, CO_CHUNK, PRIVATE_WEIGHT_BYTES, WGRAD_MIN_PART_TILES)
+    if wgrad_part_tiles is not None:
+        WGRAD_MIN_PART_TILES = max(1, int(wgrad_part_tiles))
     if private_weight_bytes is not None:
         PRIVATE_WEIGHT_BYTES = max(0, int(private_weight_bytes))
     if block_bytes is not None:
@@ -492,6 +497,21 @@ def winograd_backward_data(dy, w, input_shape, pad_top, pad_left, tile=4, n_thre
     return _run(dy, u, None, 2 - pt, 2 - pl, h, wd, -INFINITY, INFINITY, nt)
 
 
+cdef size_t _wgrad_slices(size_t parts, size_t rows, size_t threads):
+    """Slices per part (at most ``rows``) so that parts x slices share out over the threads with
+    no more than 1/8 of the time idle (or as close as ``rows`` allows); 1 when the parts do."""
+    cdef size_t n, items, best = 1
+    cdef double use, best_use = 0.0
+    for n in range(1, max(1, rows) + 1):
+        items = parts * n
+        use = <double>items / (threads * ((items + threads - 1) // threads))
+        if use > best_use + 1e-9:
+            best, best_use = n, use
+        if use >= 0.875:
+            break
+    return best
+
+
 cdef _run_weight_grad(x, dy, ptrdiff_t pad_top, ptrdiff_t pad_left, int tile, int n_threads):
     """dw (Cout, Cin, 3, 3) = sum over dy's tiles of G^T [(A dy A^T) . (B^T x B)] G."""
     op = "winograd_backward_weight"
@@ -517,7 +537,13 @@ cdef _run_weight_grad(x, dy, ptrdiff_t pad_top, ptrdiff_t pad_left, int tile, in
     yc = (yc + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
     cdef size_t cap = max(1, BLOCK_BYTES // (alpha2 * (vc + yc) * 4))
     cap = min(cap, (total + n_parts - 1) // n_parts)
-    s.v_row, s.v_plane = vc, cap * vc + ALIGN_FLOATS
+    # Parts that do not share out evenly over the threads: each part's input channels (rows of
+    # M) are split in slices of whole 64-byte rows, one work item per (part, slice). The blocks,
+    # and so every row's sums, stay the same: the slices change who computes a row, not what.
+    cdef size_t n_slices = _wgrad_slices(n_parts, vc // ALIGN_FLOATS, n_threads)
+    cdef size_t width = (vc // ALIGN_FLOATS + n_slices - 1) // n_slices * ALIGN_FLOATS
+    n_slices = (cin + width - 1) // width
+    s.v_row, s.v_plane = width, cap * width + ALIGN_FLOATS
     s.m_row, s.m_plane = yc, cap * yc + ALIGN_FLOATS
     cdef size_t v_floats = alpha2 * s.v_plane + ALIGN_FLOATS
     cdef size_t y_floats = alpha2 * s.m_plane + ALIGN_FLOATS
@@ -545,21 +571,24 @@ cdef _run_weight_grad(x, dy, ptrdiff_t pad_top, ptrdiff_t pad_left, int tile, in
         scratch[t].a_rows = <const float**>&rows[2 * t * cfg.mr]
         scratch[t].c_rows = <float**>&rows[(2 * t + 1) * cfg.mr]
         scratch[t].zero = &zero[0]
-    cdef Py_ssize_t part
-    cdef size_t tile0, end
+    cdef Py_ssize_t item
+    cdef size_t part, k0, tile0, end
     cdef int tid, flags
     cdef unsigned ftz
     try:
         with nogil, parallel(num_threads=n_threads):
             tid = threadid()
             ftz = cconv_ftz_enter()
-            for part in prange(<Py_ssize_t>n_parts, schedule="static"):
+            for item in prange(<Py_ssize_t>(n_parts * n_slices), schedule="static"):
+                part = item // n_slices
+                k0 = item % n_slices * width
                 tile0 = total * part // n_parts
                 end = total * (part + 1) // n_parts
                 flags = 0
                 while tile0 < end:
                     wc.wgrad_block(&s, &cfg, &xv[0], &dyv[0], &pv[part * m_floats], tile0,
-                                   min(cap, end - tile0), flags, &scratch[tid])
+                                   min(cap, end - tile0), k0, min(cin, k0 + width), flags,
+                                   &scratch[tid])
                     flags = FC_IGEMM_ACCUMULATE
                     tile0 = tile0 + cap
             cconv_ftz_restore(ftz)
@@ -568,9 +597,9 @@ cdef _run_weight_grad(x, dy, ptrdiff_t pad_top, ptrdiff_t pad_left, int tile, in
     # The parts summed in order and transformed, threads splitting the input channels.
     dwt = np.empty((3, 3, cin, cout), np.float32)
     cdef float[::1] dv = dwt.reshape(-1)
-    cdef Py_ssize_t k0
-    for k0 in prange(<Py_ssize_t>cin, nogil=True, num_threads=n_threads, schedule="static"):
-        wc.wgrad_out(cin, cout, &pv[0], n_parts, m_floats, k0, k0 + 1, &dv[0])
+    cdef Py_ssize_t k
+    for k in prange(<Py_ssize_t>cin, nogil=True, num_threads=n_threads, schedule="static"):
+        wc.wgrad_out(cin, cout, &pv[0], n_parts, m_floats, k, k + 1, &dv[0])
     return np.ascontiguousarray(dwt.transpose(3, 2, 0, 1))
 
 

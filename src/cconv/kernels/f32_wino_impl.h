@@ -398,8 +398,8 @@ WINO_INLINE void grad_tile_vec(const float* const* q, size_t c, size_t n, int pa
 
 void WINO_WGRAD_BLOCK(const struct cconv_wino_shape* s, const struct f32_igemm_config* cfg,
                       const float* x, const float* dy, float* mt, size_t tile0, size_t ntiles,
-                      int flags, const struct cconv_wino_wgrad_scratch* ws) {
-    const size_t MR = cfg->mr, NR = cfg->nr, K = s->in_c, N = s->out_c;
+                      size_t k0, size_t k1, int flags, const struct cconv_wino_wgrad_scratch* ws) {
+    const size_t MR = cfg->mr, NR = cfg->nr, K = k1 - k0, N = s->out_c;
     const size_t per_image = s->tiles_h * s->tiles_w;
 
     /* 1. Transforms of the block's tiles: V = B^T d B of x's patch, Ydy = A dy A^T. */
@@ -408,6 +408,7 @@ void WINO_WGRAD_BLOCK(const struct cconv_wino_shape* s, const struct f32_igemm_c
         const float* patch[WINO_ALPHA * WINO_ALPHA];
         const float* q[WINO_M * WINO_M];
         patch_pointers(s, x, ws->zero, n, th, tw, patch);
+        for (size_t i = 0; i < WINO_ALPHA * WINO_ALPHA; i++) patch[i] += k0;  /* the zero row too */
         const float* image = dy + n * s->out_h * s->out_w * N;
         for (size_t i = 0; i < WINO_M; i++)
             for (size_t j = 0; j < WINO_M; j++) {
@@ -422,16 +423,16 @@ void WINO_WGRAD_BLOCK(const struct cconv_wino_shape* s, const struct f32_igemm_c
         if (++tw == s->tiles_w) { tw = 0; if (++th == s->tiles_h) { th = 0; n++; } }
     }
 
-    /* 2. alpha^2 GEMMs, M[xi] (K x N) += V[xi]^T (K x tiles) Ydy[xi] (tiles x N): V is read in
-     * place as the transposed A (a_stride = v_row), Ydy in place as B (w_stride = m_row, which
-     * holds whole NR-wide panels). */
+    /* 2. alpha^2 GEMMs, rows [k0, k1) of M[xi] (in_c x N) += V[xi]^T (K x tiles) Ydy[xi]
+     * (tiles x N): V is read in place as the transposed A (a_stride = v_row), Ydy in place as B
+     * (w_stride = m_row, which holds whole NR-wide panels). */
     for (size_t xi = 0; xi < WINO_ALPHA * WINO_ALPHA; xi++) {
         const float* v = ws->v + xi * s->v_plane;
-        float* m = mt + xi * K * N;
-        for (size_t k0 = 0; k0 < K; k0 += MR) {
-            const size_t mr = K - k0 < MR ? K - k0 : MR;
+        float* m = mt + (xi * s->in_c + k0) * N;
+        for (size_t r0 = 0; r0 < K; r0 += MR) {
+            const size_t mr = K - r0 < MR ? K - r0 : MR;
             for (size_t i = 0; i < MR; i++) {
-                const size_t k = k0 + (i < mr ? i : 0);  /* rows past mr: computed, not stored */
+                const size_t k = r0 + (i < mr ? i : 0);  /* rows past mr: computed, not stored */
                 ws->a_rows[i] = v + k;
                 ws->c_rows[i] = m + k * N;
             }

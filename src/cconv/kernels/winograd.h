@@ -68,10 +68,12 @@ typedef void (*f32_wino_weights_fn)(size_t n_out, size_t k, const float* w, ptrd
 /* Weight gradient, F(3 x 3, m x m) by the transposition principle (dw = G^T [(A dy A^T) .
  * (B^T d B)] G per tile, summed over the tiles before the last transform):
  *
- *   wgrad_block  for tiles [tile0, tile0 + ntiles) of dy's m x m grid: V = B^T d B of each x
- *                patch (as the forward pass), Ydy = A dy_t A^T, and the alpha^2 GEMMs
- *                M[xi] (in_c x out_c) += V[xi]^T Ydy[xi] (flags: 0 to start M, or
- *                FC_IGEMM_ACCUMULATE), both operands read in place by the micro-kernel.
+ *   wgrad_block  for tiles [tile0, tile0 + ntiles) of dy's m x m grid and input channels
+ *                [k0, k1): V = B^T d B of each x patch (as the forward pass), Ydy = A dy_t A^T,
+ *                and the alpha^2 GEMMs M[xi][k0:k1] (of in_c x out_c) += V[xi]^T Ydy[xi]
+ *                (flags: 0 to start M, or FC_IGEMM_ACCUMULATE), both operands read in place by
+ *                the micro-kernel. Each row of M gets the same sums whatever slice it is in, so
+ *                threads may split the channels without changing a bit.
  *   wgrad_out    dw[tap][k][n] = (G^T M[.][k][n] G)[tap], tap = ky * 3 + kx, for k in
  *                [k0, k1), M being the sum of n_parts partial M (part_stride floats apart)
  *                taken in part order.
@@ -89,7 +91,8 @@ struct cconv_wino_wgrad_scratch {
 typedef void (*f32_wino_wgrad_block_fn)(const struct cconv_wino_shape* s,
                                         const struct f32_igemm_config* cfg, const float* x,
                                         const float* dy, float* mt, size_t tile0, size_t ntiles,
-                                        int flags, const struct cconv_wino_wgrad_scratch* scratch);
+                                        size_t k0, size_t k1, int flags,
+                                        const struct cconv_wino_wgrad_scratch* scratch);
 typedef void (*f32_wino_wgrad_out_fn)(size_t k, size_t n, const float* mt, size_t n_parts,
                                       size_t part_stride, size_t k0, size_t k1, float* dw);
 
@@ -110,7 +113,8 @@ struct f32_wino_config {
                                         ptrdiff_t, ptrdiff_t, size_t, size_t, float*);            \
     void f32_wino##m##x3_wgrad_block__##isa(const struct cconv_wino_shape*,                      \
                                             const struct f32_igemm_config*, const float*,         \
-                                            const float*, float*, size_t, size_t, int,            \
+                                            const float*, float*, size_t, size_t, size_t,         \
+                                            size_t, int,                                          \
                                             const struct cconv_wino_wgrad_scratch*);              \
     void f32_wino##m##x3_wgrad_out__##isa(size_t, size_t, const float*, size_t, size_t, size_t, \
                                           size_t, float*);
