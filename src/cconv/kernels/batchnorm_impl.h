@@ -44,17 +44,63 @@ static inline void fold(const double* acc, size_t c, size_t k, double* out) {
     }
 }
 
+/* Sums over the periods of lanes [q0, q0 + LANES) of a period, in locals that the compiler keeps
+ * in vector registers: two independent sets (even and odd periods) so that the additions do not
+ * wait on each other. The accumulating kernels run their periods through these where a whole
+ * block of LANES fits, and a plain loop over the rest. */
+#define LANES 16
+
+static inline void block_sum(const float* restrict x, size_t p, size_t periods, double* out) {
+    double a0[LANES] = {0}, a1[LANES] = {0};
+    size_t b = 0;
+    for (; b + 2 <= periods; b += 2) {
+        const float* x0 = x + b * p;
+        const float* x1 = x0 + p;
+        for (size_t j = 0; j < LANES; j++) {
+            a0[j] += (double)x0[j];
+            a1[j] += (double)x1[j];
+        }
+    }
+    if (b < periods)
+        for (size_t j = 0; j < LANES; j++) a0[j] += (double)x[b * p + j];
+    for (size_t j = 0; j < LANES; j++) out[j] = a0[j] + a1[j];
+}
+
+static inline void block_sum_sq_dev(const float* restrict x, size_t p, size_t periods,
+                                    const double* mean, double* out) {
+    double m[LANES], a0[LANES] = {0}, a1[LANES] = {0};
+    for (size_t j = 0; j < LANES; j++) m[j] = mean[j];
+    size_t b = 0;
+    for (; b + 2 <= periods; b += 2) {
+        const float* x0 = x + b * p;
+        const float* x1 = x0 + p;
+        for (size_t j = 0; j < LANES; j++) {
+            const double d0 = (double)x0[j] - m[j], d1 = (double)x1[j] - m[j];
+            a0[j] += d0 * d0;
+            a1[j] += d1 * d1;
+        }
+    }
+    if (b < periods)
+        for (size_t j = 0; j < LANES; j++) {
+            const double d = (double)x[b * p + j] - m[j];
+            a0[j] += d * d;
+        }
+    for (size_t j = 0; j < LANES; j++) out[j] = a0[j] + a1[j];
+}
+
 void CCONV_UKERNEL(f32_bn_stats)(size_t rows, size_t c, const float* restrict x, double* mean,
                                  double* m2) {
     const size_t k = period_rows(c), p = k * c, periods = rows / k, tail = rows - periods * k;
+    const size_t whole = periods ? p / LANES * LANES : 0;  /* lanes summed in blocks */
     double local_acc[PERIOD_MAX], local_mean[PERIOD_MAX];
     const float* xt = x + periods * p;
 
     double* acc = k == 1 ? mean : local_acc;
-    for (size_t q = 0; q < p; q++) acc[q] = 0.0;
+    for (size_t q = 0; q < whole; q += LANES) block_sum(x + q, p, periods, acc + q);
+    for (size_t q = whole; q < p; q++) acc[q] = 0.0;
     for (size_t b = 0; b < periods; b++) {
         const float* xb = x + b * p;
-        for (size_t q = 0; q < p; q++) acc[q] += (double)xb[q];
+        for (size_t q = whole; q < p; q++) acc[q] += (double)xb[q];
     }
     for (size_t r = 0; r < tail; r++)
         for (size_t ch = 0; ch < c; ch++) acc[ch] += (double)xt[r * c + ch];
@@ -67,10 +113,11 @@ void CCONV_UKERNEL(f32_bn_stats)(size_t rows, size_t c, const float* restrict x,
         mp = local_mean;
     }
     acc = k == 1 ? m2 : local_acc;
-    for (size_t q = 0; q < p; q++) acc[q] = 0.0;
+    for (size_t q = 0; q < whole; q += LANES) block_sum_sq_dev(x + q, p, periods, mp + q, acc + q);
+    for (size_t q = whole; q < p; q++) acc[q] = 0.0;
     for (size_t b = 0; b < periods; b++) {
         const float* xb = x + b * p;
-        for (size_t q = 0; q < p; q++) {
+        for (size_t q = whole; q < p; q++) {
             double d = (double)xb[q] - mp[q];
             acc[q] += d * d;
         }
@@ -120,33 +167,73 @@ static inline float relu_masked(const float* restrict y, const float* restrict d
     return g;
 }
 
+/* Lanes [q0, q0 + LANES) of backward_reduce's sums (g as there; y may be NULL), in registers
+ * as block_sum. */
+static inline void block_reduce(const float* restrict dy, const float* restrict x,
+                                const float* restrict y, size_t p, size_t periods,
+                                const float* mean, double* sum_dy, double* sum_dyx) {
+    double m[LANES], s0[LANES] = {0}, s1[LANES] = {0}, t0[LANES] = {0}, t1[LANES] = {0};
+    for (size_t j = 0; j < LANES; j++) m[j] = (double)mean[j];
+    size_t b = 0;
+    for (; b + 2 <= periods; b += 2) {
+        const size_t o0 = b * p, o1 = o0 + p;
+        for (size_t j = 0; j < LANES; j++) {
+            const double g0 = (double)(y ? relu_masked(y + o0, dy + o0, j) : dy[o0 + j]);
+            const double g1 = (double)(y ? relu_masked(y + o1, dy + o1, j) : dy[o1 + j]);
+            s0[j] += g0;
+            s1[j] += g1;
+            t0[j] += g0 * ((double)x[o0 + j] - m[j]);
+            t1[j] += g1 * ((double)x[o1 + j] - m[j]);
+        }
+    }
+    if (b < periods) {
+        const size_t o = b * p;
+        for (size_t j = 0; j < LANES; j++) {
+            const double g = (double)(y ? relu_masked(y + o, dy + o, j) : dy[o + j]);
+            s0[j] += g;
+            t0[j] += g * ((double)x[o + j] - m[j]);
+        }
+    }
+    for (size_t j = 0; j < LANES; j++) {
+        sum_dy[j] = s0[j] + s1[j];
+        sum_dyx[j] = t0[j] + t1[j];
+    }
+}
+
 void CCONV_UKERNEL(f32_bn_backward_reduce)(size_t rows, size_t c, const float* restrict dy,
                                            const float* restrict x, const float* restrict y,
                                            const float* mean, double* sum_dy,
                                            double* sum_dy_xmu) {
     const size_t k = period_rows(c), p = k * c, periods = rows / k, tail = rows - periods * k;
+    const size_t whole = periods ? p / LANES * LANES : 0;
     double local_dy[PERIOD_MAX], local_dyx[PERIOD_MAX];
     float local_mean[PERIOD_MAX];
     const float* restrict m = tile_f32(mean, c, k, local_mean);
     double* acc_dy = k == 1 ? sum_dy : local_dy;
     double* acc_dyx = k == 1 ? sum_dy_xmu : local_dyx;
-    for (size_t q = 0; q < p; q++) {
+    for (size_t q = 0; q < whole; q += LANES)
+        if (y)
+            block_reduce(dy + q, x + q, y + q, p, periods, m + q, acc_dy + q, acc_dyx + q);
+        else
+            block_reduce(dy + q, x + q, NULL, p, periods, m + q, acc_dy + q, acc_dyx + q);
+    for (size_t q = whole; q < p; q++) {
         acc_dy[q] = 0.0;
         acc_dyx[q] = 0.0;
     }
+    /* The lanes past the whole blocks over every period, then the tail rows (lanes < c). */
     for (size_t b = 0; b < periods + (tail != 0); b++) {
-        const size_t n = b < periods ? p : tail * c;
+        const size_t q0 = b < periods ? whole : 0, n = b < periods ? p : tail * c;
         const float* dyb = dy + b * p;
         const float* xb = x + b * p;
         if (y == NULL) {
-            for (size_t q = 0; q < n; q++) {
+            for (size_t q = q0; q < n; q++) {
                 double g = (double)dyb[q];
                 acc_dy[q] += g;
                 acc_dyx[q] += g * ((double)xb[q] - (double)m[q]);
             }
         } else {
             const float* yb = y + b * p;
-            for (size_t q = 0; q < n; q++) {
+            for (size_t q = q0; q < n; q++) {
                 double g = (double)relu_masked(yb, dyb, q);
                 acc_dy[q] += g;
                 acc_dyx[q] += g * ((double)xb[q] - (double)m[q]);
@@ -191,3 +278,4 @@ void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restr
 
 #undef SMALL_C
 #undef PERIOD_MAX
+#undef LANES
