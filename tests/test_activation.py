@@ -209,6 +209,9 @@ def test_add_and_backward(isa, rng):
         da, db = cconv.add_backward(dy)
         assert np.array_equal(da, dy) and np.array_equal(db, dy)
         assert da is not db and not np.shares_memory(da, db)
+        y = cconv.relu(sample(rng, shape))   # zeros where the ReLU cut: the mask
+        assert_close("add_relu_backward", cconv.add_relu_backward(a, b, y),
+                     ref.relu_backward(a.astype(np.float64) + b, y))
     a, b = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
     dy = rng.standard_normal((4, 5))
     da, db = ref.add_backward(dy)
@@ -239,6 +242,7 @@ def all_ops(rng, n):
         "dropout_backward": lambda t: cconv.dropout_backward(dy, mask, 0.3, n_threads=t),
         "add": lambda t: cconv.add(x, dy, n_threads=t),
         "add_backward": lambda t: cconv.add_backward(dy, n_threads=t),
+        "add_relu_backward": lambda t: cconv.add_relu_backward(x, dy, x, n_threads=t),
     }
 
 
@@ -301,6 +305,8 @@ def test_bad_input_raises_value_error_naming_the_op():
         ("dropout_backward", lambda: cconv.dropout_backward(x, np.ones((2, 3), np.uint8), 1.0)),
         ("add", lambda: cconv.add(x, np.ones((2, 4)))),
         ("add", lambda: cconv.add(x, np.ones(3))),
+        ("add_relu_backward", lambda: cconv.add_relu_backward(x, x, np.ones((2, 4)))),
+        ("add_relu_backward", lambda: cconv.add_relu_backward(x, np.ones(3), x)),
     ]
     for op, call in cases:
         with pytest.raises(ValueError, match=f"^{op}:"):

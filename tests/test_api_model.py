@@ -164,6 +164,29 @@ def test_batch_norm_relu_fusion_in_training():
     np.testing.assert_array_equal(fused[1].running_var, plain[1].running_var)
 
 
+def test_relu_mask_moved_into_the_residual_sum_is_exact():
+    """A ReLU before a Residual (as between ResNet blocks): the ReLU's gradient mask is applied
+    in the block's final sum of its two branches; input and parameter gradients equal to running
+    the layers one by one, bitwise."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 6, 5, 4)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+
+    def build():
+        fc.manual_seed(3)
+        block = fc.Residual(fc.Sequential(fc.Conv2d(4, 4, 3, padding=1), fc.BatchNorm2d(4)))
+        return fc.Sequential(fc.Conv2d(4, 4, 1), fc.ReLU(), block, fc.ReLU())
+
+    fused, plain = build(), build()
+    y = fused.forward(x)
+    dx = fused.backward(dy)
+    h, g = _layer_by_layer(plain, x, dy)
+    np.testing.assert_array_equal(y, h)
+    np.testing.assert_array_equal(dx, g)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+
+
 @pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
                                   dict(kernel_size=2, stride=1, dilation=2, ceil_mode=True)])
 def test_relu_mask_moved_after_max_pooling_is_exact(pool):

@@ -66,13 +66,14 @@ cdef enum:
     CHUNK = 16384
 
 cdef enum JobKind:
-    UNARY, BINARY, BINARY_UNARY, UNARY_PARAM, BINARY_PARAM, DROPOUT, DROPOUT_BACKWARD, COPY, \
+    UNARY, BINARY, BINARY_UNARY, BINARY_BINARY, UNARY_PARAM, BINARY_PARAM, DROPOUT, DROPOUT_BACKWARD, COPY, \
         SOFTMAX, SOFTMAX_BACKWARD
 
 cdef struct Job:
     JobKind kind
     const float* a
     const float* b
+    const float* c2                    # third operand (BINARY_BINARY)
     float* y
     uint8_t* mask
     const uint8_t* cmask
@@ -82,6 +83,7 @@ cdef struct Job:
     Py_ssize_t c                       # row length (softmax)
     cconv_f32_vunary_fn unary
     cconv_f32_vbinary_fn binary
+    cconv_f32_vbinary_fn binary2
     cconv_f32_vunary_param_fn unary_param
     cconv_f32_vbinary_param_fn binary_param
     dropout_fn dropout
@@ -107,6 +109,9 @@ cdef void run_one(const Job* j, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
     elif j.kind == BINARY_UNARY:  # a unary op applied to a binary op's result, chunk by chunk
         j.binary(n, j.a + s, j.b + s, j.y + s)
         j.unary(n, j.y + s, j.y + s)
+    elif j.kind == BINARY_BINARY:  # binary2(binary(a, b), c2), chunk by chunk
+        j.binary(n, j.a + s, j.b + s, j.y + s)
+        j.binary2(n, j.y + s, j.c2 + s, j.y + s)
     elif j.kind == UNARY_PARAM:
         j.unary_param(n, j.a + s, j.y + s, j.param)
     elif j.kind == BINARY_PARAM:
@@ -443,6 +448,24 @@ def add(a, b, activation=None, n_threads=None):
     job.y = fptr(y)
     _go(&job, fa.size, CHUNK, n_threads)
     return y
+
+
+def add_relu_backward(a, b, y, n_threads=None):
+    """dx = a + b where y > 0, else 0: the gradient through a ReLU (output y) of a value that
+    two branches read, as a residual block's input, in one pass (relu_backward(add(a, b), y))."""
+    fa, fb, shape = _pair("add_relu_backward", "a", a, "b", b)
+    fy, _, _ = _pair("add_relu_backward", "y", y, "a", fa)
+    _output("add_relu_backward", shape)
+    dx = np.empty(shape, dtype=np.float32)
+    cdef Job job = new_job(BINARY_BINARY)
+    job.binary = cconv_eltwise_select(current_isa()).add
+    job.binary2 = cconv_activation_select(current_isa()).relu_backward
+    job.a = fptr(fa)
+    job.b = fptr(fb)
+    job.c2 = fptr(fy)
+    job.y = fptr(dx)
+    _go(&job, fa.size, CHUNK, n_threads)
+    return dx
 
 
 def add_backward(dy, n_threads=None):

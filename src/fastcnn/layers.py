@@ -867,7 +867,10 @@ class Residual(Layer):
                              f"differ (input {x.shape})")
         return cconv.add(a, s, activation=activation)
 
-    def backward(self, dy):
+    def backward(self, dy, input_relu=None):
+        """``input_relu``: the output of a ReLU that produced this layer's input; the gradient
+        returned is then the one of that ReLU's input (the model skips the ReLU's backward),
+        summed and masked in one pass."""
         # Both branches receive dy itself (the add's gradient), read-only: no copies, and a
         # layer that would write into its dy raises instead of corrupting the other branch's.
         dy = np.ascontiguousarray(dy, dtype=np.float32)
@@ -876,6 +879,8 @@ class Residual(Layer):
             dy.flags.writeable = False
         dx = self.body.backward(dy)
         dxs = dy if self.shortcut is None else self.shortcut.backward(dy)
+        if input_relu is not None:
+            return cconv.add_relu_backward(dx, dxs, input_relu)
         return cconv.add(dx, dxs)
 
     def get_config(self):

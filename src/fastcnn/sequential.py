@@ -346,9 +346,10 @@ class Sequential(Layer):
                                "norm folded into the convolutions; call model.train() before "
                                "the forward pass to backpropagate")
         fused, pooled = self._relu_backward_fused, self._pooled_relu
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            if i in fused:
+        layers, skip = self.layers, -1
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            if i in fused or i == skip:
                 continue  # this ReLU's backward runs inside the layer before it, or after it
             if i in pooled:
                 dy = cconv.relu_backward(dy, pooled[i])
@@ -356,6 +357,11 @@ class Sequential(Layer):
                 if hasattr(layer, "backward_params"):
                     layer.backward_params(dy)
                     return None
+            if type(layer) is Residual and i > 0 and type(layers[i - 1]) is ReLU and \
+                    i - 1 not in fused:
+                # The ReLU before a residual block: its mask goes into the block's final sum.
+                dy, skip = layer.backward(dy, input_relu=layers[i - 1]._y), i - 1
+                continue
             dy = layer.backward(dy)
         return dy
 
