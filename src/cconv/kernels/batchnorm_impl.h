@@ -48,44 +48,25 @@ static inline void fold(const double* acc, size_t c, size_t k, double* out) {
  * in vector registers: two independent sets (even and odd periods) so that the additions do not
  * wait on each other. The accumulating kernels run their periods through these where a whole
  * block of LANES fits, and a plain loop over the rest. */
-#define LANES 16
+#define LANES 32
 
 static inline void block_sum(const float* restrict x, size_t p, size_t periods, double* out) {
-    double a0[LANES] = {0}, a1[LANES] = {0};
-    size_t b = 0;
-    for (; b + 2 <= periods; b += 2) {
-        const float* x0 = x + b * p;
-        const float* x1 = x0 + p;
-        for (size_t j = 0; j < LANES; j++) {
-            a0[j] += (double)x0[j];
-            a1[j] += (double)x1[j];
-        }
-    }
-    if (b < periods)
-        for (size_t j = 0; j < LANES; j++) a0[j] += (double)x[b * p + j];
-    for (size_t j = 0; j < LANES; j++) out[j] = a0[j] + a1[j];
+    double a[LANES] = {0};
+    for (size_t b = 0; b < periods; b++)
+        for (size_t j = 0; j < LANES; j++) a[j] += (double)x[b * p + j];
+    for (size_t j = 0; j < LANES; j++) out[j] = a[j];
 }
 
 static inline void block_sum_sq_dev(const float* restrict x, size_t p, size_t periods,
                                     const double* mean, double* out) {
-    double m[LANES], a0[LANES] = {0}, a1[LANES] = {0};
+    double m[LANES], a[LANES] = {0};
     for (size_t j = 0; j < LANES; j++) m[j] = mean[j];
-    size_t b = 0;
-    for (; b + 2 <= periods; b += 2) {
-        const float* x0 = x + b * p;
-        const float* x1 = x0 + p;
-        for (size_t j = 0; j < LANES; j++) {
-            const double d0 = (double)x0[j] - m[j], d1 = (double)x1[j] - m[j];
-            a0[j] += d0 * d0;
-            a1[j] += d1 * d1;
-        }
-    }
-    if (b < periods)
+    for (size_t b = 0; b < periods; b++)
         for (size_t j = 0; j < LANES; j++) {
             const double d = (double)x[b * p + j] - m[j];
-            a0[j] += d * d;
+            a[j] += d * d;
         }
-    for (size_t j = 0; j < LANES; j++) out[j] = a0[j] + a1[j];
+    for (size_t j = 0; j < LANES; j++) out[j] = a[j];
 }
 
 void CCONV_UKERNEL(f32_bn_stats)(size_t rows, size_t c, const float* restrict x, double* mean,
@@ -172,31 +153,19 @@ static inline float relu_masked(const float* restrict y, const float* restrict d
 static inline void block_reduce(const float* restrict dy, const float* restrict x,
                                 const float* restrict y, size_t p, size_t periods,
                                 const float* mean, double* sum_dy, double* sum_dyx) {
-    double m[LANES], s0[LANES] = {0}, s1[LANES] = {0}, t0[LANES] = {0}, t1[LANES] = {0};
+    double m[LANES], s[LANES] = {0}, t[LANES] = {0};
     for (size_t j = 0; j < LANES; j++) m[j] = (double)mean[j];
-    size_t b = 0;
-    for (; b + 2 <= periods; b += 2) {
-        const size_t o0 = b * p, o1 = o0 + p;
-        for (size_t j = 0; j < LANES; j++) {
-            const double g0 = (double)(y ? relu_masked(y + o0, dy + o0, j) : dy[o0 + j]);
-            const double g1 = (double)(y ? relu_masked(y + o1, dy + o1, j) : dy[o1 + j]);
-            s0[j] += g0;
-            s1[j] += g1;
-            t0[j] += g0 * ((double)x[o0 + j] - m[j]);
-            t1[j] += g1 * ((double)x[o1 + j] - m[j]);
-        }
-    }
-    if (b < periods) {
+    for (size_t b = 0; b < periods; b++) {
         const size_t o = b * p;
         for (size_t j = 0; j < LANES; j++) {
             const double g = (double)(y ? relu_masked(y + o, dy + o, j) : dy[o + j]);
-            s0[j] += g;
-            t0[j] += g * ((double)x[o + j] - m[j]);
+            s[j] += g;
+            t[j] += g * ((double)x[o + j] - m[j]);
         }
     }
     for (size_t j = 0; j < LANES; j++) {
-        sum_dy[j] = s0[j] + s1[j];
-        sum_dyx[j] = t0[j] + t1[j];
+        sum_dy[j] = s[j];
+        sum_dyx[j] = t[j];
     }
 }
 
