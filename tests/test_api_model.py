@@ -164,27 +164,55 @@ def test_batch_norm_relu_fusion_in_training():
     np.testing.assert_array_equal(fused[1].running_var, plain[1].running_var)
 
 
-def test_relu_mask_moved_into_the_residual_sum_is_exact():
-    """A ReLU before a Residual (as between ResNet blocks): the ReLU's gradient mask is applied
-    in the block's final sum of its two branches; input and parameter gradients equal to running
-    the layers one by one, bitwise."""
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_residual_fusions_are_exact(shortcut):
+    """ResNet's blocks in training: the block's sum and the ReLU after it run in the store of
+    the body's last BatchNorm2d, and the gradient mask of a ReLU before the block in the
+    block's final sum of its two branches. Outputs, input and parameter gradients equal to
+    running every layer on its own with plain numpy sums, bitwise."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 6, 5, 4)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
 
     def build():
         fc.manual_seed(3)
-        block = fc.Residual(fc.Sequential(fc.Conv2d(4, 4, 3, padding=1), fc.BatchNorm2d(4)))
+        body = fc.Sequential(fc.Conv2d(4, 4, 3, padding=1), fc.BatchNorm2d(4), fc.ReLU(),
+                             fc.Conv2d(4, 4, 3, padding=1), fc.BatchNorm2d(4))
+        block = fc.Residual(body, fc.Sequential(fc.Conv2d(4, 4, 1), fc.BatchNorm2d(4))
+                            if shortcut else None)
         return fc.Sequential(fc.Conv2d(4, 4, 1), fc.ReLU(), block, fc.ReLU())
 
     fused, plain = build(), build()
     y = fused.forward(x)
     dx = fused.backward(dy)
-    h, g = _layer_by_layer(plain, x, dy)
-    np.testing.assert_array_equal(y, h)
-    np.testing.assert_array_equal(dx, g)
+    conv, relu1, block, relu2 = plain.layers
+    branches = [block.body] + ([block.shortcut] if shortcut else [])
+    h = relu1.forward(conv.forward(x))
+    outs = []
+    for branch in branches:
+        a = h
+        for layer in branch:
+            a = layer.forward(a)
+        outs.append(a)
+    expected_y = relu2.forward(outs[0] + (outs[1] if shortcut else h))
+    g = relu2.backward(dy)
+    grads = []
+    for branch in branches:
+        gb = g
+        for layer in reversed(list(branch)):
+            gb = layer.backward(gb)
+        grads.append(gb)
+    expected_dx = conv.backward(relu1.backward(grads[0] + (grads[1] if shortcut else g)))
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(dx, expected_dx)
     for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
         np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    for (name, b), (_, c) in zip(fused.named_buffers(), plain.named_buffers()):
+        np.testing.assert_array_equal(b, c, err_msg=name)
+    # A shortcut whose output does not match the body's: a clear error, naming the shapes.
+    bad = fc.Residual(fc.Sequential(fc.Conv2d(4, 5, 1), fc.BatchNorm2d(5)))
+    with pytest.raises(ValueError, match=r"residual .*\(3, 6, 5, 4\).*\(3, 6, 5, 5\)"):
+        bad.forward(x)
 
 
 @pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),

@@ -40,6 +40,28 @@ def test_forward_train_matches_reference(isa, rng):
         assert_close("batch_norm_forward_train.var", var, vr)
 
 
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_forward_with_residual_matches_reference(isa, rng, activation):
+    """A residual block's join in the store: activation(bn(x) + residual), training and
+    evaluation, bitwise the store of the batch norm followed by cconv.add (and the ReLU)."""
+    for shape in SHAPES:
+        c = shape[-1]
+        x = (rng.standard_normal(shape) * rng.uniform(0.1, 3, c)).astype(np.float32)
+        r = rng.standard_normal(shape).astype(np.float32)
+        w, b = params(rng, c)
+        y, mean, var = cconv.batch_norm_forward_train(x, w, b, activation=activation, residual=r)
+        yr, _, _ = ref.batch_norm_forward_train(*f64(x, w, b))
+        yr = yr + r
+        assert_close("batch_norm_forward_train+residual", y,
+                     ref.relu(yr) if activation else yr)
+        plain = cconv.add(cconv.batch_norm_forward_train(x, w, b)[0], r, activation=activation)
+        assert y.tobytes() == plain.tobytes()
+        rm, rv = mean, var
+        y = cconv.batch_norm_forward_eval(x, w, b, rm, rv, activation=activation, residual=r)
+        yr = ref.batch_norm_forward_eval(*f64(x, w, b, rm, rv)) + r
+        assert_close("batch_norm_forward_eval+residual", y, ref.relu(yr) if activation else yr)
+
+
 @pytest.mark.parametrize("eps", [1e-5, 1e-3, 0.1])
 def test_forward_eval_matches_reference(isa, rng, eps):
     for shape in SHAPES:
@@ -207,6 +229,9 @@ def test_bad_input_raises_value_error_naming_the_op():
         ("batch_norm_backward", lambda: back(x, x, w, m, v, y=np.ones((4, 4)))),
         ("batch_norm_forward_train", lambda: train(x, w, b, activation="gelu")),
         ("batch_norm_forward_eval", lambda: evaluate(x, w, b, m, v, activation="tanh")),
+        ("batch_norm_forward_train", lambda: train(x, w, b, residual=np.ones((4, 4)))),
+        ("batch_norm_forward_train", lambda: train(x, w, b, residual=np.ones(3))),
+        ("batch_norm_forward_eval", lambda: evaluate(x, w, b, m, v, residual=x.T)),
     ]
     for op, call in cases:
         with pytest.raises(ValueError, match=f"^{op}:"):

@@ -25,8 +25,8 @@ cdef extern from "isa.h" nogil:
 ctypedef void (*stats_fn)(size_t rows, size_t c, const float* x, double* mean,
                           double* m2) noexcept nogil
 ctypedef void (*apply_fn)(size_t rows, size_t c, const float* x, const float* mean_hi,
-                          const float* mean_lo, const float* scale, const float* shift, float lo,
-                          float* y) noexcept nogil
+                          const float* mean_lo, const float* scale, const float* shift,
+                          const float* residual, float lo, float* y) noexcept nogil
 ctypedef void (*reduce_fn)(size_t rows, size_t c, const float* dy, const float* x,
                            const float* y, const float* mean, double* sum_dy,
                            double* sum_dy_xmu) noexcept nogil
@@ -58,6 +58,7 @@ cdef struct Job:
     const float* dy
     const float* relu_y  # output of a fused ReLU (backward: dy is masked by relu_y > 0) or NULL
     float lo             # apply's clamp: -inf, or 0 for a fused ReLU
+    const float* res     # apply: a residual added before the clamp, or NULL
     float* y
     double* part0      # (chunks, c) float64 partials
     double* part1
@@ -85,7 +86,8 @@ cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
     if j.kind == STATS:
         j.k.stats(n, j.c, j.x + o, j.part0 + i * j.c, j.part1 + i * j.c)
     elif j.kind == APPLY:
-        j.k.apply(n, j.c, j.x + o, j.p0, j.p1, j.p2, j.p3, j.lo, j.y + o)
+        j.k.apply(n, j.c, j.x + o, j.p0, j.p1, j.p2, j.p3, j.res + o if j.res else NULL, j.lo,
+                  j.y + o)
     elif j.kind == REDUCE:
         j.k.backward_reduce(n, j.c, j.dy + o, j.x + o, j.relu_y + o if j.relu_y else NULL,
                             j.p0, j.part0 + i * j.c, j.part1 + i * j.c)
@@ -147,6 +149,16 @@ def _channel(op, name, value, c, nonnegative=False):
     return v
 
 
+def _residual(op, residual, a):
+    """None, or the residual as contiguous float32 of x's shape."""
+    if residual is None:
+        return None
+    r = as_float32(op, "residual", residual)
+    if r.shape != a.shape:
+        raise ValueError(f"{op}: residual {r.shape} and x {a.shape} must have the same shape")
+    return r
+
+
 def _eps(op, eps):
     try:
         value = float(eps)
@@ -179,16 +191,20 @@ cdef Job _job(Kind kind, a):
     return job
 
 
-def batch_norm_forward_train(x, weight, bias, eps=1e-5, activation=None, n_threads=None):
+def batch_norm_forward_train(x, weight, bias, eps=1e-5, activation=None, residual=None,
+                             n_threads=None):
     """Normalise with the batch statistics: returns (y, mean, var), float32.
 
     mean and var are per channel over every axis but the last; var is the biased batch variance
     (the layer derives its running variance, the unbiased one, from it). activation='relu'
-    fuses a ReLU into the store (pass y to batch_norm_backward for its backward).
+    fuses a ReLU into the store (pass y to batch_norm_backward for its backward). residual: an
+    array of x's shape added to the result before the activation, in the same pass (a residual
+    block's join: y = relu(bn(x) + residual); the ReLU's backward is then the caller's).
     """
     op = "batch_norm_forward_train"
     lo = _clamp(op, activation)
     a = _activation(op, "x", x)
+    r = _residual(op, residual, a)
     cdef Py_ssize_t c = a.shape[a.ndim - 1]
     w = _channel(op, "weight", weight, c)
     b = _channel(op, "bias", bias, c)
@@ -245,6 +261,7 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, activation=None, n_threa
     y = np.empty(a.shape, dtype=np.float32)
     job.kind = APPLY
     job.lo = lo
+    job.res = fptr(r) if r is not None else NULL
     job.y = <float*>fptr(y)
     job.p0 = fptr(mean_hi)
     job.p1 = fptr(mean_lo)
@@ -255,12 +272,13 @@ def batch_norm_forward_train(x, weight, bias, eps=1e-5, activation=None, n_threa
 
 
 def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5,
-                            activation=None, n_threads=None):
-    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, per channel, then the
-    fused activation (None or 'relu')."""
+                            activation=None, residual=None, n_threads=None):
+    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, per channel, plus the
+    residual (None, or an array of x's shape), then the fused activation (None or 'relu')."""
     op = "batch_norm_forward_eval"
     lo = _clamp(op, activation)
     a = _activation(op, "x", x)
+    r = _residual(op, residual, a)
     cdef Py_ssize_t c = a.shape[a.ndim - 1]
     w = _channel(op, "weight", weight, c)
     b = _channel(op, "bias", bias, c)
@@ -273,6 +291,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps=1e-5
     y = np.empty(a.shape, dtype=np.float32)
     cdef Job job = _job(APPLY, a)
     job.lo = lo
+    job.res = fptr(r) if r is not None else NULL
     job.y = <float*>fptr(y)
     job.p0 = fptr(rm)
     job.p1 = fptr(zero)

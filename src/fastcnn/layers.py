@@ -631,22 +631,33 @@ class BatchNorm2d(Layer):
             return self.weight.data, self.bias.data
         return self._ones, self._zeros
 
-    def forward(self, x, activation=None):
+    def forward(self, x, activation=None, residual=None):
         """``activation='relu'`` fuses a ReLU after the batch norm into its store; the
         backward of such a forward then takes dy of the ReLU's output (the model skips the
-        ReLU's own backward: see Sequential)."""
+        ReLU's own backward: see Sequential). ``residual`` (a Residual's shortcut output) is
+        added before the activation in the same pass; the activation's backward then stays
+        with the caller, and this layer's backward takes dy of the sum."""
         x = _check_nhwc(self, x, self.num_features)
+        if residual is not None and residual.shape != x.shape:
+            raise ValueError(f"BatchNorm2d: the residual added to its output has shape "
+                             f"{residual.shape}, the output {x.shape}")
         w, b = self._affine()
+        relu_y = None
         if self.training or not self.track_running_stats:
             y, mean, var = cconv.batch_norm_forward_train(x, w, b, eps=self.eps,
-                                                          activation=activation)
-            self._cache = (x, mean, var, True, y if activation else None)
+                                                          activation=activation,
+                                                          residual=residual)
+            if activation and residual is None:
+                relu_y = y
+            self._cache = (x, mean, var, True, relu_y)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, x.shape[0] * x.shape[1] * x.shape[2])
             return y
         y = cconv.batch_norm_forward_eval(x, w, b, self.running_mean, self.running_var,
-                                          eps=self.eps, activation=activation)
-        self._cache = (x, self.running_mean, self.running_var, False, y if activation else None)
+                                          eps=self.eps, activation=activation, residual=residual)
+        if activation and residual is None:
+            relu_y = y
+        self._cache = (x, self.running_mean, self.running_var, False, relu_y)
         return y
 
     def _update_running(self, mean, var, n):
@@ -854,11 +865,16 @@ class Residual(Layer):
         return out
 
     def forward(self, x, activation=None):
-        """body(x) + shortcut(x); ``activation='relu'`` fuses a ReLU after it into the add."""
+        """body(x) + shortcut(x); ``activation='relu'`` fuses a ReLU after it into the add.
+        A body that ends in a BatchNorm2d (ResNet's blocks) takes the shortcut's output into
+        that layer's store: no separate pass for the sum."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        a = self.body(x)
         s = x if self.shortcut is None else self.shortcut(x)
-        return self.join(x, a, s, activation)
+        body = self.body
+        if getattr(body, "training", False) and getattr(body, "layers", None) and \
+                type(body.layers[-1]) is BatchNorm2d:
+            return body.forward(x, residual=s, activation=activation)
+        return self.join(x, body(x), s, activation)
 
     def join(self, x, a, s, activation=None):
         """The residual's output from its body's output ``a`` and its shortcut's ``s``."""

@@ -253,19 +253,27 @@ class Sequential(Layer):
             x = x[..., None]
         return x
 
-    def forward(self, x):
+    def forward(self, x, residual=None, activation=None):
         """Run the layers. A ReLU after a Conv2d, a Linear, a Residual or a BatchNorm2d is fused
         into it (after a BatchNorm2d, its backward too: one pass less either way). In
         eval mode the model runs prepared steps (see :meth:`_eval_steps`): a Conv2d followed by
         BatchNorm2d runs as one convolution with the batch norm folded into its weights, and the
         convolutions keep their packed weights between calls: the same outputs (within float32
-        rounding), one pass over memory."""
+        rounding), one pass over memory.
+
+        ``residual`` and ``activation`` (a Residual's join, for a model whose last layer is a
+        BatchNorm2d): the output is activation(layers(x) + residual), the sum and the
+        activation in the last layer's store in training mode."""
         x = self._prepare(x)
         if self.input_shape is None and x.ndim >= 2:
             self.input_shape = tuple(x.shape[1:])
         if not self.training:
-            return self._forward_eval(x)
+            if residual is None:
+                return self._forward_eval(x)
+            return cconv.add(self._forward_eval(x), residual, activation=activation)
         layers = self.layers
+        if residual is not None and not (layers and type(layers[-1]) is BatchNorm2d):
+            return cconv.add(self.forward(x), residual, activation=activation)
         self._last_forward_folded = False
         self._relu_backward_fused = fused = set()
         self._pooled_relu = pooled = {}   # pooling index -> its output, the ReLU's mask
@@ -273,6 +281,9 @@ class Sequential(Layer):
         try:
             while i < len(layers):
                 layer = layers[i]
+                if residual is not None and i == len(layers) - 1:
+                    x = layer.forward(x, activation=activation, residual=residual)
+                    break
                 nxt = layers[i + 1] if i + 1 < len(layers) else None
                 if type(nxt) is ReLU and type(layer) in _FUSES_RELU:
                     # The ReLU keeps the output its backward needs.

@@ -58,14 +58,21 @@ void family_batchnorm(struct harness* h, int isa) {
                 k[ch] = harness_uniform(h, -0.1f, 0.1f);
             }
 
-            /* Half of the cases with the fused ReLU: clamp in apply, dy masked by its output. */
+            /* Half of the cases with the fused ReLU: clamp in apply, dy masked by its output;
+             * a third with a residual added before the clamp. */
             const int relu = harness_chance(h, 1, 2);
             const float lo = relu ? 0.0f : -INFINITY;
-            harness_case(h, "apply rows=%zu c=%zu centre=%g relu=%d", rows, c, centre, relu);
+            float* residual = NULL;
+            if (harness_chance(h, 1, 3)) {
+                residual = harness_floats(h, n);
+                harness_fill(h, residual, n, -1.0f, 1.0f, 0);
+            }
+            harness_case(h, "apply rows=%zu c=%zu centre=%g relu=%d residual=%d", rows, c, centre,
+                         relu, residual != NULL);
             float* y_got = harness_floats(h, n);
             float* y_want = harness_floats(h, n);
-            s.apply(rows, c, x, mean_hi, mean_lo, scale, shift, lo, y_want);
-            v.apply(rows, c, x, mean_hi, mean_lo, scale, shift, lo, y_got);
+            s.apply(rows, c, x, mean_hi, mean_lo, scale, shift, residual, lo, y_want);
+            v.apply(rows, c, x, mean_hi, mean_lo, scale, shift, residual, lo, y_got);
             harness_expect_f32_close(h, "y", n, y_got, y_want, TOL);
 
             const float* mask = relu ? y_want : NULL;

@@ -14,7 +14,7 @@
                                    double* m2);                                                   \
     void cconv_f32_bn_apply__##isa(size_t rows, size_t c, const float* x, const float* mean_hi,   \
                                    const float* mean_lo, const float* scale, const float* shift,  \
-                                   float lo, float* y);                                           \
+                                   const float* residual, float lo, float* y);                    \
     void cconv_f32_bn_backward_reduce__##isa(size_t rows, size_t c, const float* dy,              \
                                              const float* x, const float* y, const float* mean,   \
                                              double* sum_dy, double* sum_dy_xmu);                 \
@@ -31,12 +31,13 @@
 struct cconv_batchnorm_kernels {
     /* Per channel: mean and m2 = sum (x - mean)^2 over the rows, in float64, two passes. */
     void (*stats)(size_t rows, size_t c, const float* x, double* mean, double* m2);
-    /* y = max(lo, ((x - mean_hi) - mean_lo) * scale + shift): lo = -INFINITY for none, 0 for a
-     * fused ReLU (NaN passes). The mean as an unevaluated float sum mean_hi + mean_lo keeps
-     * x - mean accurate when |mean| is large next to the spread. */
+    /* y = max(lo, ((x - mean_hi) - mean_lo) * scale + shift [+ residual]): lo = -INFINITY for
+     * none, 0 for a fused ReLU (NaN passes); residual: NULL, or a (rows, c) array added before
+     * the clamp (a residual block's join). The mean as an unevaluated float sum mean_hi +
+     * mean_lo keeps x - mean accurate when |mean| is large next to the spread. */
     void (*apply)(size_t rows, size_t c, const float* x, const float* mean_hi,
-                  const float* mean_lo, const float* scale, const float* shift, float lo,
-                  float* y);
+                  const float* mean_lo, const float* scale, const float* shift,
+                  const float* residual, float lo, float* y);
     /* Per channel, in float64: sum_dy = sum g, sum_dy_xmu = sum g (x - mean) (overwritten),
      * g = dy, or with a fused ReLU whose output is y (not NULL) g = y > 0 ? dy : 0. */
     void (*backward_reduce)(size_t rows, size_t c, const float* dy, const float* x,

@@ -113,7 +113,8 @@ void CCONV_UKERNEL(f32_bn_stats)(size_t rows, size_t c, const float* restrict x,
 
 void CCONV_UKERNEL(f32_bn_apply)(size_t rows, size_t c, const float* restrict x,
                                  const float* mean_hi, const float* mean_lo, const float* scale,
-                                 const float* shift, float lo, float* restrict y) {
+                                 const float* shift, const float* restrict residual, float lo,
+                                 float* restrict y) {
     const size_t k = period_rows(c), p = k * c;
     float l_hi[PERIOD_MAX], l_lo[PERIOD_MAX], l_scale[PERIOD_MAX], l_shift[PERIOD_MAX];
     const float* restrict mh = tile_f32(mean_hi, c, k, l_hi);
@@ -126,7 +127,13 @@ void CCONV_UKERNEL(f32_bn_apply)(size_t rows, size_t c, const float* restrict x,
         const size_t n = b < periods ? p : tail * c;
         const float* xb = x + b * p;
         float* yb = y + b * p;
-        if (lo == -INFINITY) {
+        if (residual) {  /* the clamp (if any) after the sum: v < lo ? lo : v keeps NaN */
+            const float* rb = residual + b * p;
+            for (size_t q = 0; q < n; q++) {
+                const float v = CCONV_FMADD((xb[q] - mh[q]) - ml[q], s[q], t[q]) + rb[q];
+                yb[q] = v < lo ? lo : v;
+            }
+        } else if (lo == -INFINITY) {
             for (size_t q = 0; q < n; q++) yb[q] = CCONV_FMADD((xb[q] - mh[q]) - ml[q], s[q], t[q]);
         } else {  /* fused clamp: v < lo ? lo : v keeps NaN, as the ReLU does */
             for (size_t q = 0; q < n; q++) {
