@@ -92,6 +92,26 @@ def test_backward_matches_reference(isa, rng, eps):
         assert_close("batch_norm_backward.dbias", db, dbr)
 
 
+def test_backward_in_float32_from_1024_rows(isa, rng):
+    """dx runs in float32 from 1024 rows per channel on, in float64 below (where its terms can
+    cancel): both against the reference, with and without the fused ReLU, the mean far from 0
+    as well."""
+    for shape in [(1023, 5), (1024, 5), (4, 16, 16, 40), (2, 16, 32, 3), (3, 2)]:
+        c = shape[-1]
+        for offset in (0.0, 300.0):
+            x = (rng.standard_normal(shape) * 2 + offset).astype(np.float32)
+            dy = rng.standard_normal(shape).astype(np.float32)
+            w, b = params(rng, c)
+            y, mean, var = cconv.batch_norm_forward_train(x, w, b, activation="relu")
+            dx, dw, db = cconv.batch_norm_backward(dy, x, w, mean, var)
+            dxr, dwr, dbr = ref.batch_norm_backward(*f64(dy, x, w, mean, var))
+            assert_close("batch_norm_backward.dx", dx, dxr)
+            assert_close("batch_norm_backward.dweight", dw, dwr)
+            dx, _, _ = cconv.batch_norm_backward(dy, x, w, mean, var, y=y)
+            dxr, _, _ = ref.batch_norm_backward(*f64(dy, x, w, mean, var), y=y.astype(np.float64))
+            assert_close("batch_norm_backward+relu", dx, dxr)
+
+
 @pytest.mark.parametrize("eps", [1e-5, 0.1])
 def test_fused_relu_matches_reference(isa, rng, eps):
     """activation='relu' in the forward passes, y= in the backward: the same as batch norm and

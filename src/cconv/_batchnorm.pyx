@@ -33,6 +33,9 @@ ctypedef void (*reduce_fn)(size_t rows, size_t c, const float* dy, const float* 
 ctypedef void (*dx_fn)(size_t rows, size_t c, const float* dy, const float* x, const float* y,
                        const float* mean, const double* a, const double* b, const double* k,
                        float* dx) noexcept nogil
+ctypedef void (*dx_f32_fn)(size_t rows, size_t c, const float* dy, const float* x, const float* y,
+                           const float* mean, const float* a, const float* b, const float* k,
+                           float* dx) noexcept nogil
 
 cdef extern from "batchnorm.h" nogil:
     cdef struct cconv_batchnorm_kernels:
@@ -40,6 +43,7 @@ cdef extern from "batchnorm.h" nogil:
         apply_fn apply
         reduce_fn backward_reduce
         dx_fn backward_dx
+        dx_f32_fn backward_dx_f32
     cconv_batchnorm_kernels cconv_batchnorm_select(int isa)
 
 # Elements per chunk (64 KiB of float32); at least MIN_ROWS rows so that the per-chunk float64
@@ -47,9 +51,14 @@ cdef extern from "batchnorm.h" nogil:
 cdef enum:
     CHUNK = 16384
     MIN_ROWS = 8
+# The backward's dx in float32 from this many rows per channel on. With few rows its three terms
+# can be far larger than their sum (two rows: dx vanishes), which float64 keeps exact enough;
+# with many, the means in the last two terms are small next to dy, and float32 is as accurate.
+cdef enum:
+    DX_F32_MIN_ROWS = 1024
 
 cdef enum Kind:
-    STATS, APPLY, REDUCE, DX
+    STATS, APPLY, REDUCE, DX, DX_F32
 
 cdef struct Job:
     Kind kind
@@ -69,6 +78,9 @@ cdef struct Job:
     const double* d0   # (c,) float64 per-channel coefficients
     const double* d1
     const double* d2
+    const float* f0    # (c,) the same in float32 (DX_F32)
+    const float* f1
+    const float* f2
     cconv_batchnorm_kernels k
 
 
@@ -94,6 +106,9 @@ cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
     elif j.kind == DX:
         j.k.backward_dx(n, j.c, j.dy + o, j.x + o, j.relu_y + o if j.relu_y else NULL, j.p0,
                         j.d0, j.d1, j.d2, j.y + o)
+    elif j.kind == DX_F32:
+        j.k.backward_dx_f32(n, j.c, j.dy + o, j.x + o, j.relu_y + o if j.relu_y else NULL, j.p0,
+                            j.f0, j.f1, j.f2, j.y + o)
 
 
 cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
@@ -358,10 +373,17 @@ def batch_norm_backward(dy, x, weight, mean, var, eps=1e-5, y=None, n_threads=No
         coef_k = -coef_a * dbias / rows
 
     dx = np.empty(a.shape, dtype=np.float32)
-    job.kind = DX
     job.y = <float*>fptr(dx)
-    job.d0 = dptr(coef_a)
-    job.d1 = dptr(coef_b)
-    job.d2 = dptr(coef_k)
+    if rows >= DX_F32_MIN_ROWS:
+        job.kind = DX_F32
+        fa, fb, fk = coef_a.astype(np.float32), coef_b.astype(np.float32), coef_k.astype(np.float32)
+        job.f0 = fptr(fa)
+        job.f1 = fptr(fb)
+        job.f2 = fptr(fk)
+    else:
+        job.kind = DX
+        job.d0 = dptr(coef_a)
+        job.d1 = dptr(coef_b)
+        job.d2 = dptr(coef_k)
     _go(&job, n_threads)
     return dx, dweight.astype(np.float32), dbias.astype(np.float32)

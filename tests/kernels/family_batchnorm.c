@@ -94,6 +94,20 @@ void family_batchnorm(struct harness* h, int isa) {
             s.backward_dx(rows, c, dy, x, mask, mean_hi, a, b, k, dx_want);
             v.backward_dx(rows, c, dy, x, mask, mean_hi, a, b, k, dx_got);
             harness_expect_f32(h, "dx", n, dx_got, dx_want, 0, 0);
+
+            harness_case(h, "backward_dx_f32 rows=%zu c=%zu centre=%g relu=%d", rows, c, centre,
+                         relu);
+            float* fa = harness_floats(h, c);
+            float* fb = harness_floats(h, c);
+            float* fk = harness_floats(h, c);
+            for (size_t ch = 0; ch < c; ch++) {
+                fa[ch] = (float)a[ch];
+                fb[ch] = (float)b[ch];
+                fk[ch] = (float)k[ch];
+            }
+            s.backward_dx_f32(rows, c, dy, x, mask, mean_hi, fa, fb, fk, dx_want);
+            v.backward_dx_f32(rows, c, dy, x, mask, mean_hi, fa, fb, fk, dx_got);
+            harness_expect_f32_close(h, "dx_f32", n, dx_got, dx_want, TOL);
         }
     }
 }

@@ -252,6 +252,34 @@ void CCONV_UKERNEL(f32_bn_backward_dx)(size_t rows, size_t c, const float* restr
     }
 }
 
+void CCONV_UKERNEL(f32_bn_backward_dx_f32)(size_t rows, size_t c, const float* restrict dy,
+                                           const float* restrict x, const float* restrict y,
+                                           const float* mean, const float* a, const float* b,
+                                           const float* k_, float* restrict dx) {
+    const size_t k = period_rows(c), p = k * c;
+    float l_mean[PERIOD_MAX], l_a[PERIOD_MAX], l_b[PERIOD_MAX], l_k[PERIOD_MAX];
+    const float* restrict m = tile_f32(mean, c, k, l_mean);
+    const float* restrict ca = tile_f32(a, c, k, l_a);
+    const float* restrict cb = tile_f32(b, c, k, l_b);
+    const float* restrict ck = tile_f32(k_, c, k, l_k);
+    size_t periods = rows / k, tail = rows - periods * k;
+    for (size_t blk = 0; blk < periods + (tail != 0); blk++) {
+        const size_t n = blk < periods ? p : tail * c;
+        const float* dyb = dy + blk * p;
+        const float* xb = x + blk * p;
+        float* dxb = dx + blk * p;
+        if (y == NULL) {
+            for (size_t q = 0; q < n; q++)
+                dxb[q] = CCONV_FMADD(ca[q], dyb[q], CCONV_FMADD(cb[q], xb[q] - m[q], ck[q]));
+        } else {
+            const float* yb = y + blk * p;
+            for (size_t q = 0; q < n; q++)
+                dxb[q] = CCONV_FMADD(ca[q], relu_masked(yb, dyb, q),
+                                     CCONV_FMADD(cb[q], xb[q] - m[q], ck[q]));
+        }
+    }
+}
+
 #undef SMALL_C
 #undef PERIOD_MAX
 #undef LANES
