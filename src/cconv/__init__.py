@@ -53,9 +53,9 @@ from ._conv import (Conv2dPlan, bias_backward, conv2d, conv2d_algorithm, conv2d_
                     conv_transpose2d, conv_transpose2d_backward_data,
                     conv_transpose2d_backward_weight, linear, linear_backward_data,
                     linear_backward_weight)
-from ._activation import (add, add_backward, add_relu_backward, dropout, dropout_backward, leaky_relu,
-                          leaky_relu_backward, relu, relu_backward, sigmoid, sigmoid_backward,
-                          softmax, softmax_backward, tanh, tanh_backward)
+from ._activation import (add, add_backward, add_relu_backward, dropout, dropout_backward,
+                          leaky_relu, leaky_relu_backward, relu, relu_backward, sigmoid,
+                          sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)
 from ._batchnorm import batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train
 from ._loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from ._optim import adam_update, sgd_update

@@ -642,22 +642,18 @@ class BatchNorm2d(Layer):
             raise ValueError(f"BatchNorm2d: the residual added to its output has shape "
                              f"{residual.shape}, the output {x.shape}")
         w, b = self._affine()
-        relu_y = None
+        own_relu = activation is not None and residual is None  # its backward is this layer's
         if self.training or not self.track_running_stats:
             y, mean, var = cconv.batch_norm_forward_train(x, w, b, eps=self.eps,
                                                           activation=activation,
                                                           residual=residual)
-            if activation and residual is None:
-                relu_y = y
-            self._cache = (x, mean, var, True, relu_y)
+            self._cache = (x, mean, var, True, y if own_relu else None)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, x.shape[0] * x.shape[1] * x.shape[2])
             return y
         y = cconv.batch_norm_forward_eval(x, w, b, self.running_mean, self.running_var,
                                           eps=self.eps, activation=activation, residual=residual)
-        if activation and residual is None:
-            relu_y = y
-        self._cache = (x, self.running_mean, self.running_var, False, relu_y)
+        self._cache = (x, self.running_mean, self.running_var, False, y if own_relu else None)
         return y
 
     def _update_running(self, mean, var, n):
