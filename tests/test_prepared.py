@@ -242,8 +242,8 @@ def test_eval_backward_of_an_unfolded_model_still_works(rng):
 
 
 def test_default_small_op_threshold_follows_the_runtime():
-    """4 MFLOP a thread where OpenMP threads sleep while they wait (cconv's PASSIVE default),
-    1 MFLOP where they spin; measured at import."""
+    """4 MFLOP a thread where OpenMP threads soon sleep while they wait (cconv's short spin),
+    1 MFLOP where they spin without bound; measured at import."""
     import os
     import subprocess
     import sys

@@ -6,17 +6,23 @@ Every function takes an optional ``n_threads`` (default: :func:`get_num_threads`
 """
 import os
 
-# OpenMP threads that wait by spinning stall badly when the cores are shared with other busy
-# processes (measured: 10-50x slower training epochs on a loaded 2-core machine); passive waiting
-# costs little on an idle one. The runtime reads this when it loads, so it is set before the
-# first extension module; a value the user set wins. A short bounded spin is no middle ground:
-# measured on the 2-core machine with GOMP_SPINCOUNT=1000-4000 (25-100 us here), ResNet-20 at
-# batch 1 on 2 threads runs 0.51 ms instead of 0.63 (1 thread, passive) on an idle machine, but
-# 2.2-6.3 ms beside a second process training with 2 threads (passive: 0.66 ms, as small ops
-# run on one thread), and a LeNet-5 training step 15 ms instead of 10. (When another library
-# started the OpenMP runtime first, this setting comes too late: see
-# _runtime.min_parallel_work, which follows the runtime's measured wake-up cost.)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How long an OpenMP thread that has run out of work spins before it sleeps. Spinning without
+# bound (OMP_WAIT_POLICY=ACTIVE, or libgomp's default of a few ms) stalls badly when the cores
+# are shared with other busy processes (measured: 10-50x slower training epochs on a loaded
+# 2-core machine). Sleeping at once (PASSIVE) makes every parallel region pay tens of
+# microseconds to wake a thread: a training step runs 185 regions (ResNet-20) with Python
+# between them. A bounded spin of about the gap between two ops (GOMP_SPINCOUNT=1000: 1000
+# pause instructions, 25 us on the 2-core Zen 4, 3-50 us elsewhere) keeps the threads awake
+# through a step and lets them sleep soon after. Measured on the 2-core machine, 2 threads,
+# best steps of 4 processes each, spin vs sleep: LeNet-5 2.27-2.43 ms vs 2.60-2.72; ResNet-20
+# 149-156 ms vs 155-171. Beside a second process training on the same 2 cores the step is
+# 13-16% slower than with PASSIVE (ResNet-20 320 vs 282 ms, LeNet-5 4.3 vs 3.7); small ops stay
+# on one thread either way (_runtime.min_parallel_work), so batch-1 inference beside a trainer
+# keeps its speed (0.61 ms median vs 0.54). Set before the first extension module loads the
+# runtime; any OMP_WAIT_POLICY or GOMP_SPINCOUNT of the user's wins (OMP_WAIT_POLICY=PASSIVE:
+# sleep at once). (When another library started the OpenMP runtime first, this comes too late.)
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 
 def _keep_freed_memory():

@@ -55,7 +55,8 @@ def min_parallel_work(work=None):
     one thread fewer (see ``threads_for``); returns the previous value. 0 runs every op on all
     the threads asked for (the tests do, to exercise the parallel code on small shapes). The
     default, chosen at import from the measured cost of waking a thread: 4e6 where the OpenMP
-    threads sleep while they wait (OMP_WAIT_POLICY=PASSIVE), 1e6 where they spin."""
+    threads soon sleep while they wait (cconv's short spin, or OMP_WAIT_POLICY=PASSIVE), 1e6
+    where they spin without bound."""
     global _min_work
     previous = _min_work
     if work is not None:
@@ -159,11 +160,11 @@ def measure_peak_gflops(n_threads=1, double seconds=0.1):
             return best
 
 
-def _region_cost(int rounds=15, double gap=20e-6):
+def _region_cost(int rounds=15, double gap=200e-6):
     """Median seconds a parallel region of two threads takes when it starts ``gap`` seconds
-    after the previous one ended (as the layers of a model follow each other): a microsecond
-    or two where the runtime's threads spin while they wait for work, tens of microseconds
-    where they sleep (OMP_WAIT_POLICY=PASSIVE). 0 with one thread."""
+    after the previous one ended: a microsecond or two where the runtime's threads spin until
+    there is work, tens of microseconds where they sleep by then (OMP_WAIT_POLICY=PASSIVE, or
+    cconv's bounded spin, which ends well before 200 us). 0 with one thread."""
     cdef int tid
     if openmp.omp_get_max_threads() < 2:
         return 0.0
@@ -187,10 +188,12 @@ def _init():
         # libgomp defaults to logical CPUs; SMT siblings only slow FMA-bound kernels down.
         openmp.omp_set_num_threads(physical_cores())
     # Measured on the 2-core machine, ResNet-20 inference at batch 1 (3x3 layers of 4.7 MFLOP):
-    # with sleeping threads (the PASSIVE policy cconv sets) 2 threads on those layers take 0.94
-    # ms, 1 thread 0.63 ms; where the runtime spins (another library started it first, or the
-    # user asked for it) 2 threads take 0.51 ms. So: 4 MFLOP a thread where threads sleep, 1
-    # where they spin.
+    # with sleeping threads (OMP_WAIT_POLICY=PASSIVE) 2 threads on those layers take 0.94 ms, 1
+    # thread 0.63 ms; where the runtime spins without bound (another library started it first,
+    # or the user asked for it) 2 threads take 0.51 ms. So: 4 MFLOP a thread where threads
+    # sleep, 1 where they spin. cconv's own short spin counts as sleeping: with 1 MFLOP, batch-1
+    # inference is faster alone (0.42 ms best) but 2.35 ms (median) beside a second process
+    # training on the same cores, against 0.61 ms with 4 MFLOP.
     if 0 < _region_cost() < 5e-6:
         _min_work = 1e6
 

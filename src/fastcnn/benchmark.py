@@ -258,7 +258,8 @@ def _fastcnn_times(name, threads, min_time):
 def measure_fastcnn_times(name, threads, min_time):
     """_fastcnn_times, in a fresh process when PyTorch is loaded in this one: PyTorch brings its
     own copy of the OpenMP runtime, which fastcnn's extensions would then share with its
-    settings (threads that spin while waiting) instead of fastcnn's (threads that sleep), so
+    settings (threads that spin for milliseconds while waiting) instead of fastcnn's (a short
+    spin, then sleep), so
     fastcnn is timed the way an application without PyTorch runs it."""
     import json
     import subprocess
