@@ -90,3 +90,18 @@ def test_keep_freed_memory_is_applied_and_can_be_turned_off():
         assert run() == "True"   # (AddressSanitizer's allocator ignores mallopt)
     assert run(FASTCNN_KEEP_MEMORY="0") == "False"
     assert run(MALLOC_ARENA_MAX="2") == "False"
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_chose():
+    """cconv asks for a short spin before a waiting thread sleeps (GOMP_SPINCOUNT=1000); a wait
+    policy or spin count of the user's is left as it is."""
+    code = ("import os, cconv; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    def run(**env):
+        full = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+        full.update(env)
+        return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                              text=True, check=True).stdout.split()
+    assert run() == ["1000", "None"]
+    assert run(OMP_WAIT_POLICY="PASSIVE") == ["None", "PASSIVE"]
+    assert run(GOMP_SPINCOUNT="50") == ["50", "None"]
