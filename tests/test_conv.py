@@ -255,6 +255,36 @@ def test_big_weight_gradient_is_identical_for_1_and_2_threads(isa):
     assert one.tobytes() == two.tobytes()
 
 
+# The direct weight gradient's blocking: slabs of several whole small images (one deep band),
+# parts of the rows that end inside an image (many parts: little work per float of dw), a slab
+# of one image's tail, and blocks of K when the parts are fewer than the threads (3 threads).
+WEIGHT_GRAD_BLOCKING = [
+    dict(x=(64, 8, 8, 64), k=3, cout=64, stride=1, padding=1),     # res20-s3: 8 images a band
+    dict(x=(201, 7, 7, 4), k=3, cout=8, stride=1, padding=1),      # parts end inside images
+    dict(x=(203, 5, 5, 6), k=3, cout=10, stride=1, padding=1),     # and 2 groups below
+    dict(x=(150, 9, 9, 3), k=3, cout=5, stride=2, padding=1),
+    dict(x=(37, 6, 6, 16), k=3, cout=33, stride=1, padding=1),     # packed last panel
+    dict(x=(5, 30, 30, 5), k=3, cout=7, stride=1, padding=1),      # bands inside an image
+]
+
+
+@pytest.mark.parametrize("case", WEIGHT_GRAD_BLOCKING, ids=lambda c: str(c["x"]))
+def test_direct_weight_gradient_blocking(isa, case):
+    rng = np.random.default_rng(12)
+    groups = 2 if case["x"][3] == 6 else 1
+    x = rng.standard_normal(case["x"]).astype(np.float32)
+    h = (case["x"][1] + 2 * case["padding"] - case["k"]) // case["stride"] + 1
+    dy = rng.standard_normal((case["x"][0], h, h, case["cout"])).astype(np.float32)
+    args = (x, dy, case["k"], case["stride"], case["padding"], 1, groups)
+    results = [cconv.conv2d_backward_weight(*args, algo="direct", n_threads=t) for t in (1, 2, 3)]
+    assert_close("conv2d_backward_weight", results[0],
+                 ref.conv2d_backward_weight(x.astype(np.float64), dy.astype(np.float64),
+                                            case["k"], case["stride"], case["padding"], 1,
+                                            groups), TOL)
+    assert results[1].tobytes() == results[0].tobytes()
+    assert results[2].tobytes() == results[0].tobytes()
+
+
 def test_padding_forms():
     """'same' keeps the size (odd and even kernels), 'valid' is no padding, pairs of pairs are
     asymmetric and equal to an explicit np.pad."""

@@ -68,16 +68,20 @@ cdef extern from "conv_direct.h":
     size_t cconv_planar_grad_plane_floats(const cconv_conv_shape* s, size_t block_rows) nogil
     size_t cconv_planar_forward_channels(size_t out_c) nogil
     size_t cconv_weight_grad_slab_floats(const cconv_conv_shape* s, size_t slab_rows) nogil
+    size_t cconv_weight_grad_image_floats(const cconv_conv_shape* s) nogil
     size_t cconv_weight_grad_slab_rows_in(const cconv_conv_shape* s, size_t slab_rows) nogil
     size_t cconv_weight_grad_phase_width(const cconv_conv_shape* s) nogil
 
-# Backward-weight blocking; all of it depends on the shape only, never on the thread count:
-# floats of one slab of transposed input rows (256 KiB, within L2), floats of the dy band that
-# one micro-kernel call reads (16 KiB, within L1), the most work items (parts of the output rows
-# times blocks of K, each summing into its own dw) and the partial sums held at once (16 MiB).
+# Backward-weight blocking; what sums into which dw depends on the shape only, never on the
+# thread count: floats of one slab of transposed input rows (256 KiB, within L2), floats of the
+# dy band that one micro-kernel call reads (64 KiB, within L2: a deeper kc outweighs L1), the most
+# parts of the output rows (each summing into its own dw), the least work of a part (absolute and
+# per float of its dw) and the partial sums held at once (16 MiB).
 DEF WEIGHT_GRAD_SLAB_FLOATS = 65536
-DEF WEIGHT_GRAD_BAND_FLOATS = 4096
+DEF WEIGHT_GRAD_BAND_FLOATS = 16384
 DEF WEIGHT_GRAD_MAX_ITEMS = 16
+DEF WEIGHT_GRAD_PART_MIN_FLOPS = 1e6
+DEF WEIGHT_GRAD_PART_FLOPS_PER_FLOAT = 1024
 DEF WEIGHT_GRAD_PARTIAL_FLOATS = 4194304
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
@@ -504,22 +508,41 @@ cdef class _WeightGradPlan:
         self.cfg = f32_igemm_select(current_isa(), cout_g)
         cdef size_t rows = s.batch * s.out_h, part_floats = s.out_c * self.K
         cdef size_t m_tiles = (self.K + self.cfg.mr - 1) // self.cfg.mr
-        self.n_parts = max(1, min(WEIGHT_GRAD_MAX_ITEMS, rows,
-                                  WEIGHT_GRAD_PARTIAL_FLOATS // part_floats))
-        self.n_kblocks = max(1, min(m_tiles, WEIGHT_GRAD_MAX_ITEMS // self.n_parts))
+        # Parts of the rows, each summing into its own dw^T: a power of two, at most 16. Each
+        # part writes its dw^T out and reads it back for the final sum, memory traffic that is
+        # only worth it with WEIGHT_GRAD_PART_FLOPS_PER_FLOAT FLOPs of work per float of dw^T.
+        # The shape alone sets it, so the result does not depend on the thread count.
+        cdef double flops = 2.0 * rows * s.out_w * part_floats
+        cdef double part_min = max(WEIGHT_GRAD_PART_MIN_FLOPS,
+                                   WEIGHT_GRAD_PART_FLOPS_PER_FLOAT * part_floats)
+        self.n_parts = 1
+        while (2 * self.n_parts <= min(WEIGHT_GRAD_MAX_ITEMS, rows,
+                                       WEIGHT_GRAD_PARTIAL_FLOATS // part_floats)
+               and flops / (2 * self.n_parts) >= part_min):
+            self.n_parts *= 2
+        # Blocks of K only where there are fewer parts than threads: each block transposes the
+        # whole slab again. A row of dw^T is computed the same way in any block.
+        self.n_kblocks = max(1, min(m_tiles, (n_threads + self.n_parts - 1) // self.n_parts))
         self.band_rows = max(1, WEIGHT_GRAD_BAND_FLOATS // (s.out_w * self.cfg.nr))
         cdef size_t row_floats = s.in_c * s.stride_w * cconv_weight_grad_phase_width(s)
         cdef size_t rows_in = max(1, WEIGHT_GRAD_SLAB_FLOATS // row_floats)
         cdef size_t halo = (s.kernel_h - 1) * s.dilation_h + 1
         self.slab_rows = (rows_in - halo) // s.stride_h + 1 if rows_in > halo else 1
         self.slab_rows = min(self.slab_rows, s.out_h, (rows + self.n_parts - 1) // self.n_parts)
-        if self.slab_rows >= self.band_rows:
+        # Small images: a slab and its one band of whole images, as many as the band, the slab
+        # and a part hold, so that the micro-kernel runs deep (kc * ks) per call.
+        cdef size_t images = min(self.band_rows // s.out_h, rows // self.n_parts // s.out_h,
+                                 WEIGHT_GRAD_SLAB_FLOATS
+                                 // (s.in_c * cconv_weight_grad_image_floats(s)))
+        if images >= 2:
+            self.slab_rows = self.band_rows = images * s.out_h
+        elif self.slab_rows >= self.band_rows:
             self.slab_rows -= self.slab_rows % self.band_rows
         else:
             self.band_rows = self.slab_rows
         self.slab_floats = cconv_weight_grad_slab_floats(s, self.slab_rows)
         self.band_floats = self.band_rows * s.out_w * self.cfg.nr
-        per_thread = (4 * (self.slab_floats + self.band_floats) + 8 * self.K
+        per_thread = (4 * (self.slab_floats + self.band_floats) + 8 * (self.K + self.band_rows)
                       + 8 * self.cfg.mr * (self.band_rows + 1))
         partial_sums = 4 * part_floats * (self.n_parts + (2 if self.n_parts > 1 else 1))
         self.workspace_bytes = partial_sums + n_threads * per_thread + 4096
@@ -538,9 +561,9 @@ cdef _backward_weight(_Conv g, _WeightGradPlan plan, x, dy, int n_threads):
     cdef float[::1] pv = partial.reshape(-1)
     cdef float[::1] slab = scratch("weight_grad.slab", n_threads * plan.slab_floats)
     cdef float[::1] b_pack = scratch("weight_grad.b_pack", n_threads * plan.band_floats)
-    cdef size_t[::1] m_offsets = scratch("weight_grad.m_offsets", n_threads * plan.K, np.uintp)
-    cdef size_t[::1] a_ptrs = scratch("weight_grad.a_ptrs", n_threads * cfg.mr * plan.band_rows,
-                                      np.uintp)
+    cdef size_t n_offsets = plan.K + plan.band_rows, n_ptrs = cfg.mr * plan.band_rows
+    cdef size_t[::1] offsets = scratch("weight_grad.offsets", n_threads * n_offsets, np.uintp)
+    cdef size_t[::1] a_ptrs = scratch("weight_grad.a_ptrs", n_threads * n_ptrs, np.uintp)
     cdef size_t[::1] c_rows = scratch("weight_grad.c_rows", n_threads * cfg.mr, np.uintp)
     cdef Py_ssize_t item
     cdef size_t part, kb, m_begin, m_end
@@ -559,8 +582,8 @@ cdef _backward_weight(_Conv g, _WeightGradPlan plan, x, dy, int n_threads):
                                           m_begin, m_end, plan.slab_rows, plan.band_rows,
                                           &slab[tid * plan.slab_floats],
                                           &b_pack[tid * plan.band_floats],
-                                          &m_offsets[tid * plan.K],
-                                          <const float**>&a_ptrs[tid * cfg.mr * plan.band_rows],
+                                          &offsets[tid * n_offsets],
+                                          <const float**>&a_ptrs[tid * n_ptrs],
                                           <float**>&c_rows[tid * cfg.mr])
         cconv_ftz_restore(ftz)
     # dw^T summed over the parts in float64 and in part order, threads splitting the columns.

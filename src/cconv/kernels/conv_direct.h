@@ -34,8 +34,10 @@ struct cconv_conv_phase {
 #define CCONV_SHAPE const struct cconv_conv_shape* s, const struct f32_igemm_config* cfg
 
 /* Geometry of backward_weight_part's slab: each input row of a channel holds stride_w phases of
- * phase_width columns (column j * stride_w + phase at phase * phase_width + j); a slab for
- * slab_rows output rows has slab_rows_in such rows per channel. */
+ * phase_width columns (column j * stride_w + phase at phase * phase_width + j). A slab for
+ * slab_rows <= out_h output rows has slab_rows_in such rows per channel; a slab of whole images
+ * (slab_rows a multiple of out_h above it: small images, so that a band runs deep) holds them one
+ * after the other, image_floats apart, in a plane of slab_plane floats per channel. */
 static inline size_t cconv_weight_grad_phase_width(const struct cconv_conv_shape* s) {
     return s->out_w + (s->kernel_w - 1) * s->dilation_w / s->stride_w;
 }
@@ -43,10 +45,19 @@ static inline size_t cconv_weight_grad_slab_rows_in(const struct cconv_conv_shap
                                                     size_t slab_rows) {
     return (slab_rows - 1) * s->stride_h + (s->kernel_h - 1) * s->dilation_h + 1;
 }
+static inline size_t cconv_weight_grad_image_floats(const struct cconv_conv_shape* s) {
+    return cconv_weight_grad_slab_rows_in(s, s->out_h) * s->stride_w *
+           cconv_weight_grad_phase_width(s);
+}
+static inline size_t cconv_weight_grad_slab_plane(const struct cconv_conv_shape* s,
+                                                  size_t slab_rows) {
+    if (slab_rows > s->out_h) return slab_rows / s->out_h * cconv_weight_grad_image_floats(s);
+    return cconv_weight_grad_slab_rows_in(s, slab_rows) * s->stride_w *
+           cconv_weight_grad_phase_width(s);
+}
 static inline size_t cconv_weight_grad_slab_floats(const struct cconv_conv_shape* s,
                                                    size_t slab_rows) {
-    return s->in_c * cconv_weight_grad_slab_rows_in(s, slab_rows) * s->stride_w *
-           cconv_weight_grad_phase_width(s);
+    return s->in_c * cconv_weight_grad_slab_plane(s, slab_rows);
 }
 
 /* The planar path for first layers (conv_planar_impl.h): one group, stride 1, at most
@@ -121,14 +132,15 @@ struct cconv_conv_direct_kernels {
      * runs of out_w floats of it; B is dy itself, read in place with a row stride of out_c (no
      * copy), except an output-channel panel that would read past a row (packed). The kernel
      * runs over bands of band_rows output rows (ks = rows, kc = out_w), so the B band stays in
-     * L1 while every A row block passes. Items are summed in a fixed order by the caller: the
-     * result does not depend on the thread count.
+     * L2 while every A row block passes. Small images: a slab (and its one band) holds
+     * slab_rows / out_h whole images, a part's rows permitting. Items are summed in a fixed
+     * order by the caller: the result does not depend on the thread count.
      * slab: cconv_weight_grad_slab_floats(s, slab_rows); b_pack: band_rows * out_w * NR floats;
-     * m_offsets: m_end - m_begin; a_ptrs: band_rows * MR pointers; c_rows: MR pointers. */
+     * offsets: m_end - m_begin + band_rows; a_ptrs: band_rows * MR pointers; c_rows: MR. */
     void (*backward_weight_part)(CCONV_SHAPE, const float* x, const float* dy, float* dwt,
                                  size_t row0, size_t row1, size_t m_begin, size_t m_end,
                                  size_t slab_rows, size_t band_rows, float* slab, float* b_pack,
-                                 size_t* m_offsets, const float** a_ptrs, float** c_rows);
+                                 size_t* offsets, const float** a_ptrs, float** c_rows);
 
     /* Planar forward (see above) over the blocks [block_begin, block_end) of block_rows
      * output rows (a block is (n, oh0), blocks_per_image of them per image).

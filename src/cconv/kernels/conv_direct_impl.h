@@ -2,6 +2,7 @@
  * including file defines CCONV_ISA_SUFFIX, and that ISA's flags vectorise the packing, col2im
  * and store loops around the micro-kernel calls. */
 #include "conv_direct.h"
+#include "transpose.h"
 
 #define CCONV_CAT_(a, b) a##__##b
 #define CCONV_CAT(a, b) CCONV_CAT_(a, b)
@@ -294,7 +295,10 @@ static void fill_weight_grad_slab(const struct cconv_conv_shape* s, const float*
             size_t j = j0;
             for (; j + 8 <= j1; j += 8) {
                 const float* src = src_row + (j * sw + ph - (size_t)s->pad_left) * C;
-                for (size_t c = 0; c < C; c++) {
+                size_t c = 0;
+                for (; c + 8 <= C; c += 8)
+                    f32_transpose_8x8(src + c, pixel_step, dst + c * plane + j, plane);
+                for (; c < C; c++) {
                     float* out = dst + c * plane + j;
 #pragma GCC unroll 8
                     for (size_t q = 0; q < 8; q++) out[q] = src[q * pixel_step + c];
@@ -313,58 +317,76 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
                                            const float* dy, float* dwt, size_t row0,
                                            size_t row1, size_t m_begin, size_t m_end,
                                            size_t slab_rows, size_t band_rows, float* slab,
-                                           float* b_pack, size_t* m_offsets,
-                                           const float** a_ptrs, float** c_rows) {
+                                           float* b_pack, size_t* offsets, const float** a_ptrs,
+                                           float** c_rows) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
     const size_t K = s->kernel_h * s->kernel_w * cin_g;
     const size_t phase_w = cconv_weight_grad_phase_width(s), row_floats = s->stride_w * phase_w;
-    const size_t plane = cconv_weight_grad_slab_rows_in(s, slab_rows) * row_floats;
+    const size_t plane = cconv_weight_grad_slab_plane(s, slab_rows);
+    const size_t image_floats = cconv_weight_grad_image_floats(s);
     const size_t row_step = s->stride_h * row_floats;  /* one output row down in the slab */
+    const size_t max_images = slab_rows > s->out_h ? slab_rows / s->out_h : 1;
 
-    /* Where A row m = (tap, ci) starts in the slab, for the first output row of a slab. */
+    /* Where A row m = (tap, ci) starts in the slab (for the slab's first output row), and how
+     * far down output row t of a band is (the next image after out_h rows). */
+    size_t* m_offsets = offsets;
+    size_t* t_offsets = offsets + (m_end - m_begin);
     for (size_t m = m_begin; m < m_end; m++) {
         const size_t tap = m / cin_g, ci = m % cin_g;
         const size_t kx_off = (tap % s->kernel_w) * s->dilation_w;
         m_offsets[m - m_begin] = ci * plane + (tap / s->kernel_w) * s->dilation_h * row_floats +
                                  (kx_off % s->stride_w) * phase_w + kx_off / s->stride_w;
     }
+    for (size_t t = 0; t < band_rows; t++)
+        t_offsets[t] = t / s->out_h * image_floats + t % s->out_h * row_step;
+    /* Only the last panel of the last group can reach past the end of dy's rows: its band is
+     * packed (B is otherwise dy's rows read in place). */
+    const size_t last_col = s->out_c - (cout_g - (cout_g - 1) / NR * NR);
+    const int pack_last = last_col + NR > s->out_c;
     int flags = 0;  /* the first band of the item initialises dw^T, the others add to it */
     for (size_t r = row0; r < row1;) {
         const size_t n = r / s->out_h, oh0 = r % s->out_h;
-        size_t rows = s->out_h - oh0 < slab_rows ? s->out_h - oh0 : slab_rows;
-        if (row1 - r < rows) rows = row1 - r;
-        fill_weight_grad_slab(s, x, n, (ptrdiff_t)(oh0 * s->stride_h) - s->pad_top,
-                              cconv_weight_grad_slab_rows_in(s, rows), plane, phase_w, slab);
+        size_t rows, images = 1;
+        if (oh0 == 0 && max_images > 1 && row1 - r >= 2 * s->out_h) {
+            images = (row1 - r) / s->out_h < max_images ? (row1 - r) / s->out_h : max_images;
+            rows = images * s->out_h;
+        } else {
+            rows = s->out_h - oh0 < slab_rows ? s->out_h - oh0 : slab_rows;
+            if (row1 - r < rows) rows = row1 - r;
+        }
+        for (size_t k = 0; k < images; k++)
+            fill_weight_grad_slab(s, x, n + k, (ptrdiff_t)(oh0 * s->stride_h) - s->pad_top,
+                                  cconv_weight_grad_slab_rows_in(s, images > 1 ? s->out_h : rows),
+                                  plane, phase_w, slab + k * image_floats);
         for (size_t b0 = 0; b0 < rows; b0 += band_rows) {
             const size_t ks = rows - b0 < band_rows ? rows - b0 : band_rows;
             const size_t pix0 = (r + b0) * s->out_w, band_pixels = ks * s->out_w;
+            if (pack_last) {
+                const float* src = dy + pix0 * s->out_c + last_col;
+                const size_t nc = s->out_c - last_col;
+                for (size_t q = 0; q < band_pixels; q++)
+                    for (size_t j = 0; j < NR; j++)
+                        b_pack[q * NR + j] = j < nc ? src[q * s->out_c + j] : 0.0f;
+            }
             for (size_t group = 0; group < s->groups; group++) {
                 const float* slab_g = slab + group * cin_g * plane + b0 * row_step;
-                for (size_t n0 = 0; n0 < cout_g; n0 += NR) {
-                    const size_t nc = cout_g - n0 < NR ? cout_g - n0 : NR;
-                    const size_t col = group * cout_g + n0;
-                    /* B = dy's rows read in place, unless the panel's NR floats would run past
-                     * the end of a row: then the band's columns are packed. */
-                    const float* w = dy + pix0 * s->out_c + col;
-                    size_t w_stride = s->out_c;
-                    if (col + NR > s->out_c) {
-                        for (size_t q = 0; q < band_pixels; q++)
-                            for (size_t j = 0; j < NR; j++)
-                                b_pack[q * NR + j] = j < nc ? w[q * s->out_c + j] : 0.0f;
-                        w = b_pack;
-                        w_stride = NR;
+                for (size_t m0 = m_begin; m0 < m_end; m0 += MR) {
+                    const size_t mr = m_end - m0 < MR ? m_end - m0 : MR;
+                    for (size_t i = 0; i < MR; i++) {  /* rows past mr: computed, not stored */
+                        const size_t m = m0 + (i < mr ? i : 0);
+                        const float* a_row = slab_g + m_offsets[m - m_begin];
+                        for (size_t t = 0; t < ks; t++) a_ptrs[t * MR + i] = a_row + t_offsets[t];
+                        c_rows[i] = dwt + (group * K + m) * cout_g;
                     }
-                    for (size_t m0 = m_begin; m0 < m_end; m0 += MR) {
-                        const size_t mr = m_end - m0 < MR ? m_end - m0 : MR;
-                        for (size_t i = 0; i < MR; i++) {  /* rows past mr: computed, not stored */
-                            const size_t m = m0 + (i < mr ? i : 0);
-                            const float* a_row = slab_g + m_offsets[m - m_begin];
-                            for (size_t t = 0; t < ks; t++) a_ptrs[t * MR + i] = a_row + t * row_step;
-                            c_rows[i] = dwt + (group * K + m) * cout_g;
-                        }
-                        cfg->ukernel(mr, nc, s->out_w, ks, a_ptrs, 0, 1, NULL, w, w_stride, NULL,
-                                     c_rows, n0, flags, -INFINITY, INFINITY);
+                    for (size_t n0 = 0; n0 < cout_g; n0 += NR) {
+                        const size_t nc = cout_g - n0 < NR ? cout_g - n0 : NR;
+                        const size_t col = group * cout_g + n0;
+                        const int packed = pack_last && col == last_col;
+                        cfg->ukernel(mr, nc, s->out_w, ks, a_ptrs, 0, 1, NULL,
+                                     packed ? b_pack : dy + pix0 * s->out_c + col,
+                                     packed ? NR : s->out_c, NULL, c_rows, n0, flags, -INFINITY,
+                                     INFINITY);
                     }
                 }
             }
