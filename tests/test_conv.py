@@ -255,6 +255,32 @@ def test_big_weight_gradient_is_identical_for_1_and_2_threads(isa):
     assert one.tobytes() == two.tobytes()
 
 
+@pytest.mark.parametrize("case", CASES[:24], ids=CASE_IDS[:24])
+def test_streaming_stores_give_the_same_bits(isa, case, monkeypatch):
+    """Outputs past STREAM_OUTPUT_MIN_BYTES are written with streaming stores (rows whose
+    vectors are aligned; the others, and partial vectors, stored normally): with the threshold
+    at 0, every direct forward streams and must give the bits of the normal stores."""
+    from cconv import _conv
+    x, w, b, _ = _data(case)
+    s, p, d, g = _geom(case)
+    normal = cconv.conv2d(x, w, b, s, p, d, g, algo="direct", activation="relu")
+    monkeypatch.setattr(_conv, "STREAM_OUTPUT_MIN_BYTES", 0)
+    streamed = cconv.conv2d(x, w, b, s, p, d, g, algo="direct", activation="relu")
+    assert streamed.tobytes() == normal.tobytes()
+    assert_close("conv2d", streamed, np.maximum(ref.conv2d(x, w, b, s, p, d, g), 0), TOL)
+
+
+def test_implicit_gemm_streams_into_cache_line_aligned_rows(monkeypatch):
+    from cconv import _conv
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 9, 9, 20)).astype(np.float32)
+    w = rng.standard_normal((48, 20, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(_conv, "STREAM_OUTPUT_MIN_BYTES", 0)
+    streamed = cconv.conv2d(x, w, padding=1, algo="direct")
+    assert streamed.ctypes.data % 64 == 0
+    assert_close("conv2d", streamed, ref.conv2d(x, w, None, 1, 1), TOL)
+
+
 # The direct weight gradient's blocking: slabs of several whole small images (one deep band),
 # parts of the rows that end inside an image (many parts: little work per float of dw), a slab
 # of one image's tail, and blocks of K when the parts are fewer than the threads (3 threads).

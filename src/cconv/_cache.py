@@ -24,6 +24,16 @@ _local = threading.local()
 SCRATCH_KEEP_BYTES = 32 << 20   # larger buffers are allocated per call and not kept
 
 
+def empty_aligned(shape, dtype=np.float32, alignment=64):
+    """np.empty(shape, dtype) whose data start on an ``alignment``-byte boundary (a cache line:
+    what streaming stores need), a view into a slightly larger array."""
+    count = int(np.prod(shape))
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.empty(count + alignment // itemsize, dtype)
+    skip = (-buf.ctypes.data % alignment) // itemsize
+    return buf[skip:skip + count].reshape(shape)
+
+
 def scratch(key, size, dtype=np.float32):
     """A 1-D array of ``size`` elements of ``dtype`` with undefined contents, reused by later
     calls with the same key from the same Python thread (each thread has its own buffers, so

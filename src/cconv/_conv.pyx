@@ -13,7 +13,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
 
 from cconv._runtime cimport current_isa, data_ptr, resolve_threads, threads_for
-from cconv._cache import scratch
+from cconv._cache import empty_aligned, scratch
 from cconv._depthwise import depthwise_backward_data, depthwise_backward_weight, depthwise_forward
 from cconv._winograd import (winograd_backward_data, winograd_backward_weight, winograd_choose,
                              winograd_supported)
@@ -23,8 +23,9 @@ from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, c
                                conv_output_size, conv_padding, conv_workspace_bytes,
                                get_memory_limit, pair)
 
-from cconv._kernels cimport (cconv_ftz_enter, cconv_ftz_restore, f32_igemm_config,
-                             f32_igemm_select)
+from cconv._info import last_level_cache_bytes
+from cconv._kernels cimport (FC_IGEMM_STREAM, cconv_ftz_enter, cconv_ftz_restore,
+                             f32_igemm_config, f32_igemm_select)
 
 cdef extern from "conv_direct.h":
     struct cconv_conv_shape:
@@ -40,7 +41,7 @@ cdef extern from "conv_direct.h":
     struct cconv_conv_direct_kernels:
         void (*forward_tiles)(const cconv_conv_shape*, const f32_igemm_config*, const float*,
                               const float*, const float*, float*, const float*, size_t, size_t,
-                              float, float, const float**, float**, float*) noexcept nogil
+                              float, float, int, const float**, float**, float*) noexcept nogil
         void (*backward_data_tiles)(const cconv_conv_shape*, const f32_igemm_config*,
                                     const cconv_conv_phase*, const float*, const float*, float*,
                                     const float*, size_t, size_t, const float**, float**,
@@ -83,6 +84,11 @@ DEF WEIGHT_GRAD_MAX_ITEMS = 16
 DEF WEIGHT_GRAD_PART_MIN_FLOPS = 1e6
 DEF WEIGHT_GRAD_PART_FLOPS_PER_FLOAT = 1024
 DEF WEIGHT_GRAD_PARTIAL_FLOATS = 4194304
+# The direct forward writes outputs larger than a quarter of the last-level cache (shared with
+# the inputs, the weights, the next op and the other cores) with streaming stores: such an
+# output would leave the cache before the next op reads it, and streaming saves reading each
+# line from memory before writing it (pointwise 64 -> 128 on 32 x 28 x 28: 1.3-1.4x).
+STREAM_OUTPUT_MIN_BYTES = last_level_cache_bytes() // 4
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
@@ -342,11 +348,18 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     cdef const float* bias_ptr = NULL
     if pb_ is not None:
         bias_ptr = <const float*>data_ptr(pb_)
-    y = np.empty(g.out_shape, np.float32)
+    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
+    # An output too big to stay in cache for the next op is written with streaming stores
+    # (no read of each line before it is written), into cache-line aligned rows.
+    cdef int store_flags = 0
+    if 4 * pixels * g.s.out_c > STREAM_OUTPUT_MIN_BYTES:
+        store_flags = FC_IGEMM_STREAM
+        y = empty_aligned(g.out_shape)
+    else:
+        y = np.empty(g.out_shape, np.float32)
     cdef float* yp = <float*>data_ptr(y)
     cdef const float* xp = <const float*>data_ptr(x)
     cdef const float* zero = zeros_at_least(g.s.kernel_w * cin_g)
-    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
     cdef size_t tiles = (pixels + cfg.mr - 1) // cfg.mr
     # A few runs of consecutive tiles per thread: each call steps from tile to tile without
     # working out its position again.
@@ -367,6 +380,7 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
         for run in prange(runs, schedule="static"):
             tiles_fn.forward_tiles(&g.s, &cfg, xp, pw, bias_ptr, yp, zero,
                                    run * tiles // runs, (run + 1) * tiles // runs, cmin, cmax,
+                                   store_flags,
                                    <const float**>&pointers[tid * thread_pointers],
                                    <float**>&pointers[tid * thread_pointers + taps * cfg.mr],
                                    &edge_scratch[tid * edge_floats])

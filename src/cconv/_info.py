@@ -26,6 +26,17 @@ def _cache_sizes():
     return sizes
 
 
+def last_level_cache_bytes(default=32 << 20):
+    """Bytes of the largest data cache the OS reports ("32768K" -> 33554432), else ``default``."""
+    sizes = []
+    for size in _cache_sizes().values():
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        digits = size[:-1] if size[-1:] in "KMG" else size
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes) if sizes else default
+
+
 def _openmp_runtime():
     try:
         from threadpoolctl import threadpool_info

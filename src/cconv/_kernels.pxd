@@ -7,6 +7,7 @@ cdef extern from "isa.h":
 
 cdef extern from "igemm.h":
     enum: FC_IGEMM_ACCUMULATE
+    enum: FC_IGEMM_STREAM
     ctypedef void (*f32_igemm_ukernel_fn)(size_t, size_t, size_t, size_t, const float* const*,
                                           size_t, size_t, const float*, const float*, size_t,
                                           const float*, float* const*, size_t, int, float,

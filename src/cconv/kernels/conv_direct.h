@@ -98,12 +98,14 @@ struct cconv_conv_direct_kernels {
     /* Forward over the MR-pixel tiles [tile_begin, tile_end) of y, every group and panel of
      * each (one call per thread's share: the tile position is carried from tile to tile).
      * packed_w: [group][panel][kh*kw][in_c/groups][NR]; packed_bias: [group][panel][NR].
+     * store_flags: 0 or FC_IGEMM_STREAM (y written with streaming stores, fenced at the end).
      * zero: kw * in_c/groups zeros; a_scratch: kh*kw*MR pointers; c_scratch: MR pointers;
      * edge_scratch: MR * kh * kw * in_c floats. */
     void (*forward_tiles)(CCONV_SHAPE, const float* x, const float* packed_w,
                           const float* packed_bias, float* y, const float* zero,
                           size_t tile_begin, size_t tile_end, float cmin, float cmax,
-                          const float** a_scratch, float** c_scratch, float* edge_scratch);
+                          int store_flags, const float** a_scratch, float** c_scratch,
+                          float* edge_scratch);
 
     /* One stride phase of backward-data over its MR-pixel tiles [tile_begin, tile_end), every
      * group and panel of each: dx of the phase's pixels = sum over its taps of dy * w.
@@ -169,7 +171,7 @@ struct cconv_conv_direct_kernels {
 #define CCONV_CONV_DIRECT_DECLARE(isa)                                                            \
     void cconv_conv2d_forward_tiles__##isa(CCONV_SHAPE, const float*, const float*,              \
                                            const float*, float*, const float*, size_t, size_t,    \
-                                           float, float, const float**, float**, float*);         \
+                                           float, float, int, const float**, float**, float*);    \
     void cconv_conv2d_backward_data_tiles__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,     \
                                                  const float*, const float*, float*,              \
                                                  const float*, size_t, size_t, const float**,     \

@@ -9,6 +9,9 @@
 #define FN(name) CCONV_CAT(name, CCONV_ISA_SUFFIX)
 
 #include <math.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 /* The pointer set-up loops run a handful of iterations per tile: GCC's vectorised versions of
  * them (masks, peeling, 64-bit multiplies) cost more than the scalar loops. */
@@ -17,6 +20,13 @@
 #else
 #define NO_VECTORIZE
 #endif
+
+/* Orders streaming stores before the caller's barrier. */
+static inline void store_fence(void) {
+#if defined(__SSE__)
+    _mm_sfence();
+#endif
+}
 
 static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -50,8 +60,9 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
                                     const struct f32_igemm_config* cfg, const float* x,
                                     const float* packed_w, const float* packed_bias, float* y,
                                     const float* zero, size_t tile_begin, size_t tile_end,
-                                    float cmin, float cmax, const float** a_scratch,
-                                    float** c_scratch, float* edge_scratch) {
+                                    float cmin, float cmax, int store_flags,
+                                    const float** a_scratch, float** c_scratch,
+                                    float* edge_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
     const size_t pixels = s->batch * s->out_h * s->out_w;
     const size_t taps = s->kernel_h * s->kernel_w;
@@ -147,9 +158,10 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
                 cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, 1, zero,
                              packed_w + panel * panel_size,
                              NR, packed_bias ? packed_bias + panel * NR : NULL, c_scratch,
-                             group * cout_g + p * NR, 0, cmin, cmax);
+                             group * cout_g + p * NR, store_flags, cmin, cmax);
             }
     }
+    if (store_flags & FC_IGEMM_STREAM) store_fence();
 }
 
 NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_shape* s,

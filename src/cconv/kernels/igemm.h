@@ -20,9 +20,11 @@
 #define CCONV_IGEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "isa.h"
 
 #define FC_IGEMM_ACCUMULATE 1
+#define FC_IGEMM_STREAM 2
 
 typedef void (*f32_igemm_ukernel_fn)(
     size_t mr, size_t nc, size_t kc, size_t ks,

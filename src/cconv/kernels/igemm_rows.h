@@ -56,14 +56,22 @@ static void IGEMM_ROWS_NAME(size_t mr, size_t nc, size_t kc, size_t ks, const fl
     }
     /* max(lo, x) / min(hi, x) return x when x is NaN: NaN propagates like PyTorch's. */
     const VEC lo = VSET1(cmin), hi = VSET1(cmax);
+    /* Streaming stores (no read of the line first, not kept in cache) for rows whose vectors
+     * are aligned; the others store normally. */
+    const int stream = flags & FC_IGEMM_STREAM;
     for (size_t i = 0; i < mr; i++) {
         float* out = c[i] + c_offset;
+        const int aligned = stream && ((uintptr_t)out % (VLEN * sizeof(float))) == 0;
         for (size_t v = 0; v < IGEMM_NV; v++) {
             const size_t col = v * VLEN;
             if (col >= nc) break;
             const VEC r = VMIN(hi, VMAX(lo, acc[i][v]));
-            if (nc - col >= VLEN) VSTOREU(out + col, r);
-            else VSTORE_PART(out + col, r, nc - col);
+            if (nc - col >= VLEN) {
+                if (aligned) VSTREAM(out + col, r);
+                else VSTOREU(out + col, r);
+            } else {
+                VSTORE_PART(out + col, r, nc - col);
+            }
         }
     }
 }
