@@ -110,10 +110,12 @@ def test_weight_gradient_over_many_chunks(isa):
                  ref.conv2d_backward_weight(x, dy, 3, 1, 1), TOL)
 
 
-# First layers (1-3 input channels, up to 8 output channels, one group, stride 1) run the planar
-# kernels in the forward and weight-gradient passes: output channels 1-8 cover every register
-# tile (2, 4, 6, 8) and its padding, widths 1-40 the pixel vectors and their tails, tall images
-# several row blocks; 9 and 16 output channels are the implicit GEMM's again.
+# First layers (1-3 input channels, one group, stride 1) run the planar kernels: the forward
+# pass up to 16 output channels, the weight gradient up to 8. Output channels 1-16 cover every
+# register tile (2, 4, 6, 8) and its padding, and the 8 x 8 transposes of full 8-channel tiles
+# (runs of 8 valid pixels: widths that are and are not multiples of 8, runs cut by the end of a
+# tile); widths 1-40 the pixel vectors and their tails, tall images several row blocks; 17
+# output channels are the implicit GEMM's again.
 PLANAR_CASES = [
     dict(x=(64, 28, 28, 1), w=(6, 1, 5, 5), padding=2, dilation=1),      # LeNet's first layer
     dict(x=(2, 32, 32, 3), w=(8, 3, 3, 3), padding=1, dilation=1),
@@ -123,8 +125,11 @@ PLANAR_CASES = [
     dict(x=(2, 11, 13, 1), w=(3, 1, 3, 3), padding=4, dilation=(2, 3)),  # padding > kernel
     dict(x=(1, 70, 3, 2), w=(8, 2, 7, 1), padding=(3, 0), dilation=1),   # many row blocks
     dict(x=(1, 3, 2, 1), w=(2, 1, 5, 5), padding=2, dilation=1),         # out_w below a vector
-    dict(x=(2, 6, 17, 3), w=(9, 3, 1, 1), padding=0, dilation=1),        # the GEMM from here on
+    dict(x=(2, 6, 17, 3), w=(9, 3, 1, 1), padding=0, dilation=1),        # weight gradient: GEMM
     dict(x=(2, 32, 32, 3), w=(16, 3, 3, 3), padding=1, dilation=1),      # CIFAR stem
+    dict(x=(2, 7, 29, 3), w=(16, 3, 3, 3), padding=1, dilation=1),
+    dict(x=(1, 5, 13, 2), w=(8, 2, 3, 2), padding=(1, 0), dilation=(1, 2)),
+    dict(x=(2, 9, 9, 3), w=(17, 3, 3, 3), padding=1, dilation=1),        # forward: GEMM
 ]
 
 

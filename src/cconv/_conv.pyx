@@ -102,10 +102,12 @@ DEF TILE_RUNS_PER_THREAD = 4
 # block ends in horizontal sums); the weight gradient's blocks go to a fixed number of items.
 DEF PLANAR_MAX_IN_CHANNELS = 3
 # ... and up to this many output channels: the planar kernels move every output (and, for the
-# weight gradient, every dy) element through a transpose, about one cycle each, which costs more
-# than the lanes it fills once the output channels fill a vector (3 -> 16 channels, 3x3: the
-# implicit GEMM as fast in the forward pass, 2.2x faster for the weight gradient).
-DEF PLANAR_MAX_OUT_CHANNELS = 8
+# weight gradient, every dy) element through a transpose, which costs more than the lanes it
+# fills once the output channels fill a vector. The forward's transposes are 8 x 8 blocks (a
+# fraction of a cycle per element): 3 -> 16 channels, 3x3 runs planar. The weight gradient's
+# are a cycle per element: at 3 -> 16 channels the implicit GEMM is 2.2x faster.
+DEF PLANAR_FORWARD_MAX_OUT_CHANNELS = 16
+DEF PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS = 8
 DEF PLANAR_FORWARD_BLOCK_PIXELS = 512
 DEF PLANAR_WEIGHT_GRAD_BLOCK_PIXELS = 2048
 DEF PLANAR_WEIGHT_GRAD_ITEMS = 16
@@ -246,10 +248,11 @@ cdef bint _is_depthwise(_Conv g):
     return g.s.groups == g.s.in_c == g.s.out_c and g.s.groups > 1
 
 
-cdef bint _is_planar(_Conv g):
-    """A first layer that the planar kernels run (forward and weight gradient)."""
+cdef bint _is_planar(_Conv g, size_t max_out_channels):
+    """A first layer that the planar kernels run (forward: up to PLANAR_FORWARD_MAX_OUT_CHANNELS
+    output channels; weight gradient: up to PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS)."""
     return (g.s.groups == 1 and g.s.in_c <= PLANAR_MAX_IN_CHANNELS
-            and g.s.out_c <= PLANAR_MAX_OUT_CHANNELS and g.s.stride_h == 1
+            and g.s.out_c <= max_out_channels and g.s.stride_h == 1
             and g.s.stride_w == 1
             and g.s.in_c * g.s.kernel_h * g.s.kernel_w <= CCONV_PLANAR_MAX_TAPS)
 
@@ -279,7 +282,7 @@ def _pack_forward(_Conv g, name, int tile, w, b, int isa, int n_threads, bint ke
     if name == "winograd":
         u = _transform(w, tile, False, isa, n_threads) if keep else _prepare(w, tile, False, isa)
         return u, _padded_bias(b, u.n, u.nr)
-    if _is_planar(g):
+    if _is_planar(g, PLANAR_FORWARD_MAX_OUT_CHANNELS):
         # [channel block][tap][cb], taps in PyTorch's order; bias padded with zeros
         cb = cconv_planar_forward_channels(g.s.out_c)
         blocks = (g.s.out_c + cb - 1) // cb
@@ -338,7 +341,7 @@ cdef _forward_planar(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
 
 cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads):
     """The implicit GEMM with weights (and bias) packed in NR-wide panels (_pack_forward)."""
-    if _is_planar(g):
+    if _is_planar(g, PLANAR_FORWARD_MAX_OUT_CHANNELS):
         return _forward_planar(g, x, pw_, pb_, cmin, cmax, n_threads)
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
@@ -856,7 +859,7 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
         return depthwise_backward_weight(x, dy, g.kernel, (conv.s.stride_h, conv.s.stride_w),
                                          (conv.s.dilation_h, conv.s.dilation_w), conv.s.pad_top,
                                          conv.s.pad_left, threads)
-    if _is_planar(conv):
+    if _is_planar(conv, PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS):
         return _backward_weight_planar(op, conv, x, dy, threads)
     plan = _WeightGradPlan(g, threads)
     check_workspace(op, plan.workspace_bytes)

@@ -15,6 +15,7 @@
 
 #include "conv_direct.h"
 #include "simd_vec.h"
+#include "transpose.h"
 
 #define CCONV_CAT_(a, b) a##__##b
 #define CCONV_CAT(a, b) CCONV_CAT_(a, b)
@@ -135,11 +136,16 @@ PLANAR_INLINE void forward_channels(const size_t CB, const size_t PV,
             PLANAR_UNROLL
             for (size_t p = 0; p < PV; p++)
                 VSTOREU(tile + c * CH + p * VLEN, VMIN(hi, VMAX(lo, acc[p][c])));
-        /* transpose the valid pixels into y: (r, ow) of q0 found once, then stepped */
+        /* transpose the valid pixels into y: (r, ow) of q0 found once, then stepped; runs of
+         * 8 valid pixels of a full 8-channel tile go through 8 x 8 transposes */
         const size_t n_q = min_size(CH, Q - q0);
         size_t r = q0 / width, ow = q0 - r * width;
         for (size_t l = 0; l < n_q; l++) {
-            if (ow < out_w) {
+            if (CB == 8 && nc == 8 && ow + 8 <= out_w && l + 8 <= n_q) {
+                f32_transpose_8x8(tile + l, CH, y_block + (r * out_w + ow) * out_c + co0, out_c);
+                l += 7;
+                ow += 7;
+            } else if (ow < out_w) {
                 float* dst = y_block + (r * out_w + ow) * out_c + co0;
                 if (nc == CB)
                     PLANAR_UNROLL
