@@ -92,8 +92,10 @@ STREAM_OUTPUT_MIN_BYTES = last_level_cache_bytes() // 4
 # Backward-data switches from the stride-phase GEMM (SIMD across input channels) to col2im (SIMD
 # across taps x input channels) below this many input channels per group.
 DEF COL2IM_MAX_CHANNELS = 8
-# Forward and backward-data hand each thread this many runs of consecutive pixel tiles (more than
-# one, so that a thread the OS pauses leaves less behind).
+# Forward and backward-data cut the pixel tiles into this many runs of consecutive tiles per
+# thread, handed out as threads come free (schedule="dynamic"), so that a thread the OS or a
+# neighbour slows down leaves less behind. Each run writes its own outputs: the result does not
+# depend on which thread ran it. The weight gradient's items go out the same way.
 DEF TILE_RUNS_PER_THREAD = 4
 # First layers (up to this many input channels, one group, stride 1) run the planar kernels in
 # the forward and weight-gradient passes: SIMD lanes over output pixels, where the implicit GEMM
@@ -331,7 +333,7 @@ cdef _forward_planar(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
-        for run in prange(runs, schedule="static"):
+        for run in prange(runs, schedule="dynamic"):
             kern.forward_planar(&g.s, cb, &xv[0], &pw[0], &pb[0], &yv[0], block_rows,
                                 run * blocks // runs, (run + 1) * blocks // runs, cmin, cmax,
                                 &stage[tid * stage_floats])
@@ -380,7 +382,7 @@ cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
-        for run in prange(runs, schedule="static"):
+        for run in prange(runs, schedule="dynamic"):
             tiles_fn.forward_tiles(&g.s, &cfg, xp, pw, bias_ptr, yp, zero,
                                    run * tiles // runs, (run + 1) * tiles // runs, cmin, cmax,
                                    store_flags,
@@ -456,7 +458,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
             with nogil, parallel(num_threads=n_threads):
                 tid = threadid()
                 ftz = cconv_ftz_enter()
-                for run in prange(runs, schedule="static"):
+                for run in prange(runs, schedule="dynamic"):
                     tiles_fn.backward_data_tiles(
                         &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], zero,
                         run * tiles // runs, (run + 1) * tiles // runs,
@@ -589,7 +591,7 @@ cdef _backward_weight(_Conv g, _WeightGradPlan plan, x, dy, int n_threads):
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         ftz = cconv_ftz_enter()
-        for item in prange(<Py_ssize_t>(n_parts * n_kblocks), schedule="static"):
+        for item in prange(<Py_ssize_t>(n_parts * n_kblocks), schedule="dynamic"):
             part = item // n_kblocks
             kb = item % n_kblocks
             m_begin = m_tiles * kb // n_kblocks * cfg.mr

@@ -1,8 +1,9 @@
 """Side-by-side speed of fastcnn, the numpy reference and PyTorch (when installed).
 
 ``python benchmarks/compare.py`` and ``fastcnn bench`` run this. Every figure of one table is
-measured in the same process, on the same thread count, one library right after the other, so
-that ratios stay meaningful on a shared, noisy machine. GFLOP/s always counts direct-convolution
+measured in the same process, on the same thread count; the conv suite's fastcnn and PyTorch
+calls take turns over a few rounds (best_times_taking_turns), so that ratios stay meaningful on a
+shared, noisy machine. GFLOP/s always counts direct-convolution
 FLOPs, 2 * N * Cout * Hout * Wout * Cin/groups * kh * kw, for every pass and every algorithm.
 """
 import argparse
@@ -44,6 +45,18 @@ def best_time(fn, min_time=0.25, max_runs=50):
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def best_times_taking_turns(fns, min_time=0.25, rounds=3):
+    """Best wall time of one call of each function, the functions taking turns: ``rounds``
+    rounds, each running every function for ``min_time / rounds`` seconds. The machine's slow
+    and fast moments then fall on all of them alike, and no function gets more chances at a
+    quiet moment than another (the figures are compared with one another)."""
+    best = [math.inf] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], best_time(fn, min_time / rounds))
+    return best
 
 
 class ConvProblem:
@@ -141,16 +154,22 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
             for which in passes:
                 gf = lambda seconds: problem.flops / seconds / 1e9
                 row = {"shape": spec[0], "pass": which, "algorithm": problem.algorithm(which)}
-                row["fastcnn"] = gf(best_time(problem.fastcnn(which), min_time))
-                # the direct algorithm side by side wherever the chosen one is another
-                row["direct"] = (gf(best_time(direct.fastcnn(which), min_time))
-                                 if row["algorithm"].startswith("winograd") else None)
-                row["numpy"] = gf(best_time(problem.numpy(which), min_time / 5, 3)) if with_numpy else None
-                row["torch"] = None
+                # fastcnn, the direct algorithm beside it wherever the chosen one is another,
+                # and PyTorch in both memory formats, taking turns
+                fns = [problem.fastcnn(which)]
+                if row["algorithm"].startswith("winograd"):
+                    fns.append(direct.fastcnn(which))
+                n_fastcnn = len(fns)
                 if torch is not None:
+                    fns += [problem.torch(torch, which, cl) for cl in (False, True)]
                     with torch.no_grad():
-                        row["torch"] = max(gf(best_time(problem.torch(torch, which, cl), min_time))
-                                           for cl in (False, True))
+                        times = best_times_taking_turns(fns, min_time)
+                else:
+                    times = best_times_taking_turns(fns, min_time)
+                row["fastcnn"] = gf(times[0])
+                row["direct"] = gf(times[1]) if n_fastcnn == 2 else None
+                row["torch"] = gf(min(times[n_fastcnn:])) if torch is not None else None
+                row["numpy"] = gf(best_time(problem.numpy(which), min_time / 5, 3)) if with_numpy else None
                 row["vs_torch"] = row["fastcnn"] / row["torch"] if row["torch"] else None
                 row["vs_numpy"] = row["fastcnn"] / row["numpy"] if row["numpy"] else None
                 row["of_peak"] = row["fastcnn"] / peak
