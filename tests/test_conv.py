@@ -296,13 +296,14 @@ WEIGHT_GRAD_BLOCKING = [
     dict(x=(150, 9, 9, 3), k=3, cout=5, stride=2, padding=1),
     dict(x=(37, 6, 6, 16), k=3, cout=33, stride=1, padding=1),     # packed last panel
     dict(x=(5, 30, 30, 5), k=3, cout=7, stride=1, padding=1),      # bands inside an image
-]
+    dict(x=(9, 6, 6, 9), k=3, cout=9, stride=1, padding=1, groups=3),  # several groups' panels
+]                                                                   # packed (3 channels each)
 
 
 @pytest.mark.parametrize("case", WEIGHT_GRAD_BLOCKING, ids=lambda c: str(c["x"]))
 def test_direct_weight_gradient_blocking(isa, case):
     rng = np.random.default_rng(12)
-    groups = 2 if case["x"][3] == 6 else 1
+    groups = case.get("groups", 2 if case["x"][3] == 6 else 1)
     x = rng.standard_normal(case["x"]).astype(np.float32)
     h = (case["x"][1] + 2 * case["padding"] - case["k"]) // case["stride"] + 1
     dy = rng.standard_normal((case["x"][0], h, h, case["cout"])).astype(np.float32)

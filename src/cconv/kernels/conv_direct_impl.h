@@ -352,10 +352,10 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
     }
     for (size_t t = 0; t < band_rows; t++)
         t_offsets[t] = t / s->out_h * image_floats + t % s->out_h * row_step;
-    /* Only the last panel of the last group can reach past the end of dy's rows: its band is
-     * packed (B is otherwise dy's rows read in place). */
-    const size_t last_col = s->out_c - (cout_g - (cout_g - 1) / NR * NR);
-    const int pack_last = last_col + NR > s->out_c;
+    /* Only a group's last panel can reach past the end of dy's rows (with fewer output
+     * channels per group than NR, the last panels of several groups): its band is packed, once
+     * per group and band (B is otherwise dy's rows read in place). */
+    const size_t last_n0 = (cout_g - 1) / NR * NR;
     int flags = 0;  /* the first band of the item initialises dw^T, the others add to it */
     for (size_t r = row0; r < row1;) {
         const size_t n = r / s->out_h, oh0 = r % s->out_h;
@@ -374,15 +374,17 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
         for (size_t b0 = 0; b0 < rows; b0 += band_rows) {
             const size_t ks = rows - b0 < band_rows ? rows - b0 : band_rows;
             const size_t pix0 = (r + b0) * s->out_w, band_pixels = ks * s->out_w;
-            if (pack_last) {
-                const float* src = dy + pix0 * s->out_c + last_col;
-                const size_t nc = s->out_c - last_col;
-                for (size_t q = 0; q < band_pixels; q++)
-                    for (size_t j = 0; j < NR; j++)
-                        b_pack[q * NR + j] = j < nc ? src[q * s->out_c + j] : 0.0f;
-            }
             for (size_t group = 0; group < s->groups; group++) {
                 const float* slab_g = slab + group * cin_g * plane + b0 * row_step;
+                const size_t last_col = group * cout_g + last_n0;
+                const int pack_last = last_col + NR > s->out_c;
+                if (pack_last) {
+                    const float* src = dy + pix0 * s->out_c + last_col;
+                    const size_t nc = cout_g - last_n0;
+                    for (size_t q = 0; q < band_pixels; q++)
+                        for (size_t j = 0; j < NR; j++)
+                            b_pack[q * NR + j] = j < nc ? src[q * s->out_c + j] : 0.0f;
+                }
                 for (size_t m0 = m_begin; m0 < m_end; m0 += MR) {
                     const size_t mr = m_end - m0 < MR ? m_end - m0 : MR;
                     for (size_t i = 0; i < MR; i++) {  /* rows past mr: computed, not stored */
@@ -394,7 +396,7 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
                     for (size_t n0 = 0; n0 < cout_g; n0 += NR) {
                         const size_t nc = cout_g - n0 < NR ? cout_g - n0 : NR;
                         const size_t col = group * cout_g + n0;
-                        const int packed = pack_last && col == last_col;
+                        const int packed = pack_last && n0 == last_n0;
                         cfg->ukernel(mr, nc, s->out_w, ks, a_ptrs, 0, 1, NULL,
                                      packed ? b_pack : dy + pix0 * s->out_c + col,
                                      packed ? NR : s->out_c, NULL, c_rows, n0, flags, -INFINITY,
