@@ -7,6 +7,7 @@ shared, noisy machine. GFLOP/s always counts direct-convolution
 FLOPs, 2 * N * Cout * Hout * Wout * Cin/groups * kh * kw, for every pass and every algorithm.
 """
 import argparse
+import contextlib
 import math
 import time
 
@@ -162,9 +163,7 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
                 n_fastcnn = len(fns)
                 if torch is not None:
                     fns += [problem.torch(torch, which, cl) for cl in (False, True)]
-                    with torch.no_grad():
-                        times = best_times_taking_turns(fns, min_time)
-                else:
+                with torch.no_grad() if torch is not None else contextlib.nullcontext():
                     times = best_times_taking_turns(fns, min_time)
                 row["fastcnn"] = gf(times[0])
                 row["direct"] = gf(times[1]) if n_fastcnn == 2 else None

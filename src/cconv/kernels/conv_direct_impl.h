@@ -369,7 +369,7 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
         }
         for (size_t k = 0; k < images; k++)
             fill_weight_grad_slab(s, x, n + k, (ptrdiff_t)(oh0 * s->stride_h) - s->pad_top,
-                                  cconv_weight_grad_slab_rows_in(s, images > 1 ? s->out_h : rows),
+                                  cconv_weight_grad_slab_rows_in(s, rows / images),
                                   plane, phase_w, slab + k * image_floats);
         for (size_t b0 = 0; b0 < rows; b0 += band_rows) {
             const size_t ks = rows - b0 < band_rows ? rows - b0 : band_rows;
