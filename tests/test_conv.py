@@ -317,6 +317,34 @@ def test_direct_weight_gradient_blocking(isa, case):
     assert results[2].tobytes() == results[0].tobytes()
 
 
+# The forward and backward-data tiles run only the kernel rows that read something besides the
+# padding for some pixel of the tile: output rows whose kernel rows above or below the image are
+# skipped (8 x 8 images: a tile is one row), tiles across two rows (the union of theirs), rows
+# that see only padding (bias alone), one pointer per tap (groups, dilation) and stride phases.
+PADDING_ROW_CASES = [
+    dict(x=(2, 8, 8, 64), w=(64, 64, 3, 3), padding=1),                 # res20-s3
+    dict(x=(1, 6, 5, 16), w=(24, 16, 3, 3), padding=2),                 # tiles across rows
+    dict(x=(2, 3, 9, 8), w=(9, 8, 3, 3), padding=((4, 5), (1, 1))),     # rows of padding only
+    dict(x=(1, 7, 6, 6), w=(10, 3, 3, 3), padding=2, dilation=2, groups=2),
+    dict(x=(3, 9, 7, 5), w=(7, 5, 5, 3), padding=(3, 1), stride=2),
+]
+
+
+@pytest.mark.parametrize("case", PADDING_ROW_CASES, ids=lambda c: f"{c['x']}-{c['w']}")
+def test_direct_tiles_skip_kernel_rows_in_the_padding(isa, case):
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal(case["x"]), rng.standard_normal(case["w"])
+    b = rng.standard_normal(case["w"][0])
+    geom = (case.get("stride", 1), case["padding"], case.get("dilation", 1), case.get("groups", 1))
+    expected = ref.conv2d(x, w, b, *geom)
+    got = cconv.conv2d(x, w, b, *geom, activation="relu", algo="direct")
+    assert_close("conv2d", got, np.maximum(expected, 0), TOL)
+    dy = rng.standard_normal(expected.shape)
+    assert_close("conv2d_backward_data",
+                 cconv.conv2d_backward_data(dy, w, x.shape, *geom, algo="direct"),
+                 ref.conv2d_backward_data(dy, w, x.shape, *geom), TOL)
+
+
 def test_padding_forms():
     """'same' keeps the size (odd and even kernels), 'valid' is no padding, pairs of pairs are
     asymmetric and equal to an explicit np.pad."""

@@ -39,10 +39,38 @@ static inline void pad_tile_rows(size_t mr, size_t MR, size_t ks, const float* z
     }
 }
 
+/* The pointer rows [first, first + count) of a tile's ks rows of MR pointers that read
+ * something besides `zero` (the rows before and after read only padding: kernel rows above or
+ * below the image for every pixel of the tile). The micro-kernel runs those only: a row of
+ * zeros adds nothing (the weights and the gradients it would meet are finite), and it is an
+ * eighth of an 8 x 8 image's FMAs. */
+static inline size_t live_pointer_rows(const float* const* a, size_t ks, size_t MR,
+                                       const float* zero, size_t* first) {
+    size_t begin = 0, end = ks;
+    for (;;) {  /* leading rows of zeros */
+        if (begin == end) break;
+        size_t i = 0;
+        while (i < MR && a[begin * MR + i] == zero) i++;
+        if (i < MR) break;
+        begin++;
+    }
+    while (end > begin) {  /* trailing rows of zeros */
+        size_t i = 0;
+        while (i < MR && a[(end - 1) * MR + i] == zero) i++;
+        if (i < MR) break;
+        end--;
+    }
+    *first = begin;
+    return end - begin;
+}
+
 /* dst = the pixels first .. first + count - 1 of an image row of `width` pixels of `channels`
- * floats, zeros for the pixels outside it (a kernel row that straddles the left or right edge). */
-static inline void copy_run_with_padding(float* dst, const float* row, ptrdiff_t first,
-                                         size_t count, size_t width, size_t channels) {
+ * floats, zeros for the pixels outside it (a kernel row that straddles the left or right edge).
+ * Out of line: its callers are compiled without vectorisation, and a 3x3 row of 64 channels
+ * is 192 floats. */
+__attribute__((noinline)) static void copy_run_with_padding(float* dst, const float* row,
+                                                            ptrdiff_t first, size_t count,
+                                                            size_t width, size_t channels) {
     ptrdiff_t lo = first < 0 ? -first : 0;
     if (lo > (ptrdiff_t)count) lo = (ptrdiff_t)count;
     ptrdiff_t hi = (ptrdiff_t)width - first;
@@ -150,13 +178,15 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
             }
         }
         pad_tile_rows(mr, MR, ks, zero, a_scratch, c_scratch);
+        size_t live_begin;
+        const size_t live = live_pointer_rows(a_scratch, ks, MR, zero, &live_begin);
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
             for (size_t p = 0; p < panels; p++) {
                 const size_t nc = cout_g - p * NR < NR ? cout_g - p * NR : NR;
                 const size_t panel = group * panels + p;
-                cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cin_g, 1, zero,
-                             packed_w + panel * panel_size,
+                cfg->ukernel(mr, nc, kc, live, a_scratch + live_begin * MR, group * cin_g, 1, zero,
+                             packed_w + panel * panel_size + live_begin * kc * NR,
                              NR, packed_bias ? packed_bias + panel * NR : NULL, c_scratch,
                              group * cout_g + p * NR, store_flags, cmin, cmax);
             }
@@ -260,12 +290,15 @@ NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_s
             }
         }
         pad_tile_rows(mr, MR, ks, zero, a_scratch, c_scratch);
+        size_t live_begin;
+        const size_t live = live_pointer_rows(a_scratch, ks, MR, zero, &live_begin);
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
             for (size_t p = 0; p < panels; p++) {
                 const size_t nc = cin_g - p * NR < NR ? cin_g - p * NR : NR;
-                cfg->ukernel(mr, nc, kc, ks, a_scratch, group * cout_g, 1, zero,
-                             packed_w + (group * panels + p) * panel_size, NR, NULL, c_scratch,
+                cfg->ukernel(mr, nc, kc, live, a_scratch + live_begin * MR, group * cout_g, 1, zero,
+                             packed_w + (group * panels + p) * panel_size + live_begin * kc * NR, NR,
+                             NULL, c_scratch,
                              group * cin_g + p * NR, 0, -INFINITY, INFINITY);
             }
     }
