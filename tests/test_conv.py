@@ -264,18 +264,24 @@ def test_big_weight_gradient_is_identical_for_1_and_2_threads(isa):
 def test_streaming_stores_give_the_same_bits(isa, case, monkeypatch):
     """Outputs past STREAM_OUTPUT_MIN_BYTES are written with streaming stores (rows whose
     vectors are aligned; the others, and partial vectors, stored normally): with the threshold
-    at 0, every direct forward streams and must give the bits of the normal stores."""
+    at 0, every direct forward and backward-data streams and must give the bits of the normal
+    stores."""
     from cconv import _conv
-    x, w, b, _ = _data(case)
+    x, w, b, dy = _data(case)
     s, p, d, g = _geom(case)
-    normal = cconv.conv2d(x, w, b, s, p, d, g, algo="direct", activation="relu")
+    passes = (lambda: cconv.conv2d(x, w, b, s, p, d, g, algo="direct", activation="relu"),
+              lambda: cconv.conv2d_backward_data(dy, w, x.shape, s, p, d, g, algo="direct"))
+    normal = [run() for run in passes]
     monkeypatch.setattr(_conv, "STREAM_OUTPUT_MIN_BYTES", 0)
-    streamed = cconv.conv2d(x, w, b, s, p, d, g, algo="direct", activation="relu")
-    assert streamed.tobytes() == normal.tobytes()
-    assert_close("conv2d", streamed, np.maximum(ref.conv2d(x, w, b, s, p, d, g), 0), TOL)
+    streamed = [run() for run in passes]
+    assert [a.tobytes() for a in streamed] == [a.tobytes() for a in normal]
+    assert_close("conv2d", streamed[0], np.maximum(ref.conv2d(x, w, b, s, p, d, g), 0), TOL)
+    assert_close("conv2d_backward_data", streamed[1],
+                 ref.conv2d_backward_data(dy, w, x.shape, s, p, d, g), TOL)
 
 
 def test_implicit_gemm_streams_into_cache_line_aligned_rows(monkeypatch):
+    """Forward and backward-data both."""
     from cconv import _conv
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 9, 9, 20)).astype(np.float32)
@@ -284,6 +290,10 @@ def test_implicit_gemm_streams_into_cache_line_aligned_rows(monkeypatch):
     streamed = cconv.conv2d(x, w, padding=1, algo="direct")
     assert streamed.ctypes.data % 64 == 0
     assert_close("conv2d", streamed, ref.conv2d(x, w, None, 1, 1), TOL)
+    dx = cconv.conv2d_backward_data(streamed, w, x.shape, 1, 1, algo="direct")
+    assert dx.ctypes.data % 64 == 0
+    assert_close("conv2d_backward_data", dx, ref.conv2d_backward_data(streamed, w, x.shape, 1, 1),
+                 TOL)
 
 
 # The direct weight gradient's blocking: slabs of several whole small images (one deep band),

@@ -44,8 +44,8 @@ cdef extern from "conv_direct.h":
                               float, float, int, const float**, float**, float*) noexcept nogil
         void (*backward_data_tiles)(const cconv_conv_shape*, const f32_igemm_config*,
                                     const cconv_conv_phase*, const float*, const float*, float*,
-                                    const float*, size_t, size_t, const float**, float**,
-                                    float*) noexcept nogil
+                                    const float*, size_t, size_t, int, const float**,
+                                    float**, float*) noexcept nogil
         void (*backward_data_col2im)(const cconv_conv_shape*, const f32_igemm_config*,
                                      const float*, const float*, float*, size_t, float*,
                                      const float**, float**) noexcept nogil
@@ -415,9 +415,15 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                     for ih0 in range(min(sh, int(g.s.in_h)))]
     phase_taps_w = [[k for k in range(int(g.s.kernel_w)) if (iw0 + pad_left - k * dw) % sw == 0]
                     for iw0 in range(min(sw, int(g.s.in_w)))]
-    # Every pixel is written once by its phase; pixels of phases no tap reaches stay zero.
+    # Every pixel is written once by its phase; pixels of phases no tap reaches stay zero. A dx
+    # too big to stay in cache is streamed, as the forward's output.
+    cdef int store_flags = 0
     if all(phase_taps_h) and all(phase_taps_w):
-        dx = np.empty(g.in_shape, np.float32)
+        if 4 * g.s.batch * g.s.in_h * g.s.in_w * g.s.in_c > STREAM_OUTPUT_MIN_BYTES:
+            store_flags = FC_IGEMM_STREAM
+            dx = empty_aligned(g.in_shape)
+        else:
+            dx = np.empty(g.in_shape, np.float32)
     else:
         dx = np.zeros(g.in_shape, np.float32)
     cdef float[::1] dxv = dx.reshape(-1)
@@ -461,7 +467,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                 for run in prange(runs, schedule="dynamic"):
                     tiles_fn.backward_data_tiles(
                         &g.s, &cfg, &phase, &dyv[0], &pw[0], &dxv[0], zero,
-                        run * tiles // runs, (run + 1) * tiles // runs,
+                        run * tiles // runs, (run + 1) * tiles // runs, store_flags,
                         <const float**>&a_scratch[tid * phase.n_taps * cfg.mr],
                         <float**>&c_scratch[tid * cfg.mr], &edge_scratch[tid * edge_floats])
                 cconv_ftz_restore(ftz)

@@ -110,12 +110,14 @@ struct cconv_conv_direct_kernels {
     /* One stride phase of backward-data over its MR-pixel tiles [tile_begin, tile_end), every
      * group and panel of each: dx of the phase's pixels = sum over its taps of dy * w.
      * packed_w: [group][panel over in_c/groups][n_taps][out_c/groups][NR].
+     * store_flags: as the forward's (dx written with streaming stores).
      * zero: kw * out_c/groups zeros; a_scratch: n_taps * MR pointers; c_scratch: MR pointers;
      * edge_scratch: MR * n_taps * out_c/groups floats. */
     void (*backward_data_tiles)(CCONV_SHAPE, const struct cconv_conv_phase* phase,
                                 const float* dy, const float* packed_w, float* dx,
                                 const float* zero, size_t tile_begin, size_t tile_end,
-                                const float** a_scratch, float** c_scratch, float* edge_scratch);
+                                int store_flags, const float** a_scratch, float** c_scratch,
+                                float* edge_scratch);
 
     /* Backward-data for few input channels per group (col2im): for the output pixels of image
      * tile / groups, dcol (MR x K) = dy rows times w (K = kh*kw*in_c/groups columns, packed as
@@ -174,8 +176,8 @@ struct cconv_conv_direct_kernels {
                                            float, float, int, const float**, float**, float*);    \
     void cconv_conv2d_backward_data_tiles__##isa(CCONV_SHAPE, const struct cconv_conv_phase*,     \
                                                  const float*, const float*, float*,              \
-                                                 const float*, size_t, size_t, const float**,     \
-                                                 float**, float*);                                \
+                                                 const float*, size_t, size_t, int,               \
+                                                 const float**, float**, float*);                 \
     void cconv_conv2d_backward_data_col2im__##isa(CCONV_SHAPE, const float*, const float*,        \
                                                   float*, size_t, float*, const float**,          \
                                                   float**);                                       \

@@ -64,6 +64,13 @@ static inline size_t live_pointer_rows(const float* const* a, size_t ks, size_t 
     return end - begin;
 }
 
+/* Fetches the cache lines of floats [p, p + count) into L1 (a hint: it never faults). */
+static inline void prefetch_floats(const float* p, size_t count) {
+    const char* line = (const char*)p;
+    const char* end = (const char*)(p + count);
+    for (; line < end; line += 64) __builtin_prefetch(line, 0, 3);
+}
+
 /* dst = the pixels first .. first + count - 1 of an image row of `width` pixels of `channels`
  * floats, zeros for the pixels outside it (a kernel row that straddles the left or right edge).
  * Out of line: its callers are compiled without vectorisation, and a 3x3 row of 64 channels
@@ -117,6 +124,9 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
     const ptrdiff_t last = (ptrdiff_t)s->in_w - (ptrdiff_t)s->kernel_w + s->pad_left;
     const size_t inner_end = last < 0 ? 0 : (size_t)(last / sw) + 1;
     const size_t pixel_step = s->stride_w * s->in_c;
+    /* Floats of an input row that MR consecutive pixels of one output row read. */
+    const size_t next_tile_span =
+        ((MR - 1) * s->stride_w + (s->kernel_w - 1) * s->dilation_w + 1) * s->in_c;
     for (size_t tile = tile_begin; tile < tile_end; tile++, m0 += MR) {
         const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
         /* The tile's pixels in runs along one output row each. */
@@ -178,6 +188,14 @@ NO_VECTORIZE void FN(cconv_conv2d_forward_tiles)(const struct cconv_conv_shape* 
             }
         }
         pad_tile_rows(mr, MR, ks, zero, a_scratch, c_scratch);
+        /* The input the next tile reads, while this one computes, where it starts in the row
+         * this one ended in: the hardware prefetcher does not follow a 1x1 layer's run of x
+         * ahead of the FMAs (pointwise 64 -> 128: +20%). */
+        if (rows_valid && tile + 1 < tile_end)
+            for (size_t ky = 0; ky < s->kernel_h; ky++)
+                if (rows[ky])
+                    prefetch_floats(rows[ky] + (size_t)(iw0 > 0 ? iw0 : 0) * s->in_c,
+                                    next_tile_span);
         size_t live_begin;
         const size_t live = live_pointer_rows(a_scratch, ks, MR, zero, &live_begin);
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
@@ -198,7 +216,7 @@ NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_s
                                           const struct f32_igemm_config* cfg,
                                           const struct cconv_conv_phase* phase, const float* dy,
                                           const float* packed_w, float* dx, const float* zero,
-                                          size_t tile_begin, size_t tile_end,
+                                          size_t tile_begin, size_t tile_end, int store_flags,
                                           const float** a_scratch, float** c_scratch,
                                           float* edge_scratch) {
     const size_t MR = cfg->mr, NR = cfg->nr;
@@ -299,9 +317,10 @@ NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_s
                 cfg->ukernel(mr, nc, kc, live, a_scratch + live_begin * MR, group * cout_g, 1, zero,
                              packed_w + (group * panels + p) * panel_size + live_begin * kc * NR, NR,
                              NULL, c_scratch,
-                             group * cin_g + p * NR, 0, -INFINITY, INFINITY);
+                             group * cin_g + p * NR, store_flags, -INFINITY, INFINITY);
             }
     }
+    if (store_flags & FC_IGEMM_STREAM) store_fence();
 }
 
 /* The slab of backward_weight_part: input rows [ih0, ih0 + rows_in) of image n, every channel,
