@@ -327,6 +327,32 @@ def test_direct_weight_gradient_blocking(isa, case):
     assert results[2].tobytes() == results[0].tobytes()
 
 
+# A pointwise layer's weight gradient is one GEMM over the pixels (dy^T x, both read in place)
+# when in_c is a multiple of the micro-kernel's NR (which depends on the ISA: 24 channels run it
+# on AVX2 and scalar, the general path on AVX-512): blocks of pixels, parts that end inside a
+# block, a tail of output channels below MR, and blocks of rows when parts are fewer than threads.
+POINTWISE_WEIGHT_GRAD = [
+    dict(x=(32, 28, 28, 64), cout=128),    # pw-64-128: 16 parts of several blocks
+    dict(x=(4, 30, 30, 64), cout=64),
+    dict(x=(3, 5, 7, 16), cout=9),         # one part: rows split between threads
+    dict(x=(7, 9, 11, 32), cout=40),
+    dict(x=(2, 3, 3, 24), cout=5),
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_WEIGHT_GRAD, ids=lambda c: f"{c['x']}-{c['cout']}")
+def test_pointwise_weight_gradient(isa, case):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(case["x"]).astype(np.float32)
+    dy = rng.standard_normal(case["x"][:3] + (case["cout"],)).astype(np.float32)
+    results = [cconv.conv2d_backward_weight(x, dy, 1, algo="direct", n_threads=t)
+               for t in (1, 2, 3)]
+    assert_close("conv2d_backward_weight", results[0],
+                 ref.conv2d_backward_weight(x.astype(np.float64), dy.astype(np.float64), 1), TOL)
+    assert results[1].tobytes() == results[0].tobytes()
+    assert results[2].tobytes() == results[0].tobytes()
+
+
 # The forward and backward-data tiles run only the kernel rows that read something besides the
 # padding for some pixel of the tile: output rows whose kernel rows above or below the image are
 # skipped (8 x 8 images: a tile is one row), tiles across two rows (the union of theirs), rows

@@ -24,8 +24,8 @@ from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, c
                                get_memory_limit, pair)
 
 from cconv._info import last_level_cache_bytes
-from cconv._kernels cimport (FC_IGEMM_STREAM, cconv_ftz_enter, cconv_ftz_restore,
-                             f32_igemm_config, f32_igemm_select)
+from cconv._kernels cimport (FC_IGEMM_ACCUMULATE, FC_IGEMM_STREAM, cconv_ftz_enter,
+                             cconv_ftz_restore, f32_igemm_config, f32_igemm_select)
 
 cdef extern from "conv_direct.h":
     struct cconv_conv_shape:
@@ -84,6 +84,13 @@ DEF WEIGHT_GRAD_MAX_ITEMS = 16
 DEF WEIGHT_GRAD_PART_MIN_FLOPS = 1e6
 DEF WEIGHT_GRAD_PART_FLOPS_PER_FLOAT = 1024
 DEF WEIGHT_GRAD_PARTIAL_FLOATS = 4194304
+# A pointwise layer's weight gradient (1x1, stride 1, no padding, one group) is one GEMM over
+# the pixels, dw (out_c, in_c) = dy^T x, with both operands read in place: A is dy read column
+# by column (the MR rows of a register tile are adjacent floats of a pixel: one cache line), B
+# is x's rows. The general path would first transpose all of x into slabs. Its pixels go in
+# blocks whose dy and x take this many bytes (a quarter of a 1 MiB L2), each passed by every
+# tile of dw while it stays in cache.
+DEF POINTWISE_WEIGHT_GRAD_BLOCK_BYTES = 262144
 # The direct forward writes outputs larger than a quarter of the last-level cache (shared with
 # the inputs, the weights, the next op and the other cores) with streaming stores: such an
 # output would leave the cache before the next op reads it, and streaming saves reading each
@@ -537,14 +544,8 @@ cdef class _WeightGradPlan:
         # part writes its dw^T out and reads it back for the final sum, memory traffic that is
         # only worth it with WEIGHT_GRAD_PART_FLOPS_PER_FLOAT FLOPs of work per float of dw^T.
         # The shape alone sets it, so the result does not depend on the thread count.
-        cdef double flops = 2.0 * rows * s.out_w * part_floats
-        cdef double part_min = max(WEIGHT_GRAD_PART_MIN_FLOPS,
-                                   WEIGHT_GRAD_PART_FLOPS_PER_FLOAT * part_floats)
-        self.n_parts = 1
-        while (2 * self.n_parts <= min(WEIGHT_GRAD_MAX_ITEMS, rows,
-                                       WEIGHT_GRAD_PARTIAL_FLOATS // part_floats)
-               and flops / (2 * self.n_parts) >= part_min):
-            self.n_parts *= 2
+        self.n_parts = _weight_grad_parts(2.0 * rows * s.out_w * part_floats, rows,
+                                          part_floats)
         # Blocks of K only where there are fewer parts than threads: each block transposes the
         # whole slab again. A row of dw^T is computed the same way in any block.
         self.n_kblocks = max(1, min(m_tiles, (n_threads + self.n_parts - 1) // self.n_parts))
@@ -571,6 +572,95 @@ cdef class _WeightGradPlan:
                       + 8 * self.cfg.mr * (self.band_rows + 1))
         partial_sums = 4 * part_floats * (self.n_parts + (2 if self.n_parts > 1 else 1))
         self.workspace_bytes = partial_sums + n_threads * per_thread + 4096
+
+
+cdef size_t _weight_grad_parts(double flops, size_t rows, size_t part_floats):
+    """Parts of the rows, each summing into its own dw^T: a power of two, at most
+    WEIGHT_GRAD_MAX_ITEMS. Each part writes its dw^T out and reads it back for the final sum,
+    memory traffic that is only worth it with WEIGHT_GRAD_PART_FLOPS_PER_FLOAT FLOPs of work
+    per float of dw^T. The shape alone sets it, so the result does not depend on the thread
+    count."""
+    cdef double part_min = max(WEIGHT_GRAD_PART_MIN_FLOPS,
+                               WEIGHT_GRAD_PART_FLOPS_PER_FLOAT * part_floats)
+    cdef size_t n_parts = 1
+    while (2 * n_parts <= min(WEIGHT_GRAD_MAX_ITEMS, rows,
+                              WEIGHT_GRAD_PARTIAL_FLOATS // part_floats)
+           and flops / (2 * n_parts) >= part_min):
+        n_parts *= 2
+    return n_parts
+
+
+cdef bint _is_pointwise_gemm(_Conv g, size_t nr):
+    """A 1x1 layer whose weight gradient is one GEMM over the pixels with x's rows read in
+    place as whole NR-wide panels (in_c a multiple of NR: no panel reads past a row)."""
+    return (g.s.kernel_h == 1 and g.s.kernel_w == 1 and g.s.stride_h == 1 and g.s.stride_w == 1
+            and g.s.pad_top == 0 and g.s.pad_left == 0 and g.s.out_h == g.s.in_h
+            and g.s.out_w == g.s.in_w and g.s.groups == 1 and g.s.in_c % nr == 0)
+
+
+cdef void _pointwise_weight_grad_part(const f32_igemm_config* cfg, const float* x,
+                                      const float* dy, float* dw, size_t in_c, size_t out_c,
+                                      size_t p_begin, size_t p_end, size_t m_begin,
+                                      size_t m_end, size_t block, const float** a_ptrs,
+                                      float** c_rows) noexcept nogil:
+    """Rows [m_begin, m_end) of dw (out_c, in_c) = dy^T x over the pixels [p_begin, p_end), in
+    blocks of ``block`` pixels: the first block initialises them, the others add to them."""
+    cdef size_t MR = cfg.mr, NR = cfg.nr, p0 = p_begin, kc, m0, mr, i, j0
+    cdef int flags = 0
+    while p0 < p_end:
+        kc = min(block, p_end - p0)
+        m0 = m_begin
+        while m0 < m_end:
+            mr = min(MR, m_end - m0)
+            for i in range(MR):  # rows past mr read row m0 and are not stored
+                a_ptrs[i] = dy + p0 * out_c + m0 + (i if i < mr else 0)
+                c_rows[i] = dw + (m0 + (i if i < mr else 0)) * in_c
+            j0 = 0
+            while j0 < in_c:
+                cfg.ukernel(mr, NR, kc, 1, a_ptrs, 0, out_c, NULL, x + p0 * in_c + j0, in_c,
+                            NULL, c_rows, j0, flags, -INFINITY, INFINITY)
+                j0 += NR
+            m0 += MR
+        flags = FC_IGEMM_ACCUMULATE
+        p0 += kc
+
+
+cdef _backward_weight_pointwise(op, _Conv g, f32_igemm_config cfg, x, dy, int n_threads):
+    """The pointwise weight gradient (POINTWISE_WEIGHT_GRAD_BLOCK_BYTES): parts of the pixels
+    (_weight_grad_parts), each summing into its own dw, summed in part order; blocks of dw's
+    rows as well when there are fewer parts than threads."""
+    cdef size_t pixels = g.s.batch * g.s.out_h * g.s.out_w
+    cdef size_t in_c = g.s.in_c, out_c = g.s.out_c, part_floats = in_c * out_c
+    cdef size_t MR = cfg.mr, m_tiles = (out_c + MR - 1) // MR
+    cdef size_t n_parts = _weight_grad_parts(2.0 * pixels * part_floats, pixels, part_floats)
+    cdef size_t n_mblocks = max(1, min(m_tiles, (n_threads + n_parts - 1) // n_parts))
+    cdef size_t block = max(1, POINTWISE_WEIGHT_GRAD_BLOCK_BYTES // (4 * (in_c + out_c)))
+    check_workspace(op, 4 * part_floats * (n_parts + 2) + 16 * n_threads * MR)
+    partial = scratch("weight_grad.partial", n_parts * part_floats).reshape(n_parts, part_floats)
+    cdef float[::1] pv = partial.reshape(-1)
+    cdef size_t[::1] pointers = scratch("conv.pointers", n_threads * 2 * MR, np.uintp)
+    cdef const float* xp = <const float*>data_ptr(x)
+    cdef const float* dyp = <const float*>data_ptr(dy)
+    cdef Py_ssize_t item
+    cdef size_t part, mb
+    cdef int tid
+    cdef unsigned ftz
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        ftz = cconv_ftz_enter()
+        for item in prange(<Py_ssize_t>(n_parts * n_mblocks), schedule="dynamic"):
+            part = item // n_mblocks
+            mb = item % n_mblocks
+            _pointwise_weight_grad_part(&cfg, xp, dyp, &pv[part * part_floats], in_c, out_c,
+                                        pixels * part // n_parts, pixels * (part + 1) // n_parts,
+                                        m_tiles * mb // n_mblocks * MR,
+                                        min(out_c, m_tiles * (mb + 1) // n_mblocks * MR), block,
+                                        <const float**>&pointers[tid * 2 * MR],
+                                        <float**>&pointers[tid * 2 * MR + MR])
+        cconv_ftz_restore(ftz)
+    # summed over the parts in float64 and in part order, threads splitting the columns
+    dw = partial[0].copy() if n_parts == 1 else _sum_rows(partial, n_threads)
+    return dw.reshape(out_c, in_c, 1, 1)
 
 
 cdef _backward_weight(_Conv g, _WeightGradPlan plan, x, dy, int n_threads):
@@ -869,6 +959,9 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
                                          conv.s.pad_left, threads)
     if _is_planar(conv, PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS):
         return _backward_weight_planar(op, conv, x, dy, threads)
+    cdef f32_igemm_config pointwise_cfg = f32_igemm_select(current_isa(), conv.s.in_c)
+    if _is_pointwise_gemm(conv, pointwise_cfg.nr):
+        return _backward_weight_pointwise(op, conv, pointwise_cfg, x, dy, threads)
     plan = _WeightGradPlan(g, threads)
     check_workspace(op, plan.workspace_bytes)
     return _backward_weight(g, plan, x, dy, threads)

@@ -36,8 +36,10 @@ SHAPES = [
 PASSES = ("forward", "backward_data", "backward_weight")
 
 
-def best_time(fn, min_time=0.25, max_runs=50):
-    """Best wall time of one call, over runs that add up to at least ``min_time`` seconds."""
+def best_time(fn, min_time=0.25, max_runs=1000):
+    """Best wall time of one call, over runs that add up to at least ``min_time`` seconds (at
+    most ``max_runs``: a sub-millisecond call gets the whole window too, not a few dozen runs
+    that one busy moment of the machine can spoil)."""
     fn()  # warm-up: caches, packed weights, lazy initialisation
     times = []
     start = time.perf_counter()
