@@ -107,3 +107,21 @@ def test_bench_runs_compare(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
     assert cli.main(["bench", "--shapes", "lenet-c1"]) == 0
     assert calls == [[sys.executable, str(script), "--shapes", "lenet-c1"]]
+
+
+def test_conv_suite_counts_the_best_peak_probe(monkeypatch):
+    """'of peak' divides by the best of the probes taken across the run, not the first one."""
+    from fastcnn import benchmark
+
+    probes = iter([50.0, 200.0, 100.0])
+    monkeypatch.setattr(benchmark.cconv, "measure_peak_gflops", lambda threads: next(probes))
+    lines, progress = [], []
+    rows = benchmark.run_conv_suite(1, shapes=["lenet-c1", "lenet-c2"], passes=("forward",),
+                                    min_time=0.003, with_numpy=False, with_torch=False,
+                                    out=lines.append, progress=progress.append)
+    assert progress == ["timing lenet-c1 ...", "timing lenet-c2 ..."]
+    assert [r["shape"] for r in rows] == ["lenet-c1", "lenet-c2"]
+    for row in rows:
+        assert row["fastcnn"] > 0 and row["of_peak"] == row["fastcnn"] / 200.0
+    assert "measured FMA peak 200 GFLOP/s (best of 3 probes, lowest 50)" in lines[0]
+    assert sum(line.startswith("lenet-c") for line in lines) == 2
