@@ -9,6 +9,7 @@
 #define FN(name) CCONV_CAT(name, CCONV_ISA_SUFFIX)
 
 #include <math.h>
+#include <stdint.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -64,6 +65,33 @@ static inline void prefetch_floats(const float* p, size_t count) {
     const char* line = (const char*)p;
     const char* end = (const char*)(p + count);
     for (; line < end; line += 64) __builtin_prefetch(line, 0, 3);
+}
+
+/* Bytes past the furthest float a tile reads of its input that prefetch_stream_ahead asks L2
+ * for: a few tiles ahead. The tiles walk the input in order, and where it comes from L3 or
+ * memory the hardware prefetchers fall behind: backward-data of pointwise 64 -> 128 runs 25%
+ * faster on one core (60-70 -> 76-89 GFLOP/s). Into L1, or only one tile ahead, it gains
+ * nothing (it evicts the packed weights, or comes too late). The forward pass loses 3-8% on
+ * small layers by it and gains nothing on the pointwise one, so only backward-data asks. */
+#define STREAM_PREFETCH_AHEAD_BYTES 32768
+
+/* Asks L2 for `span` floats of [begin, end) starting STREAM_PREFETCH_AHEAD_BYTES past the
+ * furthest of the `count` pointers a[] that point into [begin, end) (the others read zeros or
+ * an edge copy). A hint: never faults. */
+static inline void prefetch_stream_ahead(const float* const* a, size_t count, const float* begin,
+                                         const float* end, size_t span) {
+    /* as integers: C orders only pointers into one object, and a[i] may point elsewhere */
+    const uintptr_t lo = (uintptr_t)begin, hi = (uintptr_t)end;
+    uintptr_t furthest = 0;
+    for (size_t i = 0; i < count; i++) {
+        const uintptr_t p = (uintptr_t)a[i];
+        if (p >= lo && p < hi && p > furthest) furthest = p;
+    }
+    if (!furthest) return;
+    uintptr_t line = furthest + STREAM_PREFETCH_AHEAD_BYTES;
+    uintptr_t stop = line + span * sizeof(float);
+    if (stop > hi) stop = hi;
+    for (; line < stop; line += 64) __builtin_prefetch((const void*)line, 0, 2);
 }
 
 /* dst = the pixels first .. first + count - 1 of an image row of `width` pixels of `channels`
@@ -246,6 +274,7 @@ NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_s
         inner_hi[r] = (ptrdiff_t)s->out_w - (ptrdiff_t)run - first_ow[r] + 1;
     }
     const size_t dx_step = s->stride_w * s->in_c;
+    const float* dy_end = dy + s->batch * s->out_h * s->out_w * s->out_c;
     for (size_t tile = tile_begin; tile < tile_end; tile++, m0 += MR) {
         const size_t mr = pixels - m0 < MR ? pixels - m0 : MR;
         /* The tile's pixels in runs along one phase row each. */
@@ -305,6 +334,8 @@ NO_VECTORIZE void FN(cconv_conv2d_backward_data_tiles)(const struct cconv_conv_s
         pad_tile_rows(mr, MR, ks, zero, a_scratch, c_scratch);
         size_t live_begin;
         const size_t live = live_pointer_rows(a_scratch, ks, MR, zero, &live_begin);
+        prefetch_stream_ahead(a_scratch + live_begin * MR, live * MR, dy, dy_end,
+                              (mr + run - 1) * s->out_c);
         /* Every group reads the same pointers (the kernel adds the group's channel offset). */
         for (size_t group = 0; group < s->groups; group++)
             for (size_t p = 0; p < panels; p++) {
