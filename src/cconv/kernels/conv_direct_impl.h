@@ -466,12 +466,15 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
                 }
                 for (size_t m0 = m_begin; m0 < m_end; m0 += MR) {
                     const size_t mr = m_end - m0 < MR ? m_end - m0 : MR;
+                    const float* a_rows[MR];
                     for (size_t i = 0; i < MR; i++) {  /* rows past mr: computed, not stored */
                         const size_t m = m0 + (i < mr ? i : 0);
-                        const float* a_row = slab_g + m_offsets[m - m_begin];
-                        for (size_t t = 0; t < ks; t++) a_ptrs[t * MR + i] = a_row + t_offsets[t];
+                        a_rows[i] = slab_g + m_offsets[m - m_begin];
                         c_rows[i] = dwt + (group * K + m) * cout_g;
                     }
+                    /* row by row: each pointer row is MR consecutive stores */
+                    for (size_t t = 0; t < ks; t++)
+                        for (size_t i = 0; i < MR; i++) a_ptrs[t * MR + i] = a_rows[i] + t_offsets[t];
                     for (size_t n0 = 0; n0 < cout_g; n0 += NR) {
                         const size_t nc = cout_g - n0 < NR ? cout_g - n0 : NR;
                         const size_t col = group * cout_g + n0;
