@@ -125,3 +125,27 @@ def test_conv_suite_counts_the_best_peak_probe(monkeypatch):
         assert row["fastcnn"] > 0 and row["of_peak"] == row["fastcnn"] / 200.0
     assert "measured FMA peak 200 GFLOP/s (best of 3 probes, lowest 50)" in lines[0]
     assert sum(line.startswith("lenet-c") for line in lines) == 2
+
+
+def test_conv_suite_times_pytorch_in_its_better_format_as_long_as_fastcnn():
+    """One round of turns of every call picks PyTorch's better memory format; the other rounds
+    take turns between fastcnn and that format only, so each gets the same time."""
+    import time
+    from fastcnn import benchmark
+
+    calls = []
+
+    def call(label, seconds):
+        def fn():
+            calls.append(label)
+            time.sleep(seconds)
+        return fn
+
+    times, torch_times = benchmark._times_against_better_format(
+        [call("fastcnn", 0.001)], [call("nchw", 0.003), call("channels_last", 0.0015)], 0.06)
+    turns = [label for i, label in enumerate(calls) if i == 0 or calls[i - 1] != label]
+    assert turns == ["fastcnn", "nchw", "channels_last", "fastcnn", "channels_last", "fastcnn",
+                     "channels_last"]
+    assert 0.001 <= times[0] < 0.0015 and torch_times[0] >= 0.003
+    assert 0.0015 <= torch_times[1] < 0.003
+    assert calls.count("fastcnn") > calls.count("channels_last") > calls.count("nchw")
