@@ -40,17 +40,18 @@ static inline void pad_tile_rows(size_t mr, size_t MR, size_t ks, const float* z
     }
 }
 
-/* The pointer rows [first, first + count) of a tile's ks rows of MR pointers that read
- * something besides `zero` (the rows before and after read only padding: kernel rows above or
- * below the image for every pixel of the tile). The micro-kernel runs those only: a row of
- * zeros adds nothing (the weights and the gradients it would meet are finite), and it is an
- * eighth of an 8 x 8 image's FMAs. */
+/* Whether every one of a tile's MR pointers of one row is `zero`. */
 static inline int row_reads_only_zero(const float* const* row, size_t MR, const float* zero) {
     for (size_t i = 0; i < MR; i++)
         if (row[i] != zero) return 0;
     return 1;
 }
 
+/* The pointer rows [first, first + count) of a tile's ks rows of MR pointers that read
+ * something besides `zero` (the rows before and after read only padding: kernel rows above or
+ * below the image for every pixel of the tile). The micro-kernel runs those only: a row of
+ * zeros adds nothing (the weights and the gradients it would meet are finite), and it is an
+ * eighth of an 8 x 8 image's FMAs. */
 static inline size_t live_pointer_rows(const float* const* a, size_t ks, size_t MR,
                                        const float* zero, size_t* first) {
     size_t begin = 0, end = ks;
@@ -474,7 +475,8 @@ void FN(cconv_conv2d_backward_weight_part)(const struct cconv_conv_shape* s,
                     }
                     /* row by row: each pointer row is MR consecutive stores */
                     for (size_t t = 0; t < ks; t++)
-                        for (size_t i = 0; i < MR; i++) a_ptrs[t * MR + i] = a_rows[i] + t_offsets[t];
+                        for (size_t i = 0; i < MR; i++)
+                            a_ptrs[t * MR + i] = a_rows[i] + t_offsets[t];
                     for (size_t n0 = 0; n0 < cout_g; n0 += NR) {
                         const size_t nc = cout_g - n0 < NR ? cout_g - n0 : NR;
                         const size_t col = group * cout_g + n0;
