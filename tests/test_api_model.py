@@ -458,7 +458,7 @@ def test_progress_output(mnist, capsys):
 
 
 def test_progress_bar_on_a_terminal():
-    from fastcnn.progress import ProgressBar
+    from fastcnn.training.progress import ProgressBar
 
     class Tty(io.StringIO):
         def isatty(self):

@@ -344,7 +344,7 @@ def test_elementwise_layers(data):
             p = data.draw(st.sampled_from([0.0, 0.3, 0.9]))
             layer = fc.Dropout(p)
             layer.train(data.draw(st.booleans()))
-            seed = int(copy.deepcopy(fc.layers._rng()).integers(2**63 - 1))
+            seed = int(copy.deepcopy(fc.nn.base.rng()).integers(2**63 - 1))
             if layer.training and p > 0:
                 f = lambda xs: ref.dropout(xs, p, seed)[0]                  # noqa: E731
                 g = lambda xs, dys: ref.dropout_backward(dys, ref.dropout_mask(xs.shape, p, seed), p)  # noqa: E731,E501

@@ -9,34 +9,37 @@
 
 Activations are NHWC float32; parameters are in PyTorch order, so PyTorch state dicts load as
 they are. ``fc.manual_seed(n)`` seeds weight initialisation and dropout.
+
+The package's layers, from the bottom: ``cconv`` (the compiled ops) <- ``nn`` (layers) <-
+``training`` (the fit loop every model has) <- ``graph`` (Model, Sequential) <- ``models``.
 """
 from cconv import (get_isa, get_memory_limit, get_num_threads, set_isa, set_memory_limit,
                    set_num_threads)
 
 from . import reference
-from . import callbacks, data, datasets, losses, models, optim
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from . import data, datasets, io, losses, nn, optim, training
+from .training import callbacks
 from .data import DataLoader
+from .graph import Model, Sequential
 from .io import load, save
-from .layers import (AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,
-                     GlobalAvgPool2d, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU,
-                     Residual, Sigmoid, Softmax, SumPool2d, Tanh, inference_mode, manual_seed)
 from .losses import CrossEntropyLoss, MSELoss
-from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
-from .sequential import Sequential
+from .nn import *  # noqa: F401,F403  (every layer class, Input, Parameter...)
+from .nn import __all__ as _layer_names
+from .optim import SGD, Adam, AdamW
+from .training import (Callback, CosineAnnealingLR, EarlyStopping, History, ModelCheckpoint,
+                       StepLR)
+from . import models
 
 __version__ = "0.1.0"
 
-__all__ = [
-    # layers and models
-    "Layer", "Parameter", "Sequential", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d",
-    "SumPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Dropout", "ReLU", "LeakyReLU",
-    "Sigmoid", "Tanh", "Softmax", "Flatten", "Residual", "models", "manual_seed", "inference_mode",
+__all__ = _layer_names + [
+    "Model", "Sequential", "models", "nn",
     # training
     "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR",
     "Callback", "History", "EarlyStopping", "ModelCheckpoint", "losses", "optim", "callbacks",
+    "training",
     # data and files
-    "DataLoader", "data", "datasets", "save", "load",
+    "DataLoader", "data", "datasets", "io", "save", "load",
     # runtime
     "get_isa", "set_isa", "get_num_threads", "set_num_threads", "get_memory_limit",
     "set_memory_limit", "info", "reference",

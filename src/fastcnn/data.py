@@ -9,6 +9,8 @@ whole NHWC batch at once with vectorised numpy (no Python loop over images); eac
 """
 import numpy as np
 
+from .nn.base import rng as global_rng
+
 
 class DataLoader:
     """Iterate over ``(x_batch, y_batch)`` (or ``x_batch`` when y is None).
@@ -21,10 +23,11 @@ class DataLoader:
 
     def __init__(self, x, y=None, batch_size=32, shuffle=False, seed=None, drop_last=False,
                  transform=None):
-        self.x = np.asarray(x)
-        self.y = None if y is None else np.asarray(y)
-        if self.y is not None and len(self.y) != len(self.x):
-            raise ValueError(f"DataLoader: x has {len(self.x)} samples but y has {len(self.y)}")
+        # a list of arrays: one per input (or per output, for y) of a model with several
+        self.x = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else np.asarray(x)
+        self.y = (None if y is None else
+                  [np.asarray(a) for a in y] if isinstance(y, (list, tuple)) else np.asarray(y))
+        self.num_samples = check_same_length("DataLoader", self.x, self.y)
         if int(batch_size) < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
@@ -35,29 +38,46 @@ class DataLoader:
         self._augment_rng = np.random.default_rng(seeds[1])
 
     def __len__(self):
-        n = len(self.x)
+        n = self.num_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.x)
+        n = self.num_samples
         order = self._order_rng.permutation(n) if self.shuffle else None
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
-            if order is None:
-                xb = self.x[lo:hi]
-                yb = None if self.y is None else self.y[lo:hi]
-            else:
-                idx = order[lo:hi]
-                xb = self.x[idx]
-                yb = None if self.y is None else self.y[idx]
+            index = slice(lo, hi) if order is None else order[lo:hi]
+            xb = take(self.x, index)
+            yb = None if self.y is None else take(self.y, index)
             if self.transform is not None:
                 xb = self.transform(xb, self._augment_rng)
             yield xb if yb is None else (xb, yb)
 
 
+def take(data, index):
+    """``data[index]`` for an array, or for each array of a list (several inputs or outputs)."""
+    if isinstance(data, list):
+        return [a[index] for a in data]
+    return data[index]
+
+
+def check_same_length(op, x, y):
+    """The number of samples of x (an array or a list of arrays), checked against every array
+    of x and y (None: no targets)."""
+    arrays = (x if isinstance(x, list) else [x]) + \
+             ([] if y is None else y if isinstance(y, list) else [y])
+    lengths = [len(a) for a in arrays]
+    if len(set(lengths)) > 1:
+        n_x = len(x) if isinstance(x, list) else 1
+        xs, ys = lengths[:n_x], lengths[n_x:]
+        xs, ys = (xs[0] if len(xs) == 1 else xs), (ys[0] if len(ys) == 1 else ys)
+        raise ValueError(f"{op}: x has {xs} samples but y has {ys}" if y is not None
+                         else f"{op}: the inputs hold {lengths} samples")
+    return lengths[0]
+
+
 def _rng(rng):
     if rng is None:
-        from .layers import _rng as global_rng
         return global_rng()
     return rng
 

@@ -20,8 +20,7 @@ import numpy as np
 
 import cconv
 
-from .callbacks import Callback
-from .layers import _parameters_updated
+from .nn.base import parameters_updated
 
 
 class Optimizer:
@@ -41,17 +40,49 @@ class Optimizer:
         self.initial_lr = float(self.hyper["lr"])
         self.params = []
         self.state = []
+        self.param_groups_given = False
+        self._overrides = []   # per parameter: its group's own hyper-parameters
         if params is not None:
             self.bind(params)
 
     def bind(self, params):
-        """Attach the parameters to update (model.compile does this)."""
+        """Attach the parameters to update (model.compile does this): a list of parameters, or
+        PyTorch's parameter groups, ``[{"params": [...], "lr": 1e-4}, {"params": [...]}]``, where
+        a group's own values (lr, weight_decay, momentum...) override the optimizer's. A group's
+        lr follows the schedules: it is scaled by the same factor as the optimizer's lr."""
         params = list(params)
+        overrides = [{}] * len(params)
+        if params and isinstance(params[0], dict):
+            flat, overrides = [], []
+            for group in params:
+                group = dict(group)
+                if "params" not in group:
+                    raise ValueError(f"{type(self).__name__}: a parameter group needs 'params'")
+                members = list(group.pop("params"))
+                unknown = set(group) - set(self.defaults)
+                if unknown:
+                    raise TypeError(f"{type(self).__name__}: unknown arguments {sorted(unknown)} "
+                                    f"in a parameter group")
+                flat += members
+                overrides += [group] * len(members)
+            params = flat
+            self.param_groups_given = True
         if self.params and [id(p) for p in params] == [id(p) for p in self.params]:
             return self
         self.params = params
+        self._overrides = overrides
         self.state = [{} for _ in params]
         return self
+
+    def _hyper_for(self, i):
+        """The hyper-parameters of parameter i: the optimizer's, with its group's on top."""
+        override = self._overrides[i] if i < len(self._overrides) else {}
+        if not override:
+            return self.hyper
+        h = {**self.hyper, **override}
+        if "lr" in override and self.initial_lr:
+            h["lr"] = override["lr"] * self.hyper["lr"] / self.initial_lr
+        return h
 
     @property
     def lr(self):
@@ -65,27 +96,28 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def _penalties(self, p):
+    @staticmethod
+    def _penalties(p, h):
         """(l1, l2) for this parameter: the penalties apply to weights, not biases or scales."""
         if p.data.ndim >= 2:
-            return float(self.hyper.get("l1", 0.0)), float(self.hyper.get("l2", 0.0))
+            return float(h.get("l1", 0.0)), float(h.get("l2", 0.0))
         return 0.0, 0.0
 
     def step(self):
         """Update every parameter that has a gradient, in place (compiled: cconv.*_update)."""
         if not self.params:
             raise RuntimeError(f"{type(self).__name__}.step: no parameters (pass them, or compile a model)")
-        _parameters_updated()
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:
+        parameters_updated()
+        for i, (p, state) in enumerate(zip(self.params, self.state)):
+            if p.grad is None or not p.requires_grad:
                 continue
             if not (p.data.flags.c_contiguous and p.data.flags.writeable
                     and p.data.dtype == np.float32):
                 p.data = np.array(p.data, dtype=np.float32, order="C")
             state["step"] = state.get("step", 0) + 1
-            self._update(p, p.grad, state)
+            self._update(p, p.grad, state, self._hyper_for(i))
 
-    def _update(self, p, g, state):
+    def _update(self, p, g, state, h):
         raise NotImplementedError
 
     # --- persistence -----------------------------------------------------------------------------
@@ -134,9 +166,8 @@ class SGD(Optimizer):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, l1=l1, l2=l2)
 
-    def _update(self, p, g, state):
-        h = self.hyper
-        l1, l2 = self._penalties(p)
+    def _update(self, p, g, state, h):
+        l1, l2 = self._penalties(p, h)
         buf, first = None, False
         if h["momentum"]:
             buf = state.get("momentum_buffer")
@@ -160,9 +191,8 @@ class Adam(Optimizer):
         super().__init__(params, lr=lr, betas=tuple(float(b) for b in betas), eps=eps,
                          weight_decay=weight_decay, l1=l1, l2=l2)
 
-    def _update(self, p, g, state):
-        h = self.hyper
-        l1, l2 = self._penalties(p)
+    def _update(self, p, g, state, h):
+        l1, l2 = self._penalties(p, h)
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
@@ -212,67 +242,3 @@ def from_config(name, config):
     if initial_lr is not None:
         opt.initial_lr = float(initial_lr)
     return opt
-
-
-# ---------------------------------------------------------------------------------------------
-# Learning-rate schedules: per epoch, usable as fit callbacks or stepped by hand (PyTorch style)
-# ---------------------------------------------------------------------------------------------
-class LRScheduler(Callback):
-    """Sets ``optimizer.lr`` from the epoch count. Pass it in ``fit(callbacks=[...])`` (it binds
-    to the model's optimizer and steps after every epoch) or call ``step()`` after each epoch."""
-
-    def __init__(self, optimizer=None):
-        self.optimizer = None
-        self.last_epoch = 0
-        if optimizer is not None:
-            self._bind(optimizer)
-
-    def _bind(self, optimizer):
-        self.optimizer = optimizer
-        self.base_lr = optimizer.initial_lr
-        optimizer.lr = self.get_lr(self.last_epoch)
-
-    def on_train_begin(self, logs=None):
-        if self.optimizer is None:
-            self._bind(self.model.optimizer)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.step()
-
-    def step(self):
-        self.last_epoch += 1
-        self.optimizer.lr = self.get_lr(self.last_epoch)
-
-    def state_dict(self):
-        return {"last_epoch": self.last_epoch}
-
-    def load_state_dict(self, state):
-        self.last_epoch = int(state["last_epoch"])
-        if self.optimizer is not None:
-            self.optimizer.lr = self.get_lr(self.last_epoch)
-
-    def get_lr(self, epoch):
-        raise NotImplementedError
-
-
-class StepLR(LRScheduler):
-    """lr = initial_lr * gamma ** (epoch // step_size)."""
-
-    def __init__(self, optimizer=None, step_size=10, gamma=0.1):
-        self.step_size, self.gamma = int(step_size), float(gamma)
-        super().__init__(optimizer)
-
-    def get_lr(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
-
-
-class CosineAnnealingLR(LRScheduler):
-    """lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2 (past T_max
-    the cosine goes on, rising again, as in PyTorch)."""
-
-    def __init__(self, optimizer=None, T_max=10, eta_min=0.0):
-        self.T_max, self.eta_min = int(T_max), float(eta_min)
-        super().__init__(optimizer)
-
-    def get_lr(self, epoch):
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

@@ -29,9 +29,9 @@ import numpy as np
 
 from cconv._validation import check_workspace
 
-from . import layers as _layers
-from . import losses as _losses
-from . import optim as _optim
+from .. import losses as _losses
+from .. import optim as _optim
+from ..nn.registry import layer_from_config, layer_to_config
 
 FORMAT = "fastcnn-model"
 FORMAT_VERSION = 1
@@ -63,34 +63,6 @@ def _from_jsonable(obj):
     if isinstance(obj, list):
         return [_from_jsonable(v) for v in obj]
     return obj
-
-
-# --- architecture <-> JSON -------------------------------------------------------------------
-def layer_to_config(layer):
-    """{"class": name, "config": {...}} for a layer, recursively for containers."""
-    from .sequential import Sequential
-    name = type(layer).__name__
-    if name not in _layers.LAYERS and not isinstance(layer, Sequential):
-        raise ValueError(f"save: layer {name} cannot be saved (not a fastcnn layer)")
-    return {"class": "Sequential" if isinstance(layer, Sequential) else name,
-            "config": layer.get_config()}
-
-
-def layer_from_config(cfg):
-    from .sequential import Sequential
-    if not isinstance(cfg, dict) or "class" not in cfg:
-        raise ValueError(f"bad layer description {cfg!r}")
-    name, conf = cfg["class"], dict(cfg.get("config") or {})
-    if name == "Sequential":
-        return Sequential(*[layer_from_config(c) for c in conf.get("layers", [])],
-                          input_shape=conf.get("input_shape"))
-    if name == "Residual":
-        shortcut = conf.get("shortcut")
-        return _layers.Residual(layer_from_config(conf["body"]),
-                                None if shortcut is None else layer_from_config(shortcut))
-    if name not in _layers.LAYERS:
-        raise ValueError(f"unknown layer class {name!r}")
-    return _layers.LAYERS[name](**conf)
 
 
 class Checkpoint:
@@ -135,7 +107,7 @@ def save(model, path, include_optimizer=True, training_state=None):
     """Write ``model`` (architecture, weights, buffers, and the optimizer state when compiled)
     to ``path`` atomically. Never pickles. ``training_state``: the JSON-friendly state of a
     training loop (what ``fit(checkpoint=...)`` writes)."""
-    from . import __version__
+    from .. import __version__
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastcnn_version": __version__,
             "model": layer_to_config(model)}
     if training_state is not None:
@@ -143,7 +115,10 @@ def save(model, path, include_optimizer=True, training_state=None):
     arrays = {f"weights/{k}.npy": v for k, v in model.state_dict().items()}
     loss = getattr(model, "loss", None)
     if loss is not None:
-        meta["loss"] = {"class": type(loss).__name__, "config": loss.get_config()}
+        describe = (lambda fn: {"class": type(fn).__name__, "config": fn.get_config()})
+        meta["loss"] = [describe(fn) for fn in loss] if isinstance(loss, list) else describe(loss)
+        if getattr(model, "loss_weights", None) is not None:
+            meta["loss_weights"] = list(model.loss_weights)
     opt = getattr(model, "optimizer", None)
     if include_optimizer and opt is not None:
         meta["optimizer"] = {"class": type(opt).__name__, "config": opt.get_config()}
@@ -323,17 +298,21 @@ def _load(path, compile=True):
 
 
 def _compile_from(model, meta, z, listed, path):
+    def make_loss(cfg):
+        if cfg.get("class") not in _losses.LOSSES:
+            raise ValueError(f"{path}: unknown loss {cfg.get('class')!r}")
+        return _losses.LOSSES[cfg["class"]](**cfg.get("config", {}))
+
     loss_cfg = meta["loss"]
-    if loss_cfg.get("class") not in _losses.LOSSES:
-        raise ValueError(f"{path}: unknown loss {loss_cfg.get('class')!r}")
-    loss = _losses.LOSSES[loss_cfg["class"]](**loss_cfg.get("config", {}))
+    loss = [make_loss(c) for c in loss_cfg] if isinstance(loss_cfg, list) else make_loss(loss_cfg)
+    weights = meta.get("loss_weights")
     opt_cfg = meta.get("optimizer")
     if opt_cfg is None:
         if hasattr(model, "compile"):
-            model.loss = loss
+            model.loss, model.loss_weights = loss, weights
         return
     opt = _optim.from_config(opt_cfg["class"], opt_cfg["config"])
-    model.compile(optimizer=opt, loss=loss)
+    model.compile(optimizer=opt, loss=loss, loss_weights=weights)
     named = dict(model.named_parameters())
     keys = opt_cfg.get("params", [])
     if not isinstance(keys, list) or any(not isinstance(k, str) or k not in named for k in keys):
@@ -371,8 +350,7 @@ def load_training_state(path, model):
     training = meta.get("training")
     if not isinstance(training, dict):
         raise ValueError(f"{path}: not a training checkpoint (it holds no training state)")
-    if layer_to_config(loaded)["config"].get("layers") != \
-            json.loads(json.dumps(layer_to_config(model)["config"].get("layers"))):
+    if layer_to_config(loaded)["config"] != json.loads(json.dumps(layer_to_config(model)["config"])):
         raise ValueError(f"{path}: the checkpoint's architecture differs from this model's")
     opt = getattr(model, "optimizer", None)
     if opt is None or type(opt) is not type(loaded.optimizer):

@@ -1,9 +1,9 @@
-"""Ready-made architectures. Each returns a fresh ``Sequential`` (initialised from the generator
+"""The small classic architectures. Each returns a fresh ``Sequential`` (initialised from the generator
 that :func:`fastcnn.manual_seed` seeds) whose layer indices match the PyTorch ``nn.Sequential``
 written the same way, so PyTorch weights load with ``load_state_dict``."""
-from .layers import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
-                     Residual)
-from .sequential import Sequential
+from ..graph import Sequential
+from ..nn import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
+                  Residual)
 
 
 def lenet5(num_classes=10):

@@ -1,7 +1,9 @@
-"""Callbacks for ``Sequential.fit``: History, EarlyStopping, ModelCheckpoint (Keras's meaning)."""
+"""Callbacks for ``fit``: History, EarlyStopping, ModelCheckpoint (Keras's meaning)."""
 import math
 import os
 import warnings
+
+from ..io import save
 
 
 class Callback:
@@ -176,7 +178,6 @@ class ModelCheckpoint(_Monitor):
         self.best = state["best"]
 
     def on_epoch_end(self, epoch, logs=None):
-        from .io import save
         logs = logs or {}
         if self.save_best_only:
             value = self._value(logs)

@@ -1,0 +1,348 @@
+"""The training loop every model has: compile, fit (callbacks, validation, checkpoints and
+resume, Ctrl-C), evaluate and predict (Keras's meaning and arguments).
+
+:class:`Trainer` is a mixin: it drives any model through ``forward``, ``backward``,
+``parameters``, ``train`` / ``eval``, ``state_dict`` and the few hooks below, and knows nothing
+of the model's structure. Models with several inputs or outputs take lists of arrays (one per
+input, one target per output) and one loss per output, summed with ``loss_weights``.
+"""
+import copy
+import os
+import signal
+import threading
+
+import numpy as np
+
+import cconv
+
+from .. import losses as _losses
+from .. import optim as _optim
+from ..data import DataLoader, check_same_length, take
+from ..io import Checkpoint, load_training_state, save
+from ..nn.base import inference_mode, rng
+from . import callbacks as callbacks_module
+from .progress import ProgressBar
+
+
+class DeferredInterrupt:
+    """While fit runs in the main thread, the first Ctrl-C (SIGINT) only sets ``requested``:
+    fit finishes the optimisation step under way and stops between two steps, so the model
+    never holds half-updated parameters. A second Ctrl-C interrupts at once. A SIGINT handler of
+    the application's own (anything but Python's default) is left alone."""
+
+    def __init__(self):
+        self.requested = False
+        self._installed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return False
+
+
+
+
+class Trainer:
+    """compile / fit / evaluate / predict for a model (see the module's docstring).
+
+    What it asks of the model besides the Layer interface: ``num_outputs``, ``prepare_inputs``
+    (converts the arrays given at the boundary), ``outputs_are_probabilities(i)`` and the
+    attributes ``optimizer``, ``loss``, ``loss_weights``, ``history``, ``stop_training`` and
+    ``input_shape``.
+    """
+
+    optimizer = loss = loss_weights = history = None
+    stop_training = False
+
+    def compile(self, optimizer="adam", loss="cross_entropy", loss_weights=None):
+        """Choose the optimizer (an instance, or 'sgd' / 'adam' / 'adamw') and the loss (an
+        instance, or 'cross_entropy' / 'mse'). Accuracy is reported with CrossEntropyLoss.
+
+        A model with several outputs takes a list of losses, one per output (or one loss for
+        all), and ``loss_weights``: the loss trained on is their weighted sum, as in Keras.
+        An optimizer made with parameter groups (``fc.SGD([{"params": ..., "lr": ...}])``)
+        keeps them; any other is bound to all of the model's parameters.
+        """
+        n = self.num_outputs
+        self.optimizer = _optim.get(optimizer)
+        if not self.optimizer.param_groups_given:
+            self.optimizer.bind(self.parameters())
+        if n == 1:
+            if isinstance(loss, (list, tuple)):
+                if len(loss) != 1:
+                    raise ValueError(f"compile: the model has 1 output, got {len(loss)} losses")
+                loss = loss[0]
+            self.loss, self.loss_weights = _losses.get(loss), None
+            return self
+        losses = list(loss) if isinstance(loss, (list, tuple)) else [loss] * n
+        if len(losses) != n:
+            raise ValueError(f"compile: the model has {n} outputs, got {len(losses)} losses")
+        # each output its own loss object: a loss keeps its last forward for its backward
+        self.loss = [copy.copy(_losses.get(fn)) for fn in losses]
+        weights = [1.0] * n if loss_weights is None else [float(w) for w in loss_weights]
+        if len(weights) != n:
+            raise ValueError(f"compile: the model has {n} outputs, got {len(weights)} "
+                             f"loss_weights")
+        self.loss_weights = weights
+        return self
+
+    def _classification(self):
+        return isinstance(self.loss, _losses.CrossEntropyLoss)
+
+    def _total_loss(self, losses, out, y):
+        """The (weighted) loss of the outputs and the gradient(s) to backpropagate."""
+        if self.loss_weights is None:
+            value = losses.forward(out, y)
+            return value, losses.backward()
+        value, grads = 0.0, []
+        for fn, weight, o, t in zip(losses, self.loss_weights, out, y):
+            value += weight * fn.forward(o, t)
+            g = fn.backward()
+            grads.append(g if weight == 1.0 else (g * np.float32(weight)))
+        return value, grads
+
+    def train_step(self, x, y):
+        """One optimisation step on a batch; returns (loss, number of correct predictions)."""
+        out = self.forward(x)
+        loss, dy = self._total_loss(self.loss, out, y)
+        self.zero_grad()
+        self.backward(dy, input_grad=False)
+        self.optimizer.step()
+        correct = int(np.count_nonzero(out.argmax(axis=1) == y)) if self._classification() else 0
+        return loss, correct
+
+    def _targets(self, y, op):
+        """The targets as arrays: one per output."""
+        if self.num_outputs == 1:
+            return np.asarray(y)
+        if not isinstance(y, (list, tuple)) or len(y) != self.num_outputs:
+            raise ValueError(f"{op}: the model has {self.num_outputs} outputs: pass y as a list "
+                             f"of {self.num_outputs} arrays")
+        return [np.asarray(t) for t in y]
+
+    def fit(self, x, y=None, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
+            validation_data=None, callbacks=(), verbose=1, augment=None, drop_last=False,
+            checkpoint=None, resume=False):
+        """Train for ``epochs`` passes over (x, y); returns a :class:`~fastcnn.callbacks.History`.
+
+        ``x`` may also be a :class:`~fastcnn.data.DataLoader` (then ``y``, ``batch_size``,
+        ``shuffle``, ``seed`` and ``augment`` are the loader's). ``shuffle`` draws a new
+        permutation each epoch from a generator seeded with ``seed``; ``shuffle=False`` takes
+        the batches in order. ``validation_split`` holds out the last fraction of (x, y)
+        (before shuffling, as Keras); ``validation_data=(x_val, y_val)`` gives them explicitly.
+        ``augment`` is a batch transform (see :mod:`fastcnn.data`). ``verbose``: 0 silent,
+        1 a progress bar (plain lines when the output is not a terminal), 2 one line per epoch.
+
+        ``checkpoint``: a file (or a :class:`fastcnn.io.Checkpoint`, to record metadata of
+        your own with it) that, after every epoch, receives atomically what it takes to
+        continue: weights and buffers, the optimizer's state, the epochs done, the history, the
+        callbacks' state (learning-rate schedules...) and the random generators' states
+        (shuffling, augmentation, dropout). With ``resume=True`` an existing checkpoint is
+        loaded first and training goes on from the epoch after it: a run killed at any point
+        and resumed ends with the weights, bit for bit, of a run that was never interrupted
+        (same data, arguments and seed). Without the file, training starts from scratch.
+
+        Ctrl-C: the step under way is finished, then fit stops and raises KeyboardInterrupt;
+        the model holds the weights after the last full step, ``model.history`` the epochs
+        completed (the partial epoch is neither recorded nor checkpointed).
+        """
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError(f"{type(self).__name__}.fit: call model.compile(optimizer=..., "
+                               f"loss=...) first")
+        if isinstance(x, DataLoader):
+            if validation_split:
+                raise ValueError("fit: validation_split needs arrays; with a DataLoader pass "
+                                 "validation_data=(x_val, y_val)")
+            loader = x
+        else:
+            x, y = self.prepare_inputs(x), self._targets(y, "fit")
+            n = check_same_length("fit", x, y)
+            if validation_data is None and validation_split:
+                if not 0.0 < validation_split < 1.0:
+                    raise ValueError(f"fit: validation_split must be in (0, 1), got {validation_split}")
+                n_val = int(round(n * validation_split))
+                if n_val == 0 or n_val == n:
+                    raise ValueError(f"fit: validation_split={validation_split} leaves no "
+                                     f"training or no validation samples out of {n}")
+                validation_data = (take(x, slice(n - n_val, n)), take(y, slice(n - n_val, n)))
+                x, y = take(x, slice(0, n - n_val)), take(y, slice(0, n - n_val))
+            loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                drop_last=drop_last, transform=augment)
+        if self.input_shape is None and not isinstance(loader.x, list):
+            self.input_shape = tuple(loader.x.shape[1:])
+
+        history = callbacks_module.History()
+        callbacks = list(callbacks)
+        cbs = callbacks_module.CallbackList([history] + callbacks, self)
+        self.stop_training = False
+        self.train()
+        cbs.on_train_begin({})
+        start = 0
+        if checkpoint is not None:
+            if not isinstance(checkpoint, Checkpoint):
+                checkpoint = Checkpoint(checkpoint)
+            if resume and os.path.exists(checkpoint.path):
+                start = self._restore_checkpoint(checkpoint.path, loader, history, callbacks)
+        interrupt = DeferredInterrupt()
+        with interrupt:
+            self._epochs(loader, start, epochs, batch_size, validation_data, verbose, history,
+                         cbs, callbacks, checkpoint, interrupt)
+        if interrupt.requested:
+            self.eval()
+            self.history = history
+            raise KeyboardInterrupt(f"fit interrupted during epoch {len(history.epoch) + 1}: the "
+                                    f"model holds the weights after its last full step")
+        cbs.on_train_end({})
+        self.eval()
+        self.history = history
+        return history
+
+    def _epochs(self, loader, start, epochs, batch_size, validation_data, verbose, history, cbs,
+                callbacks, checkpoint, interrupt):
+        for epoch in range(start, epochs):
+            if self.stop_training:
+                break
+            cbs.on_epoch_begin(epoch, {})
+            bar = ProgressBar(loader.num_samples if not loader.drop_last else
+                              len(loader) * loader.batch_size,
+                              epoch=epoch, epochs=epochs, verbose=verbose,
+                              accuracy=self._classification())
+            total_loss, total_correct, seen = 0.0, 0, 0
+            self.train()
+            for step, (xb, yb) in enumerate(loader):
+                loss, correct = self.train_step(xb, yb)
+                n = len(yb[0] if isinstance(yb, list) else yb)
+                total_loss += loss * n
+                total_correct += correct
+                seen += n
+                logs = {"loss": total_loss / seen}
+                if self._classification():
+                    logs["accuracy"] = total_correct / seen
+                bar.update(seen, logs)
+                cbs.on_train_batch_end(step, {"loss": loss, "size": n})
+                if interrupt.requested:
+                    return
+                if not np.isfinite(loss):
+                    self.stop_training = True
+                    break
+            logs = {"loss": total_loss / max(seen, 1)}
+            if self._classification():
+                logs["accuracy"] = total_correct / max(seen, 1)
+            if validation_data is not None:
+                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+                self.train()
+            logs["lr"] = self.optimizer.lr
+            logs["images_per_s"] = bar.rate()
+            bar.finish(logs)
+            cbs.on_epoch_end(epoch, logs)
+            if checkpoint is not None:
+                self._write_checkpoint(checkpoint, loader, history, callbacks, epoch + 1)
+            if interrupt.requested:
+                return
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _write_checkpoint(self, checkpoint, loader, history, callbacks, epochs_done):
+        state = {
+            "metadata": checkpoint.metadata,
+            "epochs_done": epochs_done,
+            "stop_training": bool(self.stop_training),
+            "history": {"epoch": list(history.epoch), "history": history.history},
+            "rng": {"shuffle": loader._order_rng.bit_generator.state,
+                    "augment": loader._augment_rng.bit_generator.state,
+                    "layers": rng().bit_generator.state},
+            "callbacks": [[type(cb).__name__, cb.state_dict()] for cb in callbacks],
+        }
+        save(self, checkpoint.path, training_state=state)
+
+    def _restore_checkpoint(self, path, loader, history, callbacks):
+        """Load a checkpoint written by fit into this model and the loop's state; returns the
+        number of epochs it had completed."""
+        state = load_training_state(path, self)
+        try:
+            saved = state["callbacks"]
+            names = [name for name, _ in saved]
+            if names != [type(cb).__name__ for cb in callbacks]:
+                raise ValueError(f"{path}: the checkpoint was written with callbacks {names}, "
+                                 f"this fit has {[type(cb).__name__ for cb in callbacks]}")
+            for cb, (_, cb_state) in zip(callbacks, saved):
+                cb.load_state_dict(cb_state)
+            generators = state["rng"]
+            loader._order_rng.bit_generator.state = generators["shuffle"]
+            loader._augment_rng.bit_generator.state = generators["augment"]
+            rng().bit_generator.state = generators["layers"]
+            history.epoch = [int(e) for e in state["history"]["epoch"]]
+            history.history = {str(k): list(v) for k, v in state["history"]["history"].items()}
+            self.stop_training = bool(state["stop_training"])
+            done = int(state["epochs_done"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(path):
+                raise
+            raise ValueError(f"{path}: not a usable training checkpoint: {exc}") from None
+        # The optimizer's learning rate is the checkpoint's (schedules included).
+        self.optimizer.lr = state["optimizer_lr"]
+        return done
+
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """{'loss': mean loss, 'accuracy': fraction correct (classification)} in eval mode."""
+        if self.loss is None:
+            raise RuntimeError(f"{type(self).__name__}.evaluate: call model.compile(...) first "
+                               f"(the loss)")
+        x, y = self.prepare_inputs(x), self._targets(y, "evaluate")
+        n = check_same_length("evaluate", x, y)
+        if n == 0:
+            raise ValueError("evaluate: x and y hold no samples")
+        total_loss, correct = 0.0, 0
+        # their own state: evaluate may run in several threads
+        losses = ([copy.copy(fn) for fn in self.loss] if isinstance(self.loss, list)
+                  else copy.copy(self.loss))
+        with inference_mode():
+            for start in range(0, n, batch_size):
+                batch = slice(start, start + batch_size)
+                xb, yb = take(x, batch), take(y, batch)
+                out = self.forward(xb)
+                size = min(batch_size, n - start)
+                total_loss += self._total_loss(losses, out, yb)[0] * size
+                if self._classification():
+                    correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
+        result = {"loss": total_loss / n}
+        if self._classification():
+            result["accuracy"] = correct / n
+        if verbose:
+            print("  ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        return result
+
+    def predict(self, x, batch_size=256):
+        """Outputs for x in eval mode, in batches: softmax probabilities for a classifier
+        (a list of arrays for a model with several outputs).
+
+        Softmax is applied to a 2-D output unless the model ends in Softmax or Sigmoid there or
+        was compiled with MSELoss for it; ``model(x)`` gives the raw outputs (logits).
+        """
+        x = self.prepare_inputs(x)
+        n = check_same_length("predict", x, None)
+        with inference_mode():   # for this thread only: predict may run in several at once
+            outs = [self.forward(take(x, slice(s, s + batch_size))) for s in range(0, n, batch_size)]
+        several = self.num_outputs > 1
+        results = []
+        for i in range(self.num_outputs):
+            parts = [o[i] for o in outs] if several else outs
+            out = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+            loss = self.loss[i] if isinstance(self.loss, list) else self.loss
+            if (out.ndim == 2 and not self.outputs_are_probabilities(i)
+                    and not isinstance(loss, _losses.MSELoss)):
+                out = cconv.softmax(out)
+            results.append(out)
+        return results if several else results[0]
