@@ -60,13 +60,18 @@ from ._conv import (Conv2dPlan, bias_backward, conv2d, conv2d_algorithm, conv2d_
                     conv_transpose2d_backward_weight, linear, linear_backward_data,
                     linear_backward_weight)
 from ._activation import (add, add_backward, add_relu_backward, dropout, dropout_backward,
-                          leaky_relu, leaky_relu_backward, relu, relu_backward, sigmoid,
-                          sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)
+                          gelu, gelu_backward, hardsigmoid, hardsigmoid_backward, hardswish,
+                          hardswish_backward, leaky_relu, leaky_relu_backward,
+                          mul_channel_gate, mul_channel_gate_backward, relu, relu6,
+                          relu6_backward, relu_backward, sigmoid, sigmoid_backward, silu,
+                          silu_backward, softmax, softmax_backward, tanh, tanh_backward)
 from ._batchnorm import batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train
 from ._loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from ._optim import adam_update, sgd_update
 from ._pool import (avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
                     global_avg_pool2d_backward, max_pool2d, max_pool2d_backward, sum_pool2d,
                     sum_pool2d_backward)
+from ._upsample import (upsample_bilinear2d, upsample_bilinear2d_backward, upsample_nearest2d,
+                        upsample_nearest2d_backward)
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Elementwise ops of the compiled op set: activations, softmax, dropout, add; forward and backward.
+"""Elementwise ops of the compiled op set: activations (relu, leaky relu, sigmoid, tanh, relu6,
+hard sigmoid, hard swish, silu, gelu), softmax, dropout, add; forward and backward.
 
 Elementwise ops take any shape and return float32 arrays of that shape. Large arrays are split
 into fixed chunks of ``CHUNK`` elements (softmax: whole rows, about ``CHUNK`` elements a chunk)
@@ -14,7 +15,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from cconv._runtime cimport ELEMENT_WORK, current_isa, data_ptr, resolve_threads, threads_for
-from cconv._validation import as_float32, check_workspace, get_memory_limit, nbytes_of
+from cconv._validation import as_float32, as_nhwc, check_workspace, get_memory_limit, nbytes_of
 
 cdef object _FLOAT32 = np.dtype(np.float32)
 
@@ -37,12 +38,29 @@ cdef extern from "activation.h" nogil:
         cconv_f32_vbinary_fn sigmoid_backward
         cconv_f32_vunary_fn tanh
         cconv_f32_vbinary_fn tanh_backward
+        cconv_f32_vunary_fn relu6
+        cconv_f32_vbinary_fn relu6_backward
+        cconv_f32_vunary_fn hardsigmoid
+        cconv_f32_vbinary_fn hardsigmoid_backward
+        cconv_f32_vunary_fn hardswish
+        cconv_f32_vbinary_fn hardswish_backward
+        cconv_f32_vunary_fn silu
+        cconv_f32_vbinary_fn silu_backward
+        cconv_f32_vunary_fn gelu
+        cconv_f32_vbinary_fn gelu_backward
+        cconv_f32_vunary_fn gelu_tanh
+        cconv_f32_vbinary_fn gelu_tanh_backward
     cconv_activation_kernels cconv_activation_select(int isa)
 
 ctypedef void (*dropout_fn)(size_t n, const float* x, float* y, uint8_t* mask, uint64_t key,
                             uint64_t first, uint32_t threshold, float scale) noexcept nogil
 ctypedef void (*dropout_backward_fn)(size_t n, const float* dy, const uint8_t* mask, float* dx,
                                      float scale) noexcept nogil
+ctypedef void (*gate_mul_fn)(size_t pixels, size_t channels, const float* x, const float* g,
+                             float* y) noexcept nogil
+ctypedef void (*gate_backward_fn)(size_t pixels, size_t channels, size_t stride, const float* dy,
+                                  const float* x, const float* g, float* dx,
+                                  float* dg) noexcept nogil
 ctypedef void (*rows_fn)(size_t rows, size_t c, const float* x, float* y) noexcept nogil
 ctypedef void (*rows_binary_fn)(size_t rows, size_t c, const float* a, const float* b,
                                 float* y) noexcept nogil
@@ -52,7 +70,10 @@ cdef extern from "eltwise.h" nogil:
         cconv_f32_vbinary_fn add
         dropout_fn dropout
         dropout_backward_fn dropout_backward
+        gate_mul_fn gate_mul
+        gate_backward_fn gate_backward
     cconv_eltwise_kernels cconv_eltwise_select(int isa)
+    enum: CCONV_GATE_BLOCK
 
 cdef extern from "softmax.h" nogil:
     cdef struct cconv_softmax_kernels:
@@ -300,6 +321,78 @@ def tanh_backward(dy, y, n_threads=None):
                        "dy", dy, "y", y, n_threads)
 
 
+def relu6(x, n_threads=None):
+    """y = min(max(x, 0), 6), any shape; NaN propagates."""
+    return _run_unary(cconv_activation_select(current_isa()).relu6, "relu6", x, n_threads)
+
+
+def relu6_backward(dy, y, n_threads=None):
+    """dx = dy where the forward output 0 < y < 6, else 0 (PyTorch's gradient)."""
+    return _run_binary(cconv_activation_select(current_isa()).relu6_backward, "relu6_backward",
+                       "dy", dy, "y", y, n_threads)
+
+
+def hardsigmoid(x, n_threads=None):
+    """y = relu6(x + 3) / 6 (PyTorch's hardsigmoid); NaN propagates."""
+    return _run_unary(cconv_activation_select(current_isa()).hardsigmoid, "hardsigmoid", x,
+                      n_threads)
+
+
+def hardsigmoid_backward(dy, x, n_threads=None):
+    """dx = dy / 6 where the forward input -3 < x < 3, else 0 (PyTorch's gradient)."""
+    return _run_binary(cconv_activation_select(current_isa()).hardsigmoid_backward,
+                       "hardsigmoid_backward", "dy", dy, "x", x, n_threads)
+
+
+def hardswish(x, n_threads=None):
+    """y = x * relu6(x + 3) / 6 (PyTorch's hardswish); NaN propagates."""
+    return _run_unary(cconv_activation_select(current_isa()).hardswish, "hardswish", x,
+                      n_threads)
+
+
+def hardswish_backward(dy, x, n_threads=None):
+    """PyTorch's gradient from the forward input x, its values at the kinks included: 0 for
+    x <= -3, dy * (x / 3 + 1/2) for -3 < x < 3, dy for x >= 3; NaN in x gives NaN."""
+    return _run_binary(cconv_activation_select(current_isa()).hardswish_backward,
+                       "hardswish_backward", "dy", dy, "x", x, n_threads)
+
+
+def silu(x, n_threads=None):
+    """y = x * sigmoid(x) (swish); 0 at -inf, inf at inf; NaN propagates."""
+    return _run_unary(cconv_activation_select(current_isa()).silu, "silu", x, n_threads)
+
+
+def silu_backward(dy, x, n_threads=None):
+    """dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x) of the forward input x."""
+    return _run_binary(cconv_activation_select(current_isa()).silu_backward, "silu_backward",
+                       "dy", dy, "x", x, n_threads)
+
+
+def _gelu_kind(op, approximate):
+    if isinstance(approximate, str) and approximate in ("none", "tanh"):
+        return approximate == "tanh"
+    raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def gelu(x, approximate="none", n_threads=None):
+    """y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))) (``approximate='none'``, PyTorch's
+    default), or 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) (``'tanh'``).
+    Accurate in the negative tail too (erfc / sigmoid forms, no 1 + erf cancellation)."""
+    cdef cconv_activation_kernels k = cconv_activation_select(current_isa())
+    if _gelu_kind("gelu", approximate):
+        return _run_unary(k.gelu_tanh, "gelu", x, n_threads)
+    return _run_unary(k.gelu, "gelu", x, n_threads)
+
+
+def gelu_backward(dy, x, approximate="none", n_threads=None):
+    """Gradient of :func:`gelu` from the forward input x: dy * (Phi(x) + x * phi(x)) for
+    ``approximate='none'``, the derivative of the tanh form for ``'tanh'``."""
+    cdef cconv_activation_kernels k = cconv_activation_select(current_isa())
+    if _gelu_kind("gelu_backward", approximate):
+        return _run_binary(k.gelu_tanh_backward, "gelu_backward", "dy", dy, "x", x, n_threads)
+    return _run_binary(k.gelu_backward, "gelu_backward", "dy", dy, "x", x, n_threads)
+
+
 # --- softmax ---------------------------------------------------------------------------------
 
 def _rows(op, name, x):
@@ -480,3 +573,87 @@ def add_backward(dy, n_threads=None):
         job.y = fptr(out)
         _go(&job, fdy.size, CHUNK, n_threads)
     return da, db
+
+
+# --- channel gate (squeeze-excitation) ----------------------------------------------------------
+
+cdef int _nhwc_threads(op, n_threads, double elements) except -1:
+    try:
+        return threads_for(resolve_threads(n_threads), elements * ELEMENT_WORK)
+    except ValueError as exc:
+        raise ValueError(f"{op}: {exc}") from None
+
+
+cdef _gate_args(op, x, g, dy=None):
+    """x (N, H, W, C) and g (N, C) or (N, 1, 1, C), as contiguous float32 ((N, C) for g)."""
+    fx = as_nhwc(op, "x", x)
+    N, H, W, C = fx.shape
+    fg = as_float32(op, "g", g)
+    if fg.shape not in ((N, C), (N, 1, 1, C)):
+        raise ValueError(f"{op}: g must have shape {(N, C)} or {(N, 1, 1, C)} for x of shape "
+                         f"{fx.shape}, got {fg.shape}")
+    fdy = None
+    if dy is not None:
+        fdy = as_nhwc(op, "dy", dy)
+        if fdy.shape != fx.shape:
+            raise ValueError(f"{op}: dy and x must have the same shape, got {fdy.shape} and "
+                             f"{fx.shape}")
+    return fx, fg, fdy
+
+
+def mul_channel_gate(x, g, n_threads=None):
+    """y = x * g broadcast over height and width: x NHWC (N, H, W, C), g (N, C) or
+    (N, 1, 1, C) (a squeeze-excitation gate). Returns y (N, H, W, C)."""
+    op = "mul_channel_gate"
+    fx, fg, _ = _gate_args(op, x, g)
+    N, H, W, C = fx.shape
+    cdef int nt = _nhwc_threads(op, n_threads, 2.0 * fx.size)
+    _output(op, fx.shape)
+    y = np.empty(fx.shape, dtype=np.float32)
+    cdef gate_mul_fn fn = cconv_eltwise_select(current_isa()).gate_mul
+    cdef const float* xp = fptr(fx)
+    cdef const float* gp = fptr(fg)
+    cdef float* yp = fptr(y)
+    cdef Py_ssize_t H_ = H, W_ = W, C_ = C, row = W * C
+    cdef Py_ssize_t t, total = N * H
+    cdef unsigned ftz = 0
+    with nogil, parallel(num_threads=nt):
+        ftz = cconv_ftz_enter()
+        for t in prange(total, schedule="static"):
+            fn(<size_t>W_, <size_t>C_, xp + t * row, gp + (t // H_) * C_, yp + t * row)
+        cconv_ftz_restore(ftz)
+    return y
+
+
+def mul_channel_gate_backward(dy, x, g, n_threads=None):
+    """Gradient of :func:`mul_channel_gate`: returns (dx, dg), dx = dy * g (N, H, W, C) and
+    dg[n, c] = sum over h, w of dy * x, in the shape g was given ((N, C) or (N, 1, 1, C)).
+    dg is summed in double, pixel after pixel, by one thread per (image, channel block): the
+    same bits for any thread count."""
+    op = "mul_channel_gate_backward"
+    fx, fg, fdy = _gate_args(op, x, g, dy)
+    N, H, W, C = fx.shape
+    cdef int nt = _nhwc_threads(op, n_threads, 3.0 * fx.size)
+    _output(op, fx.shape, 1, nbytes_of((N, C)))
+    dx = np.empty(fx.shape, dtype=np.float32)
+    dg = np.empty(fg.shape, dtype=np.float32)
+    cdef gate_backward_fn fn = cconv_eltwise_select(current_isa()).gate_backward
+    cdef const float* dyp = fptr(fdy)
+    cdef const float* xp = fptr(fx)
+    cdef const float* gp = fptr(fg)
+    cdef float* dxp = fptr(dx)
+    cdef float* dgp = fptr(dg)
+    cdef Py_ssize_t C_ = C, pixels = H * W, image = H * W * C
+    cdef Py_ssize_t blocks = (C + CCONV_GATE_BLOCK - 1) // CCONV_GATE_BLOCK
+    cdef Py_ssize_t t, n, c, total = N * blocks
+    cdef unsigned ftz = 0
+    with nogil, parallel(num_threads=nt):
+        ftz = cconv_ftz_enter()
+        for t in prange(total, schedule="static"):
+            n = t // blocks
+            c = (t % blocks) * CCONV_GATE_BLOCK
+            fn(<size_t>pixels, <size_t>min(<Py_ssize_t>CCONV_GATE_BLOCK, C_ - c), <size_t>C_,
+               dyp + n * image + c, xp + n * image + c, gp + n * C_ + c, dxp + n * image + c,
+               dgp + n * C_ + c)
+        cconv_ftz_restore(ftz)
+    return dx, dg

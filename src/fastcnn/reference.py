@@ -4,6 +4,8 @@ Written for clarity, not speed: the oracle the tests compare against and the bas
 benchmarks measure. Same conventions as ``cconv``: NHWC activations, PyTorch-order parameters.
 Every function computes in the dtype it is given (pass float64 for a tight oracle).
 """
+import math
+
 import numpy as np
 
 from cconv._validation import conv_padding
@@ -316,6 +318,86 @@ def softmax_backward(dy, y):
     return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
+def _f64(*arrays):
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+def relu6(x):
+    (x,) = _f64(x)
+    return np.minimum(np.maximum(x, 0), 6)  # NaN propagates
+
+
+def relu6_backward(dy, y):
+    dy, y = _f64(dy, y)
+    return np.where((y > 0) & (y < 6), dy, 0.0)
+
+
+def hardsigmoid(x):
+    (x,) = _f64(x)
+    return np.minimum(np.maximum(x + 3, 0), 6) / 6
+
+
+def hardsigmoid_backward(dy, x):
+    dy, x = _f64(dy, x)
+    return np.where((x > -3) & (x < 3), dy / 6, 0.0)
+
+
+def hardswish(x):
+    (x,) = _f64(x)
+    return x * np.minimum(np.maximum(x + 3, 0), 6) / 6
+
+
+def hardswish_backward(dy, x):
+    """PyTorch's gradient: 0 for x <= -3, dy (x/3 + 1/2) for -3 < x < 3, dy for x >= 3."""
+    dy, x = _f64(dy, x)
+    return np.where(x <= -3, 0.0, np.where(x >= 3, dy, dy * (x / 3 + 0.5)))
+
+
+def silu(x):
+    (x,) = _f64(x)
+    return x * sigmoid(x)
+
+
+def silu_backward(dy, x):
+    dy, x = _f64(dy, x)
+    s = sigmoid(x)
+    return dy * s * (1 + x * (1 - s))
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def normal_cdf(x):
+    """Phi(x) = 0.5 erfc(-x / sqrt 2): accurate in the lower tail too (unlike 0.5 (1 + erf))."""
+    return 0.5 * _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2))
+
+
+def normal_pdf(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+_GELU_BETA = math.sqrt(2 / math.pi)
+_GELU_KAPPA = 0.044715
+
+
+def gelu(x, approximate="none"):
+    """x Phi(x) (PyTorch's default), or the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    (x,) = _f64(x)
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(_GELU_BETA * (x + _GELU_KAPPA * x ** 3)))
+    return x * normal_cdf(x)
+
+
+def gelu_backward(dy, x, approximate="none"):
+    dy, x = _f64(dy, x)
+    if approximate == "tanh":
+        t = np.tanh(_GELU_BETA * (x + _GELU_KAPPA * x ** 3))
+        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_BETA
+                     * (1 + 3 * _GELU_KAPPA * x * x))
+    return dy * (normal_cdf(x) + x * normal_pdf(x))
+
+
 # --- dropout ---
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -462,3 +544,96 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=
     denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps
     param -= lr / (1 - beta1 ** step) * exp_avg / denom
     return param
+
+
+# --- channel gate (squeeze-excitation) ---
+
+def mul_channel_gate(x, g):
+    """y = x * g broadcast over height and width: x (N, H, W, C), g (N, C) or (N, 1, 1, C)."""
+    x, g = _f64(x, g)
+    return x * g.reshape(g.shape[0], 1, 1, -1)
+
+
+def mul_channel_gate_backward(dy, x, g):
+    """(dx, dg): dx = dy * g, dg = sum over height and width of dy * x, in g's shape."""
+    dy, x, g = _f64(dy, x, g)
+    dx = dy * g.reshape(g.shape[0], 1, 1, -1)
+    return dx, (dy * x).sum(axis=(1, 2)).reshape(g.shape)
+
+
+# --- upsampling ---
+
+def nearest_source_index(in_size, out_size):
+    """PyTorch's 'nearest' source index along one axis: floor(dst * scale) clamped to in - 1,
+    scale = in / out, both computed in float32 as PyTorch does (its rounding can move the index
+    one below floor(dst * in / out)); dst when out == in, dst // 2 when out == 2 in."""
+    dst = np.arange(out_size)
+    if out_size == in_size:
+        return dst
+    if out_size == 2 * in_size:
+        return dst // 2
+    scale = np.float32(in_size) / np.float32(out_size)
+    return np.minimum(np.floor(dst.astype(np.float32) * scale).astype(np.int64), in_size - 1)
+
+
+def _interp_matrix(in_size, out_size, mode, align_corners=False):
+    """The (out, in) matrix M of one axis: y = M x along that axis."""
+    m = np.zeros((out_size, in_size))
+    dst = np.arange(out_size)
+    if mode == "nearest":
+        m[dst, nearest_source_index(in_size, out_size)] = 1.0
+        return m
+    if out_size == in_size:
+        return np.eye(in_size)
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+    else:
+        src = np.maximum((dst + 0.5) * in_size / out_size - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    lam = np.clip(src - i0, 0.0, 1.0)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    np.add.at(m, (dst, i0), 1 - lam)
+    np.add.at(m, (dst, i1), lam)
+    return m
+
+
+def _pair_size(size):
+    """An int, (H, W), or an NHWC shape (N, H, W, C) -> (H, W)."""
+    if np.isscalar(size):
+        return int(size), int(size)
+    size = tuple(int(s) for s in size)
+    return size if len(size) == 2 else size[1:3]
+
+
+def _resize(x, mh, mw):
+    return np.einsum("oh,nhwc,pw->nopc", mh, x, mw)
+
+
+def upsample_nearest2d(x, out_size):
+    """PyTorch's interpolate(mode='nearest') on NHWC x, to out_size (Ho, Wo)."""
+    (x,) = _f64(x)
+    ho, wo = _pair_size(out_size)
+    return _resize(x, _interp_matrix(x.shape[1], ho, "nearest"),
+                   _interp_matrix(x.shape[2], wo, "nearest"))
+
+
+def upsample_nearest2d_backward(dy, in_size):
+    (dy,) = _f64(dy)
+    h, w = _pair_size(in_size)
+    return _resize(dy, _interp_matrix(h, dy.shape[1], "nearest").T,
+                   _interp_matrix(w, dy.shape[2], "nearest").T)
+
+
+def upsample_bilinear2d(x, out_size, align_corners=False):
+    """PyTorch's interpolate(mode='bilinear', align_corners=...) on NHWC x, to out_size (Ho, Wo)."""
+    (x,) = _f64(x)
+    ho, wo = _pair_size(out_size)
+    return _resize(x, _interp_matrix(x.shape[1], ho, "bilinear", align_corners),
+                   _interp_matrix(x.shape[2], wo, "bilinear", align_corners))
+
+
+def upsample_bilinear2d_backward(dy, in_size, align_corners=False):
+    (dy,) = _f64(dy)
+    h, w = _pair_size(in_size)
+    return _resize(dy, _interp_matrix(h, dy.shape[1], "bilinear", align_corners).T,
+                   _interp_matrix(w, dy.shape[2], "bilinear", align_corners).T)

@@ -9,6 +9,7 @@
     X(softmax)              \
     X(batchnorm)            \
     X(pool)                 \
+    X(upsample)             \
     X(igemm)                \
     X(peak)
 

@@ -1,4 +1,5 @@
-/* Elementwise add and dropout (eltwise.h): exact operations, the same bits on every ISA. */
+/* Elementwise add, dropout and the channel gate (eltwise.h): exact operations (the gate's sums in
+ * double, per channel in pixel order), the same bits on every ISA. */
 #include <string.h>
 
 #include "eltwise.h"
@@ -12,6 +13,9 @@ void family_eltwise(struct harness* h, int isa) {
     harness_expect_own_kernel(h, "dropout", (const void*)v.dropout, (const void*)s.dropout);
     harness_expect_own_kernel(h, "dropout_backward", (const void*)v.dropout_backward,
                               (const void*)s.dropout_backward);
+    harness_expect_own_kernel(h, "gate_mul", (const void*)v.gate_mul, (const void*)s.gate_mul);
+    harness_expect_own_kernel(h, "gate_backward", (const void*)v.gate_backward,
+                              (const void*)s.gate_backward);
 
     for (int specials = 0; specials <= 1; specials++) {
         for (size_t li = 0; li < HARNESS_N_LENGTHS; li++) {
@@ -60,6 +64,38 @@ void family_eltwise(struct harness* h, int isa) {
             s.dropout_backward(n, dy, mask, dx_want, scale);
             v.dropout_backward(n, dy, mask, dx_got, scale);
             harness_expect_f32(h, "dx", n, dx_got, dx_want, 0, 0);
+
+            /* The gate: n channels, a few pixels, a pixel stride of n or more (a channel block
+             * of a wider image); at most CCONV_GATE_BLOCK channels per backward call. */
+            const size_t pixels = harness_range(h, 1, 5);
+            const size_t stride = n + harness_range(h, 0, 3);
+            const size_t total = pixels * stride;
+            harness_case(h, "gate_mul pixels=%zu channels=%zu specials=%d", pixels, n, specials);
+            float* gx = harness_floats(h, pixels * n);
+            float* gg = harness_floats(h, n);
+            harness_fill(h, gx, pixels * n, -3.0f, 3.0f, specials);
+            harness_fill(h, gg, n, 0.0f, 1.0f, specials);
+            float* gy_got = harness_floats(h, pixels * n);
+            float* gy_want = harness_floats(h, pixels * n);
+            s.gate_mul(pixels, n, gx, gg, gy_want);
+            v.gate_mul(pixels, n, gx, gg, gy_got);
+            harness_expect_f32(h, "y", pixels * n, gy_got, gy_want, 0, 0);
+
+            const size_t nc = n < CCONV_GATE_BLOCK ? n : CCONV_GATE_BLOCK;
+            harness_case(h, "gate_backward pixels=%zu channels=%zu stride=%zu specials=%d",
+                         pixels, nc, stride, specials);
+            float* bdy = harness_floats(h, total);
+            float* bx = harness_floats(h, total);
+            harness_fill(h, bdy, total, -3.0f, 3.0f, specials);
+            harness_fill(h, bx, total, -3.0f, 3.0f, specials);
+            float* bdx_got = harness_copy_floats(h, bx, total);   /* untouched lanes compared too */
+            float* bdx_want = harness_copy_floats(h, bx, total);
+            float* bdg_got = harness_floats(h, nc);
+            float* bdg_want = harness_floats(h, nc);
+            s.gate_backward(pixels, nc, stride, bdy, bx, gg, bdx_want, bdg_want);
+            v.gate_backward(pixels, nc, stride, bdy, bx, gg, bdx_got, bdg_got);
+            harness_expect_f32(h, "dx", total, bdx_got, bdx_want, 0, 0);
+            harness_expect_f32(h, "dg", nc, bdg_got, bdg_want, 0, 0);
         }
     }
 }

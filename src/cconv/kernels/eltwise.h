@@ -1,4 +1,5 @@
-/* Elementwise micro-kernels that are not activations: add (residual connections) and dropout.
+/* Elementwise micro-kernels that are not activations: add (residual connections), dropout, and
+ * the channel gate of squeeze-excitation (y = x * g, g one value per image and channel).
  *
  * Dropout draws its mask from a counter-based generator: element i of a call is kept when the top
  * 32 bits of splitmix64(key + i * golden) are >= threshold, so the mask depends on (seed, index)
@@ -14,6 +15,9 @@
 
 #define CCONV_DROPOUT_GOLDEN 0x9E3779B97F4A7C15ull
 
+/* The most channels one gate_backward call takes (its double accumulators live on the stack). */
+#define CCONV_GATE_BLOCK 64
+
 /* splitmix64's output function (Steele, Lea, Flood 2014): a bijective 64-bit mixer. */
 static inline uint64_t cconv_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -26,11 +30,17 @@ static inline uint64_t cconv_mix64(uint64_t z) {
     void cconv_f32_dropout__##isa(size_t n, const float* x, float* y, uint8_t* mask, uint64_t key, \
                                   uint64_t first, uint32_t threshold, float scale);               \
     void cconv_f32_dropout_backward__##isa(size_t n, const float* dy, const uint8_t* mask,         \
-                                           float* dx, float scale);
+                                           float* dx, float scale);                          \
+    void cconv_f32_gate_mul__##isa(size_t pixels, size_t channels, const float* x,                \
+                                   const float* g, float* y);                                     \
+    void cconv_f32_gate_backward__##isa(size_t pixels, size_t channels, size_t stride,            \
+                                        const float* dy, const float* x, const float* g,          \
+                                        float* dx, float* dg);
 
 #define CCONV_ELTWISE_TABLE(isa)                                                                  \
     (struct cconv_eltwise_kernels) {                                                              \
-        cconv_f32_vadd__##isa, cconv_f32_dropout__##isa, cconv_f32_dropout_backward__##isa         \
+        cconv_f32_vadd__##isa, cconv_f32_dropout__##isa, cconv_f32_dropout_backward__##isa,        \
+        cconv_f32_gate_mul__##isa, cconv_f32_gate_backward__##isa                                 \
     }
 
 struct cconv_eltwise_kernels {
@@ -42,6 +52,14 @@ struct cconv_eltwise_kernels {
     /* dx = dy * (mask ? scale : 0) */
     void (*dropout_backward)(size_t n, const float* dy, const uint8_t* mask, float* dx,
                              float scale);
+    /* y[p*channels + j] = x[p*channels + j] * g[j], p < pixels, j < channels. */
+    void (*gate_mul)(size_t pixels, size_t channels, const float* x, const float* g, float* y);
+    /* One channel block (channels <= CCONV_GATE_BLOCK) of one image whose pixels are `stride`
+     * floats apart: dx[p*stride + j] = dy[p*stride + j] * g[j], and
+     * dg[j] = sum over p < pixels of dy[p*stride + j] * x[p*stride + j], summed in double in
+     * pixel order (the same result for any split of the channels). */
+    void (*gate_backward)(size_t pixels, size_t channels, size_t stride, const float* dy,
+                          const float* x, const float* g, float* dx, float* dg);
 };
 
 CCONV_ELTWISE_DECLARE(scalar)

@@ -29,3 +29,33 @@ void CCONV_UKERNEL(f32_dropout_backward)(size_t n, const float* restrict dy,
                                          float scale) {
     for (size_t i = 0; i < n; i++) dx[i] = dy[i] * cconv_selectf(mask[i], scale, 0.0f);
 }
+
+void CCONV_UKERNEL(f32_gate_mul)(size_t pixels, size_t channels, const float* restrict x,
+                                 const float* restrict g, float* restrict y) {
+    for (size_t p = 0; p < pixels; p++) {
+        const float* restrict xp = x + p * channels;
+        float* restrict yp = y + p * channels;
+        for (size_t j = 0; j < channels; j++) yp[j] = xp[j] * g[j];
+    }
+}
+
+/* The products dy * x are exact in double, and the double sums of up to millions of pixels stay
+ * far below float32's rounding: dg is the correctly rounded sum in practice. */
+void CCONV_UKERNEL(f32_gate_backward)(size_t pixels, size_t channels, size_t stride,
+                                      const float* restrict dy, const float* restrict x,
+                                      const float* restrict g, float* restrict dx,
+                                      float* restrict dg) {
+    double acc[CCONV_GATE_BLOCK];
+    if (channels > CCONV_GATE_BLOCK) channels = CCONV_GATE_BLOCK;
+    for (size_t j = 0; j < channels; j++) acc[j] = 0.0;
+    for (size_t p = 0; p < pixels; p++) {
+        const float* restrict dyp = dy + p * stride;
+        const float* restrict xp = x + p * stride;
+        float* restrict dxp = dx + p * stride;
+        for (size_t j = 0; j < channels; j++) {
+            dxp[j] = dyp[j] * g[j];
+            acc[j] += (double)dyp[j] * (double)xp[j];
+        }
+    }
+    for (size_t j = 0; j < channels; j++) dg[j] = (float)acc[j];
+}

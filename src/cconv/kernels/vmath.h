@@ -95,4 +95,90 @@ static inline float cconv_tanhf(float x) {
     return cconv_selectf(ax < 0.625f, small, large);
 }
 
+/* c ? 0 : x for the products that meet 0 * Inf at the ends of a smooth activation's range. */
+static inline float cconv_zero_iff(int c, float x) {
+    uint32_t m = 0u - (uint32_t)(c != 0);
+    return cconv_f32_from_bits(cconv_f32_bits(x) & ~m);
+}
+
+/* The pair (sigmoid(x), sigmoid(-x)) = (s, 1 - s), each with its own relative accuracy (1 - s is
+ * not computed as a difference): e = exp(-|x|), s = (x >= 0 ? 1 : e) / (1 + e). */
+static inline void cconv_sigmoid_pairf(float x, float* s, float* one_minus_s) {
+    float e = cconv_expf_nonpos(-fabsf(x));
+    float d = 1.0f + e;
+    int pos = x >= 0.0f;
+    *s = cconv_selectf(pos, 1.0f, e) / d;
+    *one_minus_s = cconv_selectf(pos, e, 1.0f) / d;
+}
+
+/* exp(-s a^2) * exp(extra) for a >= 0, s = 1 or 0.5, extra <= 0, without the error of rounding
+ * a^2 (fdlibm's erf does the same): hi = a with its low 12 significand bits cleared, so s hi^2 is
+ * exact, and a^2 = hi^2 - (hi - a)(hi + a), the second term small and accurate to its own ulp.
+ * 0 where exp(-s hi^2) underflows (a = +Inf included); NaN stays NaN. */
+static inline float cconv_exp_neg_sqf(float a, float s, float extra) {
+    float hi = cconv_f32_from_bits(cconv_f32_bits(a) & 0xFFFFF000u);
+    float big = cconv_expf_nonpos(-s * (hi * hi));
+    float lo = CCONV_FMADD(s * (hi - a), hi + a, extra);
+    lo = cconv_selectf(lo > 0.0f, 0.0f, lo);            /* rounding only; NaN passes */
+    return cconv_zero_iff(big == 0.0f, big * cconv_expf_nonpos(lo));
+}
+
+/* erfc(z) for z >= 0 where exp(-z^2) is written exp(-s a^2) (z = a, s = 1 for erfc itself;
+ * z = a / sqrt2, s = 0.5 for the normal distribution, so that a^2 / 2 is exact and the rounding of
+ * z does not enter the exponent). Numerical Recipes' erfcc: t = 1 / (1 + z/2),
+ * erfc(z) = t exp(-z^2 + P(t)), P of degree 9, relative error below 1.1e-7 for every z >= 0. */
+static inline float cconv_erfc_nonneg_(float z, float a, float s) {
+    float t = 1.0f / CCONV_FMADD(0.5f, z, 1.0f);
+    float p = 0.17087277f;
+    p = CCONV_FMADD(p, t, -0.82215223f);
+    p = CCONV_FMADD(p, t, 1.48851587f);
+    p = CCONV_FMADD(p, t, -1.13520398f);
+    p = CCONV_FMADD(p, t, 0.27886807f);
+    p = CCONV_FMADD(p, t, -0.18628806f);
+    p = CCONV_FMADD(p, t, 0.09678418f);
+    p = CCONV_FMADD(p, t, 0.37409196f);
+    p = CCONV_FMADD(p, t, 1.00002368f);
+    p = CCONV_FMADD(p, t, -1.26551223f);
+    return t * cconv_exp_neg_sqf(a, s, p);
+}
+
+/* erf(x) near 0: 2/sqrt(pi) (x - x^3/3 + x^5/10 - x^7/42 + x^9/216 - x^11/1320 + x^13/9360),
+ * the Taylor series, within 3e-8 relative for |x| <= 0.5. */
+static inline float cconv_erf_smallf(float x) {
+    float z = x * x;
+    float p = 1.0f / 9360.0f;
+    p = CCONV_FMADD(p, z, -1.0f / 1320.0f);
+    p = CCONV_FMADD(p, z, 1.0f / 216.0f);
+    p = CCONV_FMADD(p, z, -1.0f / 42.0f);
+    p = CCONV_FMADD(p, z, 1.0f / 10.0f);
+    p = CCONV_FMADD(p, z, -1.0f / 3.0f);
+    p = CCONV_FMADD(p, z, 1.0f);
+    return (1.12837916709551257f * x) * p;
+}
+
+/* erf(x), a few ulp: the Taylor polynomial for |x| < 0.5, else 1 - erfc(|x|) with the sign of x
+ * (erfc(0.5) = 0.48: no cancellation to speak of); saturates to exactly +-1; NaN stays NaN. */
+static inline float cconv_erff(float x) {
+    float a = fabsf(x);
+    float large = copysignf(1.0f - cconv_erfc_nonneg_(a, a, 1.0f), x);
+    return cconv_selectf(a < 0.5f, cconv_erf_smallf(x), large);
+}
+
+/* The standard normal distribution Phi(x) = (1 + erf(x / sqrt2)) / 2, accurate relative to
+ * itself also in the lower tail (erfc, not 1 + erf): 0.5 erfc(|x| / sqrt2) for x < 0, its
+ * complement for x >= 0, and 0.5 + 0.5 erf(x / sqrt2) near 0. */
+static inline float cconv_normcdff(float x) {
+    float a = fabsf(x);
+    float z = a * 0.707106781186547524f;
+    float half_erfc = 0.5f * cconv_erfc_nonneg_(z, a, 0.5f);
+    float tails = cconv_selectf(x < 0.0f, half_erfc, 1.0f - half_erfc);
+    float centre = CCONV_FMADD(0.5f, cconv_erf_smallf(x * 0.707106781186547524f), 0.5f);
+    return cconv_selectf(z < 0.5f, centre, tails);
+}
+
+/* The standard normal density exp(-x^2 / 2) / sqrt(2 pi). */
+static inline float cconv_normpdff(float x) {
+    return 0.398942280401432678f * cconv_exp_neg_sqf(fabsf(x), 0.5f, 0.0f);
+}
+
 #endif
