@@ -185,8 +185,8 @@ def test_ctrl_c_during_fit_stops_at_a_step_boundary(tmp_path, monkeypatch):
     calls = {"steps": 0}
     real_update = fc.Adam._update
 
-    def update(self, p, g, state):   # Ctrl-C arrives between two parameters' updates
-        real_update(self, p, g, state)
+    def update(self, p, g, state, h):   # Ctrl-C arrives between two parameters' updates
+        real_update(self, p, g, state, h)
         if calls["steps"] == 8 and p is self.params[2]:
             os.kill(os.getpid(), signal.SIGINT)
 

@@ -230,14 +230,16 @@ def run_conv_suite(threads, algo="auto", shapes=None, passes=PASSES, min_time=0.
 
 # ----------------------------------------------------------------------------- whole models
 
-MODELS = {  # name: (builder, one image's (H, W, C), training batch)
-    "LeNet-5": ("lenet5", (28, 28, 1), 64),
-    "ResNet-20": ("resnet20", (32, 32, 3), 128),
+MODELS = {  # name: (builder in fc.models, one image's (H, W, C), training batch, inference batches)
+    "LeNet-5": ("lenet5", (28, 28, 1), 64, (1, 64)),
+    "ResNet-20": ("resnet20", (32, 32, 3), 128, (1, 128)),
+    "MobileNetV2": ("mobilenet_v2", (96, 96, 3), 32, (1, 32)),
+    "ResNet-18": ("resnet18", (112, 112, 3), 16, (1, 16)),
 }
 
 
 def _model_data(name, batch, seed=0):
-    _, shape, _ = MODELS[name]
+    shape = MODELS[name][1]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch,) + shape, dtype=np.float32)
     y = rng.integers(0, 10, batch)
@@ -291,7 +293,7 @@ def _torch_train_step(torch, name, batch, channels_last):
 
 
 def _inference_batches(name):
-    return (1, MODELS[name][2] if name == "LeNet-5" else 128)
+    return MODELS[name][3]
 
 
 def _fastcnn_times(name, threads, min_time):
@@ -384,8 +386,9 @@ def _ort_session(torch, model, x, threads):
 MODEL_MAX_RUNS = 1_000_000
 
 
-def run_model_suite(threads, min_time=1.5, with_torch=True, out=print):
-    """Training step and inference time of whole models; times in ms, ratios = time / theirs."""
+def run_model_suite(threads, min_time=1.5, with_torch=True, out=print, models=None):
+    """Training step and inference time of whole models (``models``: names of MODELS, default
+    all); times in ms, ratios = time / theirs."""
     cconv.set_num_threads(threads)
     torch = _import_torch(threads) if with_torch else None
     out(f"\nWhole models, {threads} thread(s): time per call in ms (best of runs), peak memory of "
@@ -406,7 +409,9 @@ def run_model_suite(threads, min_time=1.5, with_torch=True, out=print):
             f"{f(ort_value, '.3f'):>9s} {f(row['vs_torch'], '.2f', 'x'):>8s} "
             f"{f(row['vs_ort'], '.2f', 'x'):>7s}")
 
-    for name, (_, shape, train_batch) in MODELS.items():
+    for name, (_, shape, train_batch, _) in MODELS.items():
+        if models and name not in models:
+            continue
         ms = lambda fn: 1e3 * best_time(fn, min_time, MODEL_MAX_RUNS)
         fc_times = measure_fastcnn_times(name, threads, min_time)
         fc_step = fc_times["train"]
@@ -456,15 +461,21 @@ def build_parser():
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--models", action="store_true",
-                        help="whole models (LeNet-5, ResNet-20: training step, inference, memory) "
-                             "instead of the convolution suite")
+                        help="whole models (training step, inference, memory) instead of the "
+                             "convolution suite")
+    parser.add_argument("--model", default="", help=f"with --models: comma-separated names "
+                                                    f"(default: all of {', '.join(MODELS)})")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.models:
-        run_model_suite(args.threads, max(args.min_time, 1.5), not args.no_torch)
+        names = [m for m in args.model.split(",") if m]
+        unknown = set(names) - set(MODELS)
+        if unknown:
+            raise SystemExit(f"unknown models: {', '.join(sorted(unknown))}")
+        run_model_suite(args.threads, max(args.min_time, 1.5), not args.no_torch, models=names)
         return 0
     shapes = [s for s in args.shapes.split(",") if s]
     unknown = set(shapes) - {s[0] for s in SHAPES}

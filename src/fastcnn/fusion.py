@@ -96,7 +96,7 @@ class ConvStep(PreparedStep):
             w = (w * scale[:, None, None, None]).astype(np.float32)
             b = ((bias - mean) * scale + beta).astype(np.float32)
         return cconv.Conv2dPlan(w, b, activation="relu" if self.relu else None, algo=conv.algo,
-                                **conv._args())
+                                **conv.conv_args())
 
     def __call__(self, x):
         conv = self.layer
@@ -158,9 +158,21 @@ class ResidualStep(LayerStep):
 
 
 
+class ReLUInStoreStep(LayerStep):
+    """A BatchNorm2d or an Add with the ReLU after it applied in its own store."""
+
+    def __init__(self, index, layer, relu):
+        super().__init__(index, layer)
+        self.relu, self.size = relu, 2
+
+    def __call__(self, x):
+        y = self.relu._y = self.layer.forward(x, activation="relu")
+        return y
+
+
 def chain_steps(layers, first_index=0):
     """The eval-mode steps of a chain of layers: one step per layer, or per Conv2d with the
-    BatchNorm2d and the ReLU after it, Linear with its ReLU, Residual with its ReLU."""
+    BatchNorm2d and the ReLU after it, Linear, Residual, BatchNorm2d or Add with its ReLU."""
     steps, i = [], 0
     while i < len(layers):
         layer = layers[i]
@@ -174,6 +186,8 @@ def chain_steps(layers, first_index=0):
             step = LinearStep(first_index + i, layer, nxt if type(nxt) is ReLU else None)
         elif type(layer) is Residual:
             step = ResidualStep(first_index + i, layer, nxt if type(nxt) is ReLU else None)
+        elif type(layer) in (BatchNorm2d, Add) and type(nxt) is ReLU:
+            step = ReLUInStoreStep(first_index + i, layer, nxt)
         steps.append(step or LayerStep(first_index + i, layer))
         i += steps[-1].size
     return steps

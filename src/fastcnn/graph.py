@@ -475,7 +475,7 @@ def _accumulate(grads, tensor, g):
 def _algorithm(layer, shape):
     if type(layer) is Conv2d and isinstance(shape, tuple):
         return cconv.conv2d_algorithm((1,) + tuple(shape), layer.weight.shape, algo=layer.algo,
-                                      **layer._args())
+                                      **layer.conv_args())
     return ""
 
 
@@ -735,7 +735,7 @@ class Sequential(Model):
             if shape is not None:
                 if type(layer) is Conv2d:
                     algorithm = cconv.conv2d_algorithm((1,) + tuple(shape), layer.weight.shape,
-                                                       algo=layer.algo, **layer._args())
+                                                       algo=layer.algo, **layer.conv_args())
                 flops = layer.flops(shape)
                 shape = tuple(layer.output_shape(shape))
                 total_flops += flops

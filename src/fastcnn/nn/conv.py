@@ -37,7 +37,7 @@ class Conv2d(Layer):
         self.bias = Parameter(kaiming_uniform((self.out_channels,), fan_in)) if bias else None
         self._x = None
 
-    def _args(self):
+    def conv_args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups)
 
@@ -45,19 +45,19 @@ class Conv2d(Layer):
         x = check_nhwc(self, x, self.in_channels)
         self._x = x
         return cconv.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                            activation=activation, algo=self.algo, **self._args())
+                            activation=activation, algo=self.algo, **self.conv_args())
 
     def backward(self, dy):
         dy = self.backward_params(dy)
         return cconv.conv2d_backward_data(dy, self.weight.data, self._x.shape, algo=self.algo,
-                                          **self._args())
+                                          **self.conv_args())
 
     def backward_params(self, dy):
         """The parameter gradients only (the model's first layer needs no input gradient)."""
         dy = np.ascontiguousarray(dy, dtype=np.float32)
         if self.weight.requires_grad:   # frozen: no weight-gradient pass at all
             self.weight.accumulate(cconv.conv2d_backward_weight(self._x, dy, self.kernel_size,
-                                                                algo=self.algo, **self._args()))
+                                                                algo=self.algo, **self.conv_args()))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(cconv.bias_backward(dy))
         return dy
@@ -110,7 +110,7 @@ class ConvTranspose2d(Layer):
         self.bias = Parameter(kaiming_uniform((self.out_channels,), fan_in)) if bias else None
         self._x = None
 
-    def _args(self):
+    def conv_args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups)
 
@@ -119,17 +119,17 @@ class ConvTranspose2d(Layer):
         self._x = x
         return cconv.conv_transpose2d(x, self.weight.data,
                                       None if self.bias is None else self.bias.data,
-                                      output_padding=self.output_padding, **self._args())
+                                      output_padding=self.output_padding, **self.conv_args())
 
     def backward(self, dy):
         x = self._x
         dy = np.ascontiguousarray(dy, dtype=np.float32)
         if self.weight.requires_grad:
             self.weight.accumulate(cconv.conv_transpose2d_backward_weight(x, dy, self.kernel_size,
-                                                                          **self._args()))
+                                                                          **self.conv_args()))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(cconv.bias_backward(dy))
-        return cconv.conv_transpose2d_backward_data(dy, self.weight.data, **self._args())
+        return cconv.conv_transpose2d_backward_data(dy, self.weight.data, **self.conv_args())
 
     def get_config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -187,20 +187,20 @@ class Conv1d(Conv2d):
         x = _check_nlc(self, x, self.in_channels)
         self._x = x[:, None]
         y = cconv.conv2d(self._x, self._weight4(), None if self.bias is None else self.bias.data,
-                         activation=activation, algo=self.algo, **self._args())
+                         activation=activation, algo=self.algo, **self.conv_args())
         return y[:, 0]
 
     def backward(self, dy):
         dy = self.backward_params(dy)
         dx = cconv.conv2d_backward_data(dy, self._weight4(), self._x.shape, algo=self.algo,
-                                        **self._args())
+                                        **self.conv_args())
         return dx[:, 0]
 
     def backward_params(self, dy):
         dy = np.ascontiguousarray(dy, dtype=np.float32)[:, None]
         if self.weight.requires_grad:
             dw = cconv.conv2d_backward_weight(self._x, dy, self.kernel_size, algo=self.algo,
-                                              **self._args())
+                                              **self.conv_args())
             self.weight.accumulate(dw.reshape(self.weight.shape))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(cconv.bias_backward(dy))
