@@ -120,7 +120,8 @@ DEF PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS = 8
 DEF PLANAR_FORWARD_BLOCK_PIXELS = 512
 DEF PLANAR_WEIGHT_GRAD_BLOCK_PIXELS = 2048
 DEF PLANAR_WEIGHT_GRAD_ITEMS = 16
-_ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY)}
+# Activations fused into a convolution's store are clamps (NaN kept): [cmin, cmax].
+_ACTIVATIONS = {None: (-INFINITY, INFINITY), "relu": (0.0, INFINITY), "relu6": (0.0, 6.0)}
 
 # The zero row that stands in for padding, shared by every call (kernels only read it); the
 # buffers it outgrew are kept, since a call on another thread may still read one.
@@ -193,11 +194,25 @@ _ALGOS = ("auto", "direct", "winograd")
 # channels: with fewer input channels than a register tile has rows, the direct one is faster
 # (measured on Zen 4: 3 input channels 0.8x of direct, 8 and more 1.6-3x).
 DEF WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS = 8
+# It also sums 36 transformed products per (input, output) channel pair over the tiles: deep
+# layers on small images have too few tiles for what the transforms and that large transformed
+# dw cost. Winograd's weight gradient runs from one tile per WINOGRAD_WEIGHT_GRAD_PAIRS_PER_TILE
+# channel pairs on (measured on Zen 4, 2 threads, batch 16, tiles : pairs, direct vs Winograd:
+# 512 channels on 4x4 images 1 : 16384, 20.6 vs 35.1 ms; 256 on 7x7 1 : 1024, 7.0 vs 8.8;
+# 128 on 14x14 1 : 64, 5.7 vs 4.3; ResNet-20's 64 on 8x8 at batch 64, 1 : 16, Winograd 1.8x).
+DEF WINOGRAD_WEIGHT_GRAD_PAIRS_PER_TILE = 256
 # The same holds for the forward pass of first layers: with 1-3 input channels the input
 # transform costs more than the multiplications it saves (measured on Zen 4, 3 -> 16 channels,
 # 32x32: direct 1.0-1.4x faster at batch 64, 1.25x at batch 1; 4 channels: even; 8: Winograd
 # 1.2x faster).
 DEF WINOGRAD_FORWARD_MIN_IN_CHANNELS = 4
+
+
+cdef size_t _winograd_tiles(_Conv g, int tile):
+    """How many output tiles of tile x tile pixels the batch has (0: no Winograd tile)."""
+    if tile == 0:
+        return 0
+    return g.s.batch * ((g.s.out_h + tile - 1) // tile) * ((g.s.out_w + tile - 1) // tile)
 
 
 def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
@@ -207,7 +222,8 @@ def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
     'auto': depthwise layers run the depthwise kernels; 3x3 stride-1 single-group layers run
     Winograd with the tile winograd_choose measured best for the pass's output size (F(4x4) on
     all but tiny images; the weight gradient takes the forward pass's, and only from
-    WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS input channels on; the forward pass only from
+    WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS input channels and with enough tiles for its channel
+    pairs (WINOGRAD_WEIGHT_GRAD_PAIRS_PER_TILE); the forward pass only from
     WINOGRAD_FORWARD_MIN_IN_CHANNELS on), everything else the direct implicit GEMM. 'winograd' forces Winograd (F(4x4) unless the output is too small for it),
     'direct' the implicit GEMM.
     """
@@ -229,7 +245,9 @@ def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
         tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups, g.s.batch)
         return "winograd", tile or 2
     tile = winograd_choose(w_shape, out_h, out_w, stride, dilation, g.s.groups, g.s.batch)
-    if backward_weight and g.s.in_c < WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS:
+    if backward_weight and (g.s.in_c < WINOGRAD_WEIGHT_GRAD_MIN_IN_CHANNELS or
+                            _winograd_tiles(g, tile) * WINOGRAD_WEIGHT_GRAD_PAIRS_PER_TILE
+                            < g.s.in_c * g.s.out_c):
         tile = 0
     if not (backward_data or backward_weight) and g.s.in_c < WINOGRAD_FORWARD_MIN_IN_CHANNELS:
         tile = 0
@@ -765,7 +783,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
     """2-D convolution of NHWC ``x`` with ``w`` (out, in/groups, kh, kw), plus bias.
 
     padding: int, pair, ((top, bottom), (left, right)), 'same' or 'valid'.
-    activation: None or 'relu', fused into the store. Returns y (N, Ho, Wo, out).
+    activation: None, 'relu' or 'relu6', fused into the store. Returns y (N, Ho, Wo, out).
     (:class:`Conv2dPlan` runs the same convolution many times without preparing it again.)
     """
     op = "conv2d"
@@ -786,7 +804,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, activation=N
 
 def _activation_bounds(op, activation):
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+        raise ValueError(f"{op}: activation must be None, 'relu' or 'relu6', got {activation!r}")
     return _ACTIVATIONS[activation]
 
 
@@ -1059,7 +1077,7 @@ def conv_transpose2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, di
 
 def linear(x, w, b=None, activation=None, n_threads=None):
     """y = x w^T + b for x (N, in), w (out, in): a 1x1 convolution of a 1x1 image.
-    activation: None or 'relu', fused into the store."""
+    activation: None, 'relu' or 'relu6', fused into the store."""
     op = "linear"
     x = as_float32(op, "input", x, ndim=2)
     w = as_float32(op, "weight", w, ndim=2)

@@ -18,10 +18,11 @@ import numpy as np
 
 import cconv
 
-from .nn import Add, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Residual
+from .nn import Add, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, ReLU6, Residual
 from .nn.base import check_nhwc, parameter_updates
 
 # Layers whose forward takes activation='relu': a ReLU right after them is fused into them.
+# Convolutions and Linear take activation='relu6' too (their store is a clamp).
 FUSES_RELU = (Conv2d, Linear, Residual, BatchNorm2d, Add)
 # Layers whose backward also covers a ReLU fused into their forward: that ReLU's own backward
 # is skipped (the others keep the ReLU's output for its backward).
@@ -31,6 +32,14 @@ FUSES_RELU_BACKWARD = (BatchNorm2d,)
 # backward routes each element to the window's maximum, which is the pooled value, and elsewhere
 # writes zeros, which the mask would keep.
 RELU_MASK_AFTER = (MaxPool2d,)
+# The activations a convolution's store applies, by layer class.
+CLAMPS = {ReLU: "relu", ReLU6: "relu6"}
+FUSES_CLAMPS = (Conv2d, Linear)
+
+
+def clamp_name(layer):
+    """'relu' / 'relu6' for the activations a convolution can apply in its store, else None."""
+    return CLAMPS.get(type(layer))
 
 
 class LayerStep:
@@ -95,7 +104,7 @@ class ConvStep(PreparedStep):
             bias = np.zeros(conv.out_channels) if b is None else b.astype(np.float64)
             w = (w * scale[:, None, None, None]).astype(np.float32)
             b = ((bias - mean) * scale + beta).astype(np.float32)
-        return cconv.Conv2dPlan(w, b, activation="relu" if self.relu else None, algo=conv.algo,
+        return cconv.Conv2dPlan(w, b, activation=clamp_name(self.relu), algo=conv.algo,
                                 **conv.conv_args())
 
     def __call__(self, x):
@@ -121,13 +130,13 @@ class LinearStep(PreparedStep):
     def _make(self, sources):
         w, b = sources
         return cconv.Conv2dPlan(w.reshape(w.shape + (1, 1)), b,
-                                activation="relu" if self.relu else None)
+                                activation=clamp_name(self.relu))
 
     def __call__(self, x):
         lin = self.layer
         if type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != lin.in_features \
                 or x.shape[0] == 0:
-            return lin.forward(x, activation="relu" if self.relu else None)  # its errors
+            return lin.forward(x, activation=clamp_name(self.relu))  # its errors
         n = x.shape[0]
         lin._x = x
         y = self.prepared()(x.reshape(n, 1, 1, lin.in_features)).reshape(n, lin.out_features)
@@ -172,7 +181,8 @@ class ReLUInStoreStep(LayerStep):
 
 def chain_steps(layers, first_index=0):
     """The eval-mode steps of a chain of layers: one step per layer, or per Conv2d with the
-    BatchNorm2d and the ReLU after it, Linear, Residual, BatchNorm2d or Add with its ReLU."""
+    BatchNorm2d and the ReLU or ReLU6 after it, Linear with its ReLU or ReLU6, Residual,
+    BatchNorm2d or Add with its ReLU."""
     steps, i = [], 0
     while i < len(layers):
         layer = layers[i]
@@ -181,9 +191,9 @@ def chain_steps(layers, first_index=0):
         if type(layer) is Conv2d:
             bn = nxt if type(nxt) is BatchNorm2d and nxt.track_running_stats else None
             after = layers[i + 2] if bn is not None and i + 2 < len(layers) else nxt
-            step = ConvStep(first_index + i, layer, bn, after if type(after) is ReLU else None)
+            step = ConvStep(first_index + i, layer, bn, after if clamp_name(after) else None)
         elif type(layer) is Linear:
-            step = LinearStep(first_index + i, layer, nxt if type(nxt) is ReLU else None)
+            step = LinearStep(first_index + i, layer, nxt if clamp_name(nxt) else None)
         elif type(layer) is Residual:
             step = ResidualStep(first_index + i, layer, nxt if type(nxt) is ReLU else None)
         elif type(layer) in (BatchNorm2d, Add) and type(nxt) is ReLU:

@@ -22,9 +22,9 @@ import numpy as np
 
 import cconv
 
-from .fusion import (FUSES_RELU, FUSES_RELU_BACKWARD, RELU_MASK_AFTER, chain_steps,
-                     folds_batch_norm)
-from .nn import BatchNorm2d, Conv2d, Layer, ReLU, Residual, Sigmoid, Softmax
+from .fusion import (FUSES_CLAMPS, FUSES_RELU, FUSES_RELU_BACKWARD, RELU_MASK_AFTER,
+                     chain_steps, folds_batch_norm)
+from .nn import BatchNorm2d, Conv2d, Layer, ReLU, ReLU6, Residual, Sigmoid, Softmax
 from .nn.registry import layer_from_config, layer_to_config, register
 from .nn.symbolic import Input, SymbolicTensor, describe
 from .training.trainer import Trainer
@@ -622,6 +622,10 @@ class Sequential(Model):
                     elif i + 2 < len(layers) and type(layers[i + 2]) in RELU_MASK_AFTER:
                         fused.add(i + 1)
                         pooled[i + 2] = None
+                    i += 2
+                    continue
+                if type(nxt) is ReLU6 and type(layer) in FUSES_CLAMPS:
+                    x = nxt._y = layer.forward(x, activation="relu6")   # its backward: ReLU6's
                     i += 2
                     continue
                 x = layer.forward(x)

@@ -97,28 +97,32 @@ class Softmax(_Elementwise):
 
 class _Pointwise(_Elementwise):
     """An activation computed by a pair of compiled ops: ``cconv.<op>(x)`` and
-    ``cconv.<op>_backward(dy, saved)``, where ``saved`` is the input (or, for ReLU6, the
-    output) that the derivative needs."""
+    ``cconv.<op>_backward(dy, x)``."""
 
     _op = None
-    _saves_output = False
 
     def forward(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
-        y = getattr(cconv, self._op)(x)
-        self._saved = y if self._saves_output else x
-        return y
+        self._saved = x
+        return getattr(cconv, self._op)(x)
 
     def backward(self, dy):
         return getattr(cconv, self._op + "_backward")(dy, self._saved)
 
 
-class ReLU6(_Pointwise):
-    """min(max(x, 0), 6) (MobileNetV2)."""
-    _op, _saves_output = "relu6", True
+class ReLU6(_Elementwise):
+    """min(max(x, 0), 6) (MobileNetV2). After a convolution it runs in the convolution's store."""
 
     def __init__(self, inplace=False):
-        self._saved = None
+        self._y = None
+
+    def forward(self, x):
+        y = cconv.relu6(x)
+        self._y = y
+        return y
+
+    def backward(self, dy):
+        return cconv.relu6_backward(dy, self._y)
 
 
 class Hardsigmoid(_Pointwise):
