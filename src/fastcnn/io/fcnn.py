@@ -141,8 +141,8 @@ def save(model, path, include_optimizer=True, training_state=None):
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
                 z.writestr(_META, json.dumps(meta, indent=1))
-                for name in sorted(arrays):
-                    z.writestr(name, _npy_bytes(arrays[name]))
+                for name in sorted(arrays):   # float weights barely deflate: stored as they are
+                    z.writestr(name, _npy_bytes(arrays[name]), compress_type=zipfile.ZIP_STORED)
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates the file private (0600): give it the mode a plain open() would

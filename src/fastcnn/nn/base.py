@@ -160,6 +160,10 @@ def check_nhwc(layer, x, channels):
     return x
 
 
+def _no_arguments(self):
+    """The constructor of a layer without arguments (ReLU, Add...)."""
+
+
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
@@ -184,7 +188,11 @@ class Layer:
         # __init__ lists only its real arguments.
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
-        if init is None or getattr(init, "_takes_name", False):
+        if init is None:
+            if cls.__init__ is not object.__init__:
+                return               # inherits a constructor that takes name= already
+            init = _no_arguments
+        if getattr(init, "_takes_name", False):
             return
 
         @functools.wraps(init)
