@@ -7,8 +7,11 @@ import pytest
 
 import fastcnn as fc
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
 
 
 def _nchw(a):
@@ -25,6 +28,7 @@ def _rel(a, b):
 
 
 def _compare(layer, module, x, channels_last_in_torch=False, tol=1e-5, gtol=1e-4):
+    import torch
     """Forward and backward of a fastcnn layer and a torch module with the same state dict on
     the same data (fastcnn channels last, torch channels first unless told otherwise)."""
     rng = np.random.default_rng(0)
@@ -48,7 +52,7 @@ def _compare(layer, module, x, channels_last_in_torch=False, tol=1e-5, gtol=1e-4
 @pytest.mark.parametrize("c", [1, 7, 8, 16, 17, 33])
 @pytest.mark.parametrize("kind", ["relu6", "hardswish", "hardsigmoid", "silu", "gelu",
                                   "gelu_tanh"])
-def test_activations_match_pytorch(kind, c, isa):
+def test_activations_match_pytorch(kind, c, isa, torch):
     rng = np.random.default_rng(c)
     x = (rng.standard_normal((2, 5, 3, c)) * 4).astype(np.float32)
     layers = {"relu6": (fc.ReLU6(), torch.nn.ReLU6()),
@@ -64,7 +68,7 @@ def test_activations_match_pytorch(kind, c, isa):
 @pytest.mark.parametrize("n,l,cin,cout,k,stride,pad,dil,groups", [
     (1, 17, 3, 8, 3, 1, 1, 1, 1), (2, 32, 16, 17, 5, 2, 2, 1, 1), (3, 9, 8, 8, 3, 1, 2, 2, 8),
     (2, 20, 6, 9, 1, 1, 0, 1, 3)])
-def test_conv1d_matches_pytorch(n, l, cin, cout, k, stride, pad, dil, groups, isa):
+def test_conv1d_matches_pytorch(n, l, cin, cout, k, stride, pad, dil, groups, isa, torch):
     fc.manual_seed(1)
     layer = fc.Conv1d(cin, cout, k, stride=stride, padding=pad, dilation=dil, groups=groups)
     assert layer.weight.shape == (cout, cin // groups, k)
@@ -75,12 +79,12 @@ def test_conv1d_matches_pytorch(n, l, cin, cout, k, stride, pad, dil, groups, is
 
 
 @pytest.mark.parametrize("make", [
-    lambda: (fc.MaxPool1d(3, 2, 1), torch.nn.MaxPool1d(3, 2, 1)),
-    lambda: (fc.AvgPool1d(4, 3), torch.nn.AvgPool1d(4, 3)),
-    lambda: (fc.AdaptiveAvgPool1d(5), torch.nn.AdaptiveAvgPool1d(5)),
+    lambda torch: (fc.MaxPool1d(3, 2, 1), torch.nn.MaxPool1d(3, 2, 1)),
+    lambda torch: (fc.AvgPool1d(4, 3), torch.nn.AvgPool1d(4, 3)),
+    lambda torch: (fc.AdaptiveAvgPool1d(5), torch.nn.AdaptiveAvgPool1d(5)),
 ])
-def test_pool1d_matches_pytorch(make):
-    layer, module = make()
+def test_pool1d_matches_pytorch(make, torch):
+    layer, module = make(torch)
     x = np.random.default_rng(3).standard_normal((2, 23, 9)).astype(np.float32)
     _compare(layer, module, x)
 
@@ -88,7 +92,7 @@ def test_pool1d_matches_pytorch(make):
 @pytest.mark.parametrize("size,out", [((7, 7), 1), ((8, 12), (4, 3)), ((7, 10), (3, 4)),
                                       ((5, 5), (5, 2)), ((9, 6), (None, 4))])
 @pytest.mark.parametrize("kind", ["avg", "max"])
-def test_adaptive_pool2d_matches_pytorch(kind, size, out):
+def test_adaptive_pool2d_matches_pytorch(kind, size, out, torch):
     cls = {"avg": (fc.AdaptiveAvgPool2d, torch.nn.AdaptiveAvgPool2d),
            "max": (fc.AdaptiveMaxPool2d, torch.nn.AdaptiveMaxPool2d)}[kind]
     layer, module = cls[0](out), cls[1](out)
@@ -98,7 +102,7 @@ def test_adaptive_pool2d_matches_pytorch(kind, size, out):
 
 
 @pytest.mark.parametrize("groups,c", [(1, 8), (4, 16), (3, 9), (17, 17)])
-def test_group_norm_matches_pytorch(groups, c):
+def test_group_norm_matches_pytorch(groups, c, torch):
     fc.manual_seed(0)
     layer, module = fc.GroupNorm(groups, c), torch.nn.GroupNorm(groups, c)
     layer.weight.data[:] = np.linspace(0.5, 2, c)
@@ -108,7 +112,7 @@ def test_group_norm_matches_pytorch(groups, c):
 
 
 @pytest.mark.parametrize("c", [3, 8, 33])
-def test_layer_norm_over_channels_matches_pytorch(c):
+def test_layer_norm_over_channels_matches_pytorch(c, torch):
     layer, module = fc.LayerNorm(c), torch.nn.LayerNorm(c)
     layer.weight.data[:] = np.linspace(0.5, 2, c)
     x = (np.random.default_rng(6).standard_normal((2, 3, 5, c)) * 2).astype(np.float32)
@@ -116,7 +120,7 @@ def test_layer_norm_over_channels_matches_pytorch(c):
 
 
 @pytest.mark.parametrize("shape", [(5, 16), (4, 9, 16)])
-def test_batch_norm1d_matches_pytorch(shape):
+def test_batch_norm1d_matches_pytorch(shape, torch):
     layer, module = fc.BatchNorm1d(16), torch.nn.BatchNorm1d(16)
     x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
     to_t = (lambda a: a) if len(shape) == 2 else _nchw
@@ -129,14 +133,14 @@ def test_batch_norm1d_matches_pytorch(shape):
     ("nearest", None, None, 2), ("nearest", None, (7, 5), None), ("nearest", None, (3, 11), None),
     ("bilinear", False, None, 2), ("bilinear", True, None, 2), ("bilinear", False, (9, 4), None),
     ("bilinear", True, (13, 7), None)])
-def test_upsample_matches_pytorch(mode, align, size, scale, isa):
+def test_upsample_matches_pytorch(mode, align, size, scale, isa, torch):
     layer = fc.Upsample(size=size, scale_factor=scale, mode=mode, align_corners=align)
     module = torch.nn.Upsample(size=size, scale_factor=scale, mode=mode, align_corners=align)
     x = np.random.default_rng(8).standard_normal((2, 5, 6, 17)).astype(np.float32)
     _compare(layer, module, x, tol=1e-6, gtol=1e-5)
 
 
-def test_zero_pad_matches_pytorch():
+def test_zero_pad_matches_pytorch(torch):
     layer, module = fc.ZeroPad2d((1, 2, 0, 3)), torch.nn.ZeroPad2d((1, 2, 0, 3))
     x = np.random.default_rng(9).standard_normal((2, 4, 5, 3)).astype(np.float32)
     _compare(layer, module, x, tol=0, gtol=0)

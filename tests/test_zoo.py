@@ -27,6 +27,9 @@ from conftest import _case_count, _worst_error
 from fastcnn._torch_twin import to_nchw, to_nhwc
 from fastcnn.models.resnet import all_layers
 
+# whole models: minutes each under qemu-aarch64
+pytestmark = pytest.mark.slow_under_emulation
+
 NUM_CLASSES = 10
 
 # name: (fastcnn builder, keyword arguments without dropout, the input (H, W, C), batch)
@@ -210,6 +213,7 @@ def _np(t):
     return to_nhwc(t) if t.ndim == 4 else t.detach().numpy()
 
 
+@pytest.mark.torch
 def test_state_dict_keys_and_loading(pair):
     name, model, (twin, _), state = pair
     ours = model.state_dict()
@@ -224,6 +228,7 @@ def test_state_dict_keys_and_loading(pair):
     assert [k for k, _ in model.named_parameters()] == [k for k, _ in twin.named_parameters()]
 
 
+@pytest.mark.torch
 def test_eval_outputs_match(pair):
     """Eval mode as it runs by default: batch norm folded, Winograd where it applies."""
     import torch
@@ -247,6 +252,7 @@ def _torch_backward(twin, x, dy):
     return _np(out), _np(xt.grad), grads, running
 
 
+@pytest.mark.torch
 def test_train_outputs_and_gradients_match(pair):
     """Training mode with direct convolutions (as PyTorch's): batch statistics, then the
     backward of one upstream gradient: the input gradient, every parameter's gradient and the
@@ -276,6 +282,7 @@ def test_train_outputs_and_gradients_match(pair):
     checks.check()
 
 
+@pytest.mark.torch
 def test_sgd_steps_match(pair):
     """Three steps of SGD (momentum 0.9) with train_step, direct convolutions: the same losses
     and the same weights and running statistics as torch.optim.SGD's."""

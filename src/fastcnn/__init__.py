@@ -26,8 +26,9 @@ from .losses import CrossEntropyLoss, MSELoss
 from .nn import *  # noqa: F401,F403  (every layer class, Input, Parameter...)
 from .nn import __all__ as _layer_names
 from .optim import SGD, Adam, AdamW
-from .training import (Callback, CosineAnnealingLR, EarlyStopping, History, ModelCheckpoint,
-                       StepLR)
+from .training import (Callback, CosineAnnealingLR, CSVLogger, EarlyStopping, History,
+                       LinearWarmup, ModelCheckpoint, NonFiniteError, ReduceLROnPlateau, StepLR,
+                       TerminateOnNaN)
 from . import models
 
 __version__ = "0.1.0"
@@ -36,8 +37,9 @@ __all__ = _layer_names + [
     "Model", "Sequential", "models", "nn",
     # training
     "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR",
-    "Callback", "History", "EarlyStopping", "ModelCheckpoint", "losses", "optim", "callbacks",
-    "training",
+    "ReduceLROnPlateau", "LinearWarmup", "Callback", "History", "EarlyStopping",
+    "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "NonFiniteError", "losses", "optim",
+    "callbacks", "training",
     # data and files
     "DataLoader", "data", "datasets", "io", "save", "load",
     # runtime

@@ -47,6 +47,8 @@ class DataLoader:
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
             index = slice(lo, hi) if order is None else order[lo:hi]
+            # which samples the batch holds (fit names them when a batch goes wrong)
+            self.batch_indices = range(lo, hi) if order is None else index
             xb = take(self.x, index)
             yb = None if self.y is None else take(self.y, index)
             if self.transform is not None:

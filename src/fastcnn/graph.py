@@ -226,11 +226,13 @@ class Model(Trainer, Layer):
             if isinstance(x, (list, tuple)):
                 raise ValueError(f"Model: takes one input array of shape (N, "
                                  f"{', '.join(map(str, self.inputs[0].shape))}), got a list")
-            return np.ascontiguousarray(x, dtype=np.float32)
+            return check_batch("Model", np.ascontiguousarray(x, dtype=np.float32),
+                               self.inputs[0].shape)
         if not isinstance(x, (list, tuple)) or len(x) != len(self.inputs):
             raise ValueError(f"Model: takes a list of {len(self.inputs)} input arrays, of shapes "
                              f"{[(None,) + t.shape for t in self.inputs]}")
-        return [np.ascontiguousarray(a, dtype=np.float32) for a in x]
+        return [check_batch(f"Model input {i}", np.ascontiguousarray(a, dtype=np.float32), t.shape)
+                for i, (a, t) in enumerate(zip(x, self.inputs))]
 
     def outputs_are_probabilities(self, i):
         layer = self.outputs[i].node.layer
@@ -466,6 +468,28 @@ class Model(Trainer, Layer):
                 f"{[t.shape for t in self.outputs]}, layers={len(self.layers)})")
 
 
+def check_batch(where, x, sample_shape):
+    """``x``, a batch of samples of ``sample_shape`` (None: not known yet): the rank and the
+    channels (last axis) must match, the spatial sizes may differ (a convolutional model takes
+    any size its layers allow). The error says what the array probably is and how to fix it."""
+    if sample_shape is None or (x.ndim == len(sample_shape) + 1 and
+                                x.shape[-1] == sample_shape[-1]):
+        return x
+    sample_shape = tuple(sample_shape)
+    expected = f"(N, {', '.join(map(str, sample_shape))})"
+    hint = ""
+    if x.shape == sample_shape or (x.ndim == len(sample_shape) and
+                                   x.shape[-1] == sample_shape[-1] and len(sample_shape) > 1):
+        hint = ": a single sample? pass x[None], a batch of one"
+    elif x.ndim == len(sample_shape) + 1 and len(sample_shape) in (2, 3) and \
+            x.shape[1] == sample_shape[-1]:
+        axes = "0, 2, 3, 1" if len(sample_shape) == 3 else "0, 2, 1"
+        hint = (f": channels first ({'NCHW' if len(sample_shape) == 3 else 'NCL'})? fastcnn takes "
+                f"channels last, use x.transpose({axes})")
+    raise ValueError(f"{where}: expected input of shape {expected} (channels last), got "
+                     f"{x.shape}{hint}")
+
+
 def _accumulate(grads, tensor, g):
     """The gradient of a tensor that feeds several layers is the sum of theirs."""
     key = id(tensor)
@@ -574,13 +598,19 @@ class Sequential(Model):
         return getattr(first, "in_channels", getattr(first, "num_features", None))
 
     def _prepare(self, x):
-        """Convert the input once at the model boundary: float32, contiguous, NHWC."""
+        """Convert the input once at the model boundary: float32, contiguous, NHWC (a batch of
+        one-channel images may come without its channel axis), checked against input_shape."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim == 3 and (self._first_channels() == 1 or
-                            (self.input_shape is not None and self.input_shape[-1:] == (1,)
-                             and len(self.input_shape) == 3)):
+        shape = self.input_shape
+        if x.ndim == 3 and (x.shape[1:] == tuple(shape[:2]) and shape[2:] == (1,)
+                            if shape is not None and len(shape) == 3
+                            else self._first_channels() == 1):
             x = x[..., None]
-        return x
+        if shape is None or (x.ndim == len(shape) + 1 and x.shape[-1] == shape[-1]):
+            return x
+        where = (f"{self._label(0)}: {type(self.layers[0]).__name__}" if self.layers
+                 else "Sequential")
+        return check_batch(where, x, shape)
 
     def forward(self, x, residual=None, activation=None):
         """Run the layers. A ReLU after a Conv2d, a Linear, a Residual or a BatchNorm2d is fused

@@ -1,4 +1,4 @@
-"""Optimizers (SGD, Adam, AdamW) with PyTorch's update rules, and learning-rate schedules.
+"""Optimizers (SGD, Adam, AdamW) with PyTorch's update rules.
 
 Build an optimizer Keras-style, ``fc.SGD(lr=0.05, momentum=0.9)`` and let ``model.compile`` bind
 it to the model's parameters, or PyTorch-style, ``fc.SGD(model.parameters(), lr=0.05)``.
@@ -10,6 +10,14 @@ Regularisation:
   weights only (parameters with two or more dimensions, not biases or batch-norm scales); their
   gradients ``l1 * sign(w) + 2 * l2 * w`` are added before the update. The loss that ``fit``
   reports does not include them.
+
+Gradient clipping (every optimizer): ``clip_grad_value=v`` clips each gradient element to
+[-v, v], then ``clip_grad_norm=m`` scales all the gradients together so that their global L2
+norm is at most m: PyTorch's ``clip_grad_value_`` and ``clip_grad_norm_`` over all the
+optimizer's parameters, applied at every step.
+
+A step whose gradients hold NaN or Inf raises :class:`NonFiniteGradientError` before any
+parameter or optimizer state is touched (the global norm that clipping needs is the check).
 
 The updates run in compiled code (``cconv.sgd_update``, ``cconv.adam_update``), in place.
 """
@@ -23,10 +31,23 @@ import cconv
 from .nn.base import parameters_updated
 
 
+class NonFiniteGradientError(FloatingPointError):
+    """The gradients of a step hold NaN or Inf: no parameter was updated."""
+
+
+def _clip_bound(op, name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{op}: {name} must be a positive number or None, got {value!r}")
+    return float(value)
+
+
 class Optimizer:
     defaults = {}
 
-    def __init__(self, params=None, **hyper):
+    def __init__(self, params=None, clip_grad_norm=None, clip_grad_value=None, **hyper):
         if isinstance(params, numbers.Real):  # fc.SGD(0.1): a learning rate, not parameters
             hyper["lr"] = float(params)
             params = None
@@ -34,6 +55,11 @@ class Optimizer:
         if unknown:
             raise TypeError(f"{type(self).__name__}: unknown arguments {sorted(unknown)}")
         self.hyper = {**self.defaults, **hyper}
+        op = type(self).__name__
+        self.clip_grad_norm = _clip_bound(op, "clip_grad_norm", clip_grad_norm)
+        self.clip_grad_value = _clip_bound(op, "clip_grad_value", clip_grad_value)
+        self.lr_scale = 1.0      # a factor on every learning rate (warm-up sets it per step)
+        self.last_grad_norm = None
         lr = self.hyper["lr"]
         if not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
             raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {lr!r}")
@@ -77,11 +103,12 @@ class Optimizer:
     def _hyper_for(self, i):
         """The hyper-parameters of parameter i: the optimizer's, with its group's on top."""
         override = self._overrides[i] if i < len(self._overrides) else {}
-        if not override:
+        if not override and self.lr_scale == 1.0:
             return self.hyper
         h = {**self.hyper, **override}
         if "lr" in override and self.initial_lr:
             h["lr"] = override["lr"] * self.hyper["lr"] / self.initial_lr
+        h["lr"] *= self.lr_scale
         return h
 
     @property
@@ -107,22 +134,48 @@ class Optimizer:
         """Update every parameter that has a gradient, in place (compiled: cconv.*_update)."""
         if not self.params:
             raise RuntimeError(f"{type(self).__name__}.step: no parameters (pass them, or compile a model)")
+        live = [i for i, p in enumerate(self.params) if p.grad is not None and p.requires_grad]
+        self._prepare_gradients([self.params[i] for i in live])
         parameters_updated()
-        for i, (p, state) in enumerate(zip(self.params, self.state)):
-            if p.grad is None or not p.requires_grad:
-                continue
+        for i in live:
+            p, state = self.params[i], self.state[i]
             if not (p.data.flags.c_contiguous and p.data.flags.writeable
                     and p.data.dtype == np.float32):
                 p.data = np.array(p.data, dtype=np.float32, order="C")
             state["step"] = state.get("step", 0) + 1
             self._update(p, p.grad, state, self._hyper_for(i))
 
+    def _prepare_gradients(self, params):
+        """Clip the gradients (by value, then by global norm) and refuse non-finite ones. The
+        squared norm is one pass over the gradients, which the finiteness check shares."""
+        if self.clip_grad_value is not None:
+            v = self.clip_grad_value
+            for p in params:
+                p.grad = np.clip(p.grad, -v, v)   # NaN stays NaN: still refused below
+        squares = 0.0
+        for p in params:
+            g = np.ascontiguousarray(p.grad, dtype=np.float32).reshape(-1)
+            squares += float(np.dot(g, g))
+        if not math.isfinite(squares):
+            bad = [k for k, p in enumerate(params) if not np.isfinite(p.grad).all()]
+            raise NonFiniteGradientError(
+                f"{type(self).__name__}.step: the gradients of {len(bad)} of {len(params)} "
+                f"parameters hold NaN or Inf (shapes {[params[k].shape for k in bad[:4]]}); no "
+                f"parameter was updated")
+        norm = self.last_grad_norm = math.sqrt(squares)
+        if self.clip_grad_norm is not None:
+            coef = self.clip_grad_norm / (norm + 1e-6)   # PyTorch's clip_grad_norm_
+            if coef < 1.0:
+                for p in params:
+                    p.grad = p.grad * np.float32(coef)
+
     def _update(self, p, g, state, h):
         raise NotImplementedError
 
     # --- persistence -----------------------------------------------------------------------------
     def get_config(self):
-        return dict(self.hyper, initial_lr=self.initial_lr)
+        return dict(self.hyper, initial_lr=self.initial_lr, clip_grad_norm=self.clip_grad_norm,
+                    clip_grad_value=self.clip_grad_value)
 
     def state_arrays(self):
         """[{slot: array}] per parameter, in parameter order ('step' as an int64 array)."""
@@ -160,11 +213,12 @@ class SGD(Optimizer):
                     l1=0.0, l2=0.0)
 
     def __init__(self, params=None, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, l1=0.0, l2=0.0):
+                 nesterov=False, l1=0.0, l2=0.0, clip_grad_norm=None, clip_grad_value=None):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, l1=l1, l2=l2)
+        super().__init__(params, clip_grad_norm, clip_grad_value, lr=lr, momentum=momentum,
+                         dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                         l1=l1, l2=l2)
 
     def _update(self, p, g, state, h):
         l1, l2 = self._penalties(p, h)
@@ -187,8 +241,9 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 l1=0.0, l2=0.0):
-        super().__init__(params, lr=lr, betas=tuple(float(b) for b in betas), eps=eps,
+                 l1=0.0, l2=0.0, clip_grad_norm=None, clip_grad_value=None):
+        super().__init__(params, clip_grad_norm, clip_grad_value, lr=lr,
+                         betas=tuple(float(b) for b in betas), eps=eps,
                          weight_decay=weight_decay, l1=l1, l2=l2)
 
     def _update(self, p, g, state, h):
@@ -214,8 +269,9 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 l1=0.0, l2=0.0):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l1=l1, l2=l2)
+                 l1=0.0, l2=0.0, clip_grad_norm=None, clip_grad_value=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l1=l1,
+                         l2=l2, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
 
 
 OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}

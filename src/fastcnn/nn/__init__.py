@@ -15,7 +15,7 @@ from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pool import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                    GlobalAvgPool2d, MaxPool1d, MaxPool2d, SumPool2d)
 from .residual import Residual
-from .shape import Flatten, Upsample, ZeroPad2d
+from .shape import Flatten, Rescaling, Upsample, ZeroPad2d
 
 LAYER_CLASSES = (
     Conv2d, ConvTranspose2d, Conv1d, Linear,
@@ -23,7 +23,7 @@ LAYER_CLASSES = (
     MaxPool1d, AvgPool1d, AdaptiveAvgPool1d,
     BatchNorm2d, BatchNorm1d, GroupNorm, LayerNorm, Dropout, Dropout2d, DropPath,
     ReLU, LeakyReLU, ReLU6, Sigmoid, Tanh, Softmax, Hardsigmoid, Hardswish, SiLU, GELU, Identity,
-    Add, Multiply, Concatenate, Flatten, ZeroPad2d, Upsample, Residual,
+    Add, Multiply, Concatenate, Flatten, ZeroPad2d, Upsample, Rescaling, Residual,
 )
 for _cls in LAYER_CLASSES:
     register(_cls)

@@ -128,3 +128,24 @@ class Upsample(Layer):
 
     def flops(self, shape):
         return int(np.prod(self.output_shape(shape))) * (4 if self.mode == "bilinear" else 1)
+
+
+class Rescaling(Layer):
+    """y = x * scale + offset (Keras'): put it first to feed integer images as they are,
+    ``Rescaling(1 / 255)`` for 0..255 pixels. fastcnn never rescales an input by itself."""
+
+    def __init__(self, scale, offset=0.0):
+        self.scale, self.offset = float(scale), float(offset)
+
+    def forward(self, x):
+        return (np.asarray(x, dtype=np.float32) * np.float32(self.scale)
+                + np.float32(self.offset)).astype(np.float32, copy=False)
+
+    def backward(self, dy):
+        return np.asarray(dy, dtype=np.float32) * np.float32(self.scale)
+
+    def get_config(self):
+        return dict(scale=self.scale, offset=self.offset)
+
+    def flops(self, shape):
+        return 2 * int(np.prod(shape))

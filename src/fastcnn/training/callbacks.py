@@ -76,7 +76,9 @@ def _monitor_mode(monitor, mode):
     return mode
 
 
-class _Monitor(Callback):
+class MonitorCallback(Callback):
+    """A callback that watches one metric of the epoch logs (``monitor``, ``mode``)."""
+
     def __init__(self, monitor, mode, min_delta=0.0):
         self.monitor = monitor
         self.mode = _monitor_mode(monitor, mode)
@@ -104,7 +106,7 @@ class _Monitor(Callback):
         return value > best + self.min_delta
 
 
-class EarlyStopping(_Monitor):
+class EarlyStopping(MonitorCallback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
     epochs in a row (Keras's rule: patience=0 stops at the first epoch without improvement).
 
@@ -154,7 +156,7 @@ class EarlyStopping(_Monitor):
                   f"{self.best:.4f} at epoch {self.best_epoch + 1}")
 
 
-class ModelCheckpoint(_Monitor):
+class ModelCheckpoint(MonitorCallback):
     """Save the model with ``fastcnn.save`` after each epoch, or only when ``monitor`` improves
     (``save_best_only``). ``filepath`` may contain ``{epoch}`` and metric names, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.fcnn"`` (epochs counted from 1)."""
@@ -188,3 +190,59 @@ class ModelCheckpoint(_Monitor):
         save(self.model, path, include_optimizer=self.save_optimizer)
         if self.verbose:
             print(f"saved {path}")
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or Inf (Keras's). With fit's default
+    ``on_nonfinite='raise'`` such a batch already stops fit with an error; with
+    ``on_nonfinite='skip'`` this callback turns the skip into a clean stop."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.model.stop_training = True
+
+
+class CSVLogger(Callback):
+    """Write each epoch's metrics as a row of a CSV file (``epoch`` first, then the metrics in
+    sorted order), flushed after every epoch. ``append=True`` adds to an existing file. The
+    rows are part of a training checkpoint: a resumed run rewrites the file with the rows
+    before the checkpoint and goes on from there."""
+
+    def __init__(self, filename, separator=",", append=False):
+        self.filename = os.fspath(filename)
+        self.separator = str(separator)
+        self.append = bool(append)
+        self.rows = []
+        self._keys = None
+
+    def on_train_begin(self, logs=None):
+        self.rows, self._keys = [], None
+        if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename):
+            with open(self.filename) as f:
+                self._keys = f.readline().rstrip("\n").split(self.separator)[1:]
+        else:
+            open(self.filename, "w").close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if self._keys is None:
+            self._keys = sorted(logs)
+            self._write(self.separator.join(["epoch"] + self._keys) + "\n", "a")
+        row = [epoch] + [logs.get(k, "") for k in self._keys]
+        self.rows.append(row)
+        self._write(self.separator.join(map(str, row)) + "\n", "a")
+
+    def _write(self, text, mode):
+        with open(self.filename, mode) as f:
+            f.write(text)
+            f.flush()
+
+    def state_dict(self):
+        return {"rows": self.rows, "keys": self._keys}
+
+    def load_state_dict(self, state):
+        self.rows, self._keys = [list(r) for r in state["rows"]], state["keys"]
+        text = "" if self._keys is None else self.separator.join(["epoch"] + self._keys) + "\n"
+        text += "".join(self.separator.join(map(str, r)) + "\n" for r in self.rows)
+        self._write(text, "w")

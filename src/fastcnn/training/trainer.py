@@ -7,6 +7,8 @@ of the model's structure. Models with several inputs or outputs take lists of ar
 input, one target per output) and one loss per output, summed with ``loss_weights``.
 """
 import copy
+import math
+import numbers
 import os
 import signal
 import threading
@@ -22,6 +24,17 @@ from ..io import Checkpoint, load_training_state, save
 from ..nn.base import inference_mode, rng
 from . import callbacks as callbacks_module
 from .progress import ProgressBar
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step's loss or gradients were NaN or Inf; the model was left as it was
+    before that step."""
+
+
+def _count(op, name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{op}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 class DeferredInterrupt:
@@ -114,14 +127,36 @@ class Trainer:
         return value, grads
 
     def train_step(self, x, y):
-        """One optimisation step on a batch; returns (loss, number of correct predictions)."""
+        """One optimisation step on a batch; returns (loss, number of correct predictions).
+
+        A loss or gradients that are not finite raise :class:`NonFiniteError` and leave the
+        model as it was before the step: parameters, optimizer state and batch-norm running
+        statistics (which the forward pass had updated) all unchanged."""
+        saved = self._buffers()
         out = self.forward(x)
         loss, dy = self._total_loss(self.loss, out, y)
-        self.zero_grad()
-        self.backward(dy, input_grad=False)
-        self.optimizer.step()
+        try:
+            if not math.isfinite(loss):
+                raise NonFiniteError(f"the loss is {loss}")
+            self.zero_grad()
+            self.backward(dy, input_grad=False)
+            self.optimizer.step()
+        except (NonFiniteError, _optim.NonFiniteGradientError) as exc:
+            for owner, name, value in saved:
+                setattr(owner, name, value)   # buffers are replaced, never written in place
+            raise NonFiniteError(str(exc)) from None
         correct = int(np.count_nonzero(out.argmax(axis=1) == y)) if self._classification() else 0
         return loss, correct
+
+    _buffer_slots = None   # fit sets it for its run: the structure does not change meanwhile
+
+    def _buffers(self):
+        """The model's buffers (running statistics) as (owner, attribute, current array)."""
+        slots = self._buffer_slots
+        if slots is None:
+            slots = [(owner, name) for _, owner, name, is_param in self._state_items()
+                     if not is_param]
+        return [(owner, name, getattr(owner, name)) for owner, name in slots]
 
     def _targets(self, y, op):
         """The targets as arrays: one per output."""
@@ -134,7 +169,7 @@ class Trainer:
 
     def fit(self, x, y=None, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
             validation_data=None, callbacks=(), verbose=1, augment=None, drop_last=False,
-            checkpoint=None, resume=False):
+            checkpoint=None, resume=False, on_nonfinite="raise"):
         """Train for ``epochs`` passes over (x, y); returns a :class:`~fastcnn.callbacks.History`.
 
         ``x`` may also be a :class:`~fastcnn.data.DataLoader` (then ``y``, ``batch_size``,
@@ -154,6 +189,12 @@ class Trainer:
         and resumed ends with the weights, bit for bit, of a run that was never interrupted
         (same data, arguments and seed). Without the file, training starts from scratch.
 
+        ``on_nonfinite``: a step whose loss or gradients are NaN or Inf (a corrupt sample, a
+        learning rate too high) leaves the model as it was before that step; with 'raise' (the
+        default) fit then stops with a :class:`NonFiniteError` that names the epoch, the step
+        and the batch's samples; with 'skip' it goes on with the next batch and counts the
+        skipped ones in the history ('skipped_batches').
+
         Ctrl-C: the step under way is finished, then fit stops and raises KeyboardInterrupt;
         the model holds the weights after the last full step, ``model.history`` the epochs
         completed (the partial epoch is neither recorded nor checkpointed).
@@ -161,6 +202,20 @@ class Trainer:
         if self.optimizer is None or self.loss is None:
             raise RuntimeError(f"{type(self).__name__}.fit: call model.compile(optimizer=..., "
                                f"loss=...) first")
+        epochs, batch_size = _count("fit", "epochs", epochs, 0), _count("fit", "batch_size", batch_size, 1)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+            raise ValueError(f"fit: validation_split must be a fraction in [0, 1), got "
+                             f"{validation_split!r}")
+        if validation_data is not None:
+            if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+            validation_data = (self.prepare_inputs(validation_data[0]),
+                               self._targets(validation_data[1], "fit (validation_data)"))
+            check_same_length("fit: validation_data", *validation_data)
         if isinstance(x, DataLoader):
             if validation_split:
                 raise ValueError("fit: validation_split needs arrays; with a DataLoader pass "
@@ -197,8 +252,17 @@ class Trainer:
                 start = self._restore_checkpoint(checkpoint.path, loader, history, callbacks)
         interrupt = DeferredInterrupt()
         with interrupt:
-            self._epochs(loader, start, epochs, batch_size, validation_data, verbose, history,
-                         cbs, callbacks, checkpoint, interrupt)
+            self._buffer_slots = [(owner, name) for _, owner, name, is_param
+                                  in self._state_items() if not is_param]
+            try:
+                self._epochs(loader, start, epochs, batch_size, validation_data, verbose, history,
+                             cbs, callbacks, checkpoint, interrupt, on_nonfinite)
+            except NonFiniteError:
+                self.eval()
+                self.history = history
+                raise
+            finally:
+                self._buffer_slots = None
         if interrupt.requested:
             self.eval()
             self.history = history
@@ -210,7 +274,7 @@ class Trainer:
         return history
 
     def _epochs(self, loader, start, epochs, batch_size, validation_data, verbose, history, cbs,
-                callbacks, checkpoint, interrupt):
+                callbacks, checkpoint, interrupt, on_nonfinite):
         for epoch in range(start, epochs):
             if self.stop_training:
                 break
@@ -219,11 +283,29 @@ class Trainer:
                               len(loader) * loader.batch_size,
                               epoch=epoch, epochs=epochs, verbose=verbose,
                               accuracy=self._classification())
-            total_loss, total_correct, seen = 0.0, 0, 0
+            total_loss, total_correct, seen, skipped = 0.0, 0, 0, 0
             self.train()
             for step, (xb, yb) in enumerate(loader):
-                loss, correct = self.train_step(xb, yb)
                 n = len(yb[0] if isinstance(yb, list) else yb)
+                try:
+                    loss, correct = self.train_step(xb, yb)
+                except NonFiniteError as exc:
+                    samples = [int(i) for i in loader.batch_indices]
+                    if on_nonfinite == "raise":
+                        shown = samples if len(samples) <= 16 else samples[:16] + ["..."]
+                        raise NonFiniteError(
+                            f"fit: epoch {epoch + 1}, step {step + 1}: {exc} (the batch of "
+                            f"samples {shown}). The model holds the weights from before this "
+                            f"step. Check those samples for NaN or Inf (np.isfinite(x[i]).all())"
+                            f", or lower the learning rate or clip the gradients "
+                            f"(clip_grad_norm=...); fit(..., on_nonfinite='skip') skips such "
+                            f"batches") from None
+                    skipped += 1
+                    cbs.on_train_batch_end(step, {"loss": float("nan"), "size": n,
+                                                  "skipped": True})
+                    if interrupt.requested or self.stop_training:
+                        break
+                    continue
                 total_loss += loss * n
                 total_correct += correct
                 seen += n
@@ -232,14 +314,15 @@ class Trainer:
                     logs["accuracy"] = total_correct / seen
                 bar.update(seen, logs)
                 cbs.on_train_batch_end(step, {"loss": loss, "size": n})
-                if interrupt.requested:
-                    return
-                if not np.isfinite(loss):
-                    self.stop_training = True
+                if interrupt.requested or self.stop_training:
                     break
-            logs = {"loss": total_loss / max(seen, 1)}
-            if self._classification():
-                logs["accuracy"] = total_correct / max(seen, 1)
+            if interrupt.requested:
+                return
+            logs = {"loss": total_loss / seen if seen else float("nan")}
+            if self._classification() and seen:
+                logs["accuracy"] = total_correct / seen
+            if on_nonfinite == "skip":
+                logs["skipped_batches"] = skipped
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -318,8 +401,8 @@ class Trainer:
                 if self._classification():
                     correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
         result = {"loss": total_loss / n}
-        if self._classification():
-            result["accuracy"] = correct / n
+        if self._classification():   # no accuracy of outputs that are not finite
+            result["accuracy"] = correct / n if math.isfinite(total_loss) else float("nan")
         if verbose:
             print("  ".join(f"{k} {v:.4f}" for k, v in result.items()))
         return result
