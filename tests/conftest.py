@@ -15,6 +15,7 @@ _worst_error = collections.defaultdict(float)
 _case_count = collections.Counter()
 _fuzz_cases = collections.Counter()
 _fuzz_refused = collections.Counter()
+_onnx_node_tests = collections.defaultdict(collections.Counter)   # operator -> outcome -> count
 
 
 def record_fuzz_case(op, refused=False):
@@ -67,7 +68,28 @@ def assert_close(op, actual, expected, tol=1e-5):
     assert err <= tol, f"{op}: relative error {err:.3g} > {tol:.1g}"
 
 
+def pytest_runtest_logreport(report):
+    """Count ONNX's node tests (tests/test_onnx_backend.py) per operator and outcome."""
+    if "test_onnx_backend.py" not in report.nodeid or not (
+            report.when == "call" or (report.when == "setup" and report.skipped)):
+        return
+    from test_onnx_backend import operator_of
+    op = operator_of(report.nodeid.rsplit("::", 1)[-1])
+    if op is not None:
+        _onnx_node_tests[op][report.outcome] += 1
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _onnx_node_tests:
+        total = collections.Counter()
+        for counts in _onnx_node_tests.values():
+            total.update(counts)
+        terminalreporter.section(f"ONNX node tests: {total['passed']} passed, {total['failed']} "
+                                 f"failed, {total['skipped']} skipped (refused on purpose)")
+        for op in sorted(_onnx_node_tests):
+            c = _onnx_node_tests[op]
+            terminalreporter.write_line(f"{op:20s} {c['passed']:4d} passed {c['failed']:4d} failed "
+                                        f"{c['skipped']:4d} skipped")
     if _fuzz_cases:
         total, refused = sum(_fuzz_cases.values()), sum(_fuzz_refused.values())
         terminalreporter.section(f"fuzzed cases: {total} ({total - refused} checked against "

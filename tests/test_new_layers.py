@@ -193,7 +193,7 @@ def test_dropout2d_and_drop_path_drop_whole_channels_and_samples():
 
 @pytest.mark.parametrize("bad", [
     lambda: fc.GroupNorm(3, 8), lambda: fc.Upsample(), lambda: fc.Upsample(size=2, mode="cubic"),
-    lambda: fc.ZeroPad2d((1, 2)), lambda: fc.AdaptiveAvgPool2d(0), lambda: fc.Concatenate(axis=1),
+    lambda: fc.ZeroPad2d((1, 2)), lambda: fc.AdaptiveAvgPool2d(0), lambda: fc.Concatenate(axis=0),
     lambda: fc.Conv1d(3, 4, 0), lambda: fc.GELU(approximate="erf")])
 def test_bad_arguments_are_value_errors(bad):
     with pytest.raises(ValueError):

@@ -1007,10 +1007,11 @@ def bias_backward(dy, n_threads=None):
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
-                     n_threads=None):
+                     algo="auto", n_threads=None):
     """Transposed convolution: ``w`` is (in, out/groups, kh, kw) as in PyTorch's ConvTranspose2d.
 
-    It is conv2d's backward-data pass, run on x as if x were a convolution's output gradient.
+    It is conv2d's backward-data pass, run on x as if x were a convolution's output gradient
+    (``algo`` as conv2d_backward_data's).
     """
     op = "conv_transpose2d"
     x = as_nhwc(op, "input", x)
@@ -1025,7 +1026,8 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     check_finite(op, "weight", w)
     out_shape = conv_transpose2d_output_shape(op, x.shape, w.shape, stride, padding,
                                               output_padding, dilation, groups)
-    y = conv2d_backward_data(x, w, out_shape, stride, padding, dilation, groups, n_threads=n_threads)
+    y = conv2d_backward_data(x, w, out_shape, stride, padding, dilation, groups, algo=algo,
+                             n_threads=n_threads)
     if b is not None:
         b = as_float32(op, "bias", b)
         check_shape(op, "bias", b, (out_shape[3],))

@@ -17,7 +17,7 @@ from cconv import (get_isa, get_memory_limit, get_num_threads, set_isa, set_memo
                    set_num_threads)
 
 from . import reference
-from . import data, datasets, io, losses, nn, optim, training
+from . import data, datasets, io, losses, nn, onnx, optim, training
 from .training import callbacks
 from .data import DataLoader
 from .graph import Model, Sequential
@@ -41,7 +41,7 @@ __all__ = _layer_names + [
     "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "NonFiniteError", "losses", "optim",
     "callbacks", "training",
     # data and files
-    "DataLoader", "data", "datasets", "io", "save", "load",
+    "DataLoader", "data", "datasets", "io", "save", "load", "onnx",
     # runtime
     "get_isa", "set_isa", "get_num_threads", "set_num_threads", "get_memory_limit",
     "set_memory_limit", "info", "reference",

@@ -16,6 +16,8 @@ from .pool import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgP
                    GlobalAvgPool2d, MaxPool1d, MaxPool2d, SumPool2d)
 from .residual import Residual
 from .shape import Flatten, Rescaling, Upsample, ZeroPad2d
+from .tensor import (Arithmetic, Clip, ConstantArithmetic, MatMul, Pad, Permute, PReLU, Reduce,
+                     Reshape, SoftmaxAxis)
 
 LAYER_CLASSES = (
     Conv2d, ConvTranspose2d, Conv1d, Linear,
@@ -24,6 +26,7 @@ LAYER_CLASSES = (
     BatchNorm2d, BatchNorm1d, GroupNorm, LayerNorm, Dropout, Dropout2d, DropPath,
     ReLU, LeakyReLU, ReLU6, Sigmoid, Tanh, Softmax, Hardsigmoid, Hardswish, SiLU, GELU, Identity,
     Add, Multiply, Concatenate, Flatten, ZeroPad2d, Upsample, Rescaling, Residual,
+    Permute, Reshape, Arithmetic, ConstantArithmetic, PReLU, Clip, SoftmaxAxis, Reduce, Pad, MatMul,
 )
 for _cls in LAYER_CLASSES:
     register(_cls)

@@ -87,7 +87,8 @@ class ConvTranspose2d(Layer):
     _param_names = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros"):
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 algo="auto"):
         if padding_mode != "zeros":
             raise ValueError("ConvTranspose2d: only padding_mode='zeros' is supported")
         in_channels, out_channels = (positive_int("ConvTranspose2d", "in_channels", in_channels),
@@ -102,6 +103,7 @@ class ConvTranspose2d(Layer):
         self.padding = pair("ConvTranspose2d", "padding", padding)
         self.output_padding = pair("ConvTranspose2d", "output_padding", output_padding)
         self.dilation = pair("ConvTranspose2d", "dilation", dilation, minimum=1)
+        self.algo = algo
         # PyTorch computes fan_in from weight.size(1) * kh * kw for transposed convolutions too.
         fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         check_parameters("ConvTranspose2d", (self.in_channels, fan_in), (self.out_channels,))
@@ -119,7 +121,8 @@ class ConvTranspose2d(Layer):
         self._x = x
         return cconv.conv_transpose2d(x, self.weight.data,
                                       None if self.bias is None else self.bias.data,
-                                      output_padding=self.output_padding, **self.conv_args())
+                                      output_padding=self.output_padding, algo=self.algo,
+                                      **self.conv_args())
 
     def backward(self, dy):
         x = self._x
@@ -135,7 +138,8 @@ class ConvTranspose2d(Layer):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=list(self.padding), output_padding=list(self.output_padding),
-                    groups=self.groups, bias=self.bias is not None, dilation=list(self.dilation))
+                    groups=self.groups, bias=self.bias is not None, dilation=list(self.dilation),
+                    algo=self.algo)
 
     def output_shape(self, shape):
         h, w, _ = hwc(self, shape, self.in_channels)

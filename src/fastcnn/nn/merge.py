@@ -118,40 +118,52 @@ def _multiply(a, b):
 
 
 class Concatenate(Layer):
-    """Its inputs side by side along the channel axis (Inception, U-Net's skip connections,
-    DenseNet); ``axis=-1`` (channels) is the only one, as NHWC's is the contiguous axis."""
+    """Its inputs side by side along ``axis``: the channels by default (Inception, U-Net's skip
+    connections, DenseNet; NHWC's contiguous axis, where PyTorch's torch.cat(dim=1) on NCHW
+    points), or any other sample axis (1 = the first after the batch)."""
 
     takes_several_inputs = True
 
     def __init__(self, axis=-1):
-        if axis not in (-1,):
-            raise ValueError(f"Concatenate: only the channel axis (axis=-1) is supported, got "
-                             f"{axis!r}; PyTorch's torch.cat(dim=1) on NCHW is this axis")
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+            raise ValueError(f"Concatenate: axis must be a sample axis (-1 for the channels, or "
+                             f">= 1; 0 is the batch), got {axis!r}")
         self.axis = axis
+
+    def _sample_axis(self, rank):
+        """The axis within one sample's shape of ``rank`` axes."""
+        axis = self.axis - 1 if self.axis > 0 else rank + self.axis
+        if not 0 <= axis < rank:
+            raise ValueError(f"Concatenate: axis {self.axis} is out of range for samples of "
+                             f"{rank} axes")
+        return axis
 
     def output_shape(self, shapes):
         if not isinstance(shapes, list) or len(shapes) < 2:
             raise ValueError("Concatenate: takes a list of at least 2 inputs")
         shapes = [tuple(s) for s in shapes]
-        if any(s[:-1] != shapes[0][:-1] for s in shapes):
-            raise ValueError(f"Concatenate: input shapes {shapes} differ in more than the "
-                             f"channel axis")
-        return shapes[0][:-1] + (sum(s[-1] for s in shapes),)
+        if any(len(s) != len(shapes[0]) for s in shapes):
+            raise ValueError(f"Concatenate: input shapes {shapes} differ in rank")
+        axis = self._sample_axis(len(shapes[0]))
+        rest = [s[:axis] + s[axis + 1:] for s in shapes]
+        if any(r != rest[0] for r in rest):
+            raise ValueError(f"Concatenate: input shapes {shapes} differ in more than axis "
+                             f"{self.axis}")
+        return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
 
     def forward(self, xs):
         if not isinstance(xs, (list, tuple)) or len(xs) < 2:
             raise ValueError("Concatenate: takes a list of at least 2 inputs")
         xs = [np.asarray(x, dtype=np.float32) for x in xs]
-        if any(x.shape[:-1] != xs[0].shape[:-1] for x in xs):
-            raise ValueError(f"Concatenate: input shapes {[x.shape for x in xs]} differ in more "
-                             f"than the channel axis")
-        self._widths = [x.shape[-1] for x in xs]
-        return np.concatenate(xs, axis=-1)
+        self.output_shape([x.shape[1:] for x in xs])
+        self._dim = 1 + self._sample_axis(xs[0].ndim - 1)
+        self._widths = [x.shape[self._dim] for x in xs]
+        return np.concatenate(xs, axis=self._dim)
 
     def backward(self, dy):
         dy = np.asarray(dy, dtype=np.float32)
         bounds = np.cumsum(self._widths)[:-1]
-        return [np.ascontiguousarray(part) for part in np.split(dy, bounds, axis=-1)]
+        return [np.ascontiguousarray(part) for part in np.split(dy, bounds, axis=self._dim)]
 
     def get_config(self):
         return dict(axis=self.axis)
