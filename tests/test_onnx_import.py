@@ -261,3 +261,12 @@ def test_layouts_meet_where_branches_join(rng):
         assert relative_error(got, expected) < 1e-5
         permutes = sum(type(layer).__name__ == "Permute" for layer in model.layers)
         assert permutes == (3 if layout == "nchw" else 0)
+
+
+def test_a_channels_last_array_given_to_an_nchw_model_says_how_to_fix_it():
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"])],
+                       [tensor_info("x", ["N", 3, 8, 8])], [tensor_info("y", ["N", 3, 8, 8])])
+    model = fc.onnx.load(proto)
+    with pytest.raises(ValueError, match=r"\(N, 3, 8, 8\) \(the file's layout\), got \(2, 8, 8, "
+                                         r"3\): channels last\? .*x.transpose\(0, 3, 1, 2\)"):
+        model.predict(np.zeros((2, 8, 8, 3), np.float32))

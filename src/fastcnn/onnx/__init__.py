@@ -4,6 +4,9 @@ and :mod:`fastcnn.onnx.backend` runs ONNX's own backend tests against fastcnn.
 Needs the ``onnx`` package (``pip install fastcnn[onnx]``); ``import fastcnn`` does not.
 """
 from .model import OnnxModel
+# The module export.py, imported now under another name: the package's ``export`` is the
+# function below (a first import of the submodule later would rebind the name to the module).
+from . import export as _exporter
 
 
 def _onnx():
@@ -32,10 +35,36 @@ def load(source, layout="nchw", input_shape=None):
     return build(_onnx(), source, layout=layout, input_shape=input_shape)
 
 
+def export(model, path=None, input_shape=None, opset=17, layout=None):
+    """Write ``model`` as an ONNX file; returns the ``onnx.ModelProto`` (also written to
+    ``path``, a file name or a binary file object, when given).
+
+    Any fastcnn model (Sequential, Model, nested models, Residual blocks, an
+    :class:`OnnxModel` from :func:`load`) is exported with its eval-mode semantics: batch norm
+    as BatchNormalization with the running statistics, dropout as nothing.
+
+    ``layout='nchw'`` (the default) gives a channels-first file, as PyTorch's exporter does
+    and ONNX Runtime expects: an image input the model takes as (N, H, W, C) becomes
+    (N, C, H, W), (N, L, C) becomes (N, C, L), (N, F) stays, and the outputs alike (a U-Net's
+    segmentation map is NCHW). ``layout='nhwc'`` keeps the model's own layout: the file takes
+    and returns exactly the arrays ``model.forward`` does. An OnnxModel is exported in the
+    layout it was loaded with, so its file takes what the model takes.
+
+    The batch axis is dynamic; the other sizes come from the model. ``input_shape`` (one
+    sample's shape in the model's layout, without the batch axis) is needed only for a
+    Sequential whose input shape is unknown. Initializers are named by the state-dict keys
+    (an imported model keeps its file's names), nodes by the layers. ``opset`` from 11 on;
+    GELU is one node from opset 20, LayerNorm from 17, decompositions before. The result
+    passes ``onnx.checker.check_model(full_check=True)``. A layer without an export rule is a
+    ``ValueError`` naming it, with the list of those that export.
+    """
+    return _exporter.export(model, path=path, input_shape=input_shape, opset=opset, layout=layout)
+
+
 def supported_operators():
     """The ONNX operators :func:`load` reads."""
     from .importer import supported_operators as ops
     return ops()
 
 
-__all__ = ["load", "supported_operators", "OnnxModel"]
+__all__ = ["load", "export", "supported_operators", "OnnxModel"]

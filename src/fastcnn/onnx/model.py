@@ -21,6 +21,21 @@ class OnnxModel(Model):
         self.key_names = dict(key_names or {})
         self.layout = layout
 
+    def prepare_inputs(self, x):
+        try:
+            return super().prepare_inputs(x)
+        except ValueError as exc:
+            if self.layout != "nchw" or len(self.inputs) != 1 or not hasattr(x, "shape"):
+                raise
+            sample = self.inputs[0].shape
+            hint = ""
+            if len(x.shape) == len(sample) + 1 and len(sample) >= 2 and x.shape[-1] == sample[0]:
+                order = ", ".join(map(str, (0, len(sample)) + tuple(range(1, len(sample)))))
+                hint = (f": channels last? this model takes the file's layout, channels first: "
+                        f"pass x.transpose({order}), or load the file with layout='nhwc'")
+            raise ValueError(f"Model: expected input of shape (N, {', '.join(map(str, sample))}) "
+                             f"(the file's layout), got {tuple(x.shape)}{hint}") from exc
+
     def outputs_are_probabilities(self, i):
         return True   # the file says what its outputs are: predict passes them through
 
