@@ -69,6 +69,24 @@ def test_arithmetic_broadcasts_as_numpy(op, a_shape, b_shape, rng):
     _check_backward(layer, [a, b], rng, several=True)
 
 
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 4, 5), (3, 5)), ((2, 6), (2, 4, 1, 6)),
+                                             ((1, 3), (1, 2, 3))])
+def test_samples_of_different_ranks_broadcast_by_their_trailing_axes(op, a_shape, b_shape, rng):
+    """Shapes are (batch, *sample): the batch axes meet, the samples align at the right."""
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = (rng.uniform(0.5, 2, b_shape) * rng.choice([-1, 1], b_shape)).astype(np.float32)
+    rank = max(a.ndim, b.ndim)
+    a_, b_ = (x.reshape(x.shape[:1] + (1,) * (rank - x.ndim) + x.shape[1:]) for x in (a, b))
+    expected = {"add": a_ + b_, "sub": a_ - b_, "mul": a_ * b_, "div": a_ / b_}[op]
+    layer = fc.Arithmetic(op)
+    assert layer.output_shape([a_shape[1:], b_shape[1:]]) == expected.shape[1:]
+    np.testing.assert_allclose(layer.forward([a, b]), expected, rtol=1e-6)
+    grads = layer.backward(np.ones_like(expected))
+    assert [g.shape for g in grads] == [a_shape, b_shape]
+    _check_backward(layer, [a, b], rng, several=True)
+
+
 @pytest.mark.parametrize("op,reverse", [(op, r) for op in ("add", "sub", "mul", "div")
                                         for r in (False, True)] + [("prelu", False)])
 @pytest.mark.parametrize("x_shape,c_shape", [((2, 5, 6, 3), (1, 1, 1, 3)), ((1, 9), (9,)),

@@ -33,6 +33,14 @@ def _broadcast_sample(layer, shapes):
                          f"together") from None
 
 
+def _align_ranks(xs):
+    """Batches of samples of different ranks, each with unit axes put after its batch axis up
+    to the highest rank: the samples broadcast as their shapes do (trailing axes aligned), and
+    the batch axes meet each other."""
+    rank = max(x.ndim for x in xs)
+    return [x.reshape(x.shape[:1] + (1,) * (rank - x.ndim) + x.shape[1:]) for x in xs]
+
+
 class Permute(Layer):
     """Reorder the axes of each sample (Keras'): ``dims`` numbers them from 1 (0 is the batch
     axis, which stays first); ``Permute((3, 1, 2))`` turns NHWC into NCHW."""
@@ -141,6 +149,8 @@ class Arithmetic(Layer):
 
     def forward(self, xs):
         xs = [np.asarray(x, dtype=np.float32) for x in xs]
+        self._shapes = [x.shape for x in xs]
+        xs = _align_ranks(xs)
         self._xs = xs
         y = xs[0]
         for x in xs[1:]:
@@ -151,9 +161,11 @@ class Arithmetic(Layer):
         dy = np.asarray(dy, dtype=np.float32)
         xs = self._xs
         if self.op == "add":
-            return [unbroadcast(dy, x.shape) for x in xs]
-        da, db = _partials(self.op, xs[0], xs[1], dy)
-        return [unbroadcast(da, xs[0].shape), unbroadcast(db, xs[1].shape)]
+            grads = [dy] * len(xs)
+        else:
+            grads = _partials(self.op, xs[0], xs[1], dy)
+        return [unbroadcast(g, x.shape).reshape(shape)
+                for g, x, shape in zip(grads, xs, self._shapes)]
 
     def get_config(self):
         return dict(op=self.op)

@@ -58,6 +58,14 @@ def _rule(*classes):
     return decorate
 
 
+def _data_order(t):
+    """The stored axes of size > 1 (the batch's included) in the order the ONNX tensor of
+    ``t`` has them: two layouts of one array with the same order hold the same values in the
+    same order (a Reshape turns one into the other)."""
+    shape = (None,) + t.shape
+    return [i for i in L.inverse(t.perm) if shape[i] != 1]
+
+
 def exportable_layers():
     """The layer classes :func:`fastcnn.onnx.export` writes (and Model, Sequential, OnnxModel)."""
     return sorted(cls.__name__ for cls in _RULES)
@@ -134,7 +142,7 @@ class _Exporter:
         return self.const(value, f"{key}_{hint}" if key else hint, share=False)
 
     def const(self, value, hint="const", dtype=np.float32, share=True):
-        value = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        value = np.array(value, dtype=dtype, order="C")   # keeps 0-d scalars 0-d
         cache_key = (value.dtype.str, value.shape, value.tobytes())
         if share and cache_key in self._const_cache:
             return self._const_cache[cache_key]
@@ -162,6 +170,10 @@ class _Exporter:
     def unary(self, op, t, name, **attrs):
         return self.like(t, self.node(op, [t.name], name, **attrs))
 
+    def unary_inputs(self, op, t, inputs, name, **attrs):
+        """``op`` of ``inputs`` (``t``'s name first, constants after): ``t``'s layout."""
+        return self.like(t, self.node(op, inputs, name, **attrs))
+
     def binary(self, op, a, b, name, **attrs):
         """``op`` of tensor ``a`` (kept layout) and a name ``b``."""
         return self.like(a, self.node(op, [a.name, b], name, **attrs))
@@ -174,9 +186,14 @@ class _Exporter:
             return t
         key = (t.name, perm)
         if key not in self._converted:
-            onnx_perm = [t.perm[i] for i in L.inverse(perm)]
-            out = self.node("Transpose", [t.name], f"{t.name}_to_{''.join(map(str, perm))}",
-                            perm=onnx_perm)
+            base = f"{t.name}_to_{''.join(map(str, perm))}"
+            target = _T(t.name, perm, t.shape)
+            if _data_order(t) == _data_order(target):
+                # only axes of size 1 move: the same values in the same order, a Reshape
+                out = self.reshape(t, target.onnx_shape(0)[1:], base)
+            else:
+                out = self.node("Transpose", [t.name], base,
+                                perm=[t.perm[i] for i in L.inverse(perm)])
             self._converted[key] = _T(out, perm, t.shape)
         return self._converted[key]
 
@@ -419,13 +436,6 @@ def _batch_norm(ex, layer, x, name):
                            momentum=momentum)
 
 
-def _unary_inputs(self, op, t, inputs, name, **attrs):
-    return self.like(t, self.node(op, inputs, name, **attrs))
-
-
-_Exporter.unary_inputs = _unary_inputs
-
-
 def _channel_param(ex, t, source, channel_axis):
     """A per-channel parameter shaped to broadcast along ONNX axis ``channel_axis`` of ``t``."""
     data = source.data if isinstance(source, nn.Parameter) else np.asarray(source)
@@ -437,12 +447,13 @@ def _group_norm(ex, layer, x, name):
     # (N, C, ...) -> (N, G, rest) -> InstanceNormalization -> (N, C, ...), then the affine map
     x = ex.channels_first(x)
     g = layer.num_groups
-    grouped = _T(ex.reshape(x, [g, -1], f"{name}_groups"), L.identity(3), (g, -1))
+    grouped = ex.reshape(x, [g, -1], f"{name}_groups")
     ones, zeros = ex.const(np.ones(g), "ones"), ex.const(np.zeros(g), "zeros")
-    normed = ex.node("InstanceNormalization", [grouped.name, ones, zeros], f"{name}_normalize",
+    normed = ex.node("InstanceNormalization", [grouped, ones, zeros], f"{name}_normalize",
                      epsilon=layer.eps)
-    y = _T(normed, L.identity(3), (g, -1))
-    y = ex.like(x, ex.reshape(y, x.onnx_shape()[1:], f"{name}_ungroup" if layer.affine else name))
+    back = ex.node("Reshape", [normed, ex.ints([0] + list(x.onnx_shape()[1:]))],
+                   f"{name}_ungroup" if layer.affine else name)
+    y = ex.like(x, back)
     if layer.affine:
         y = ex.binary("Mul", y, _channel_param(ex, y, layer.weight, 1), f"{name}_scale")
         y = ex.binary("Add", y, _channel_param(ex, y, layer.bias, 1), name)
@@ -622,7 +633,7 @@ def _multiply(ex, layer, xs, name):
 @_rule(nn.Concatenate)
 def _concatenate(ex, layer, xs, name):
     xs = ex.common(xs)
-    stored = 1 + layer._sample_axis(len(xs[0].shape))
+    stored = layer.axis if layer.axis > 0 else xs[0].rank + layer.axis   # its stored axis
     return ex.like(xs[0], ex.node("Concat", [t.name for t in xs], name, axis=xs[0].perm[stored]),
                    layer.output_shape([t.shape for t in xs]))
 
@@ -644,8 +655,14 @@ def _arithmetic(ex, layer, xs, name):
     shape = layer.output_shape([t.shape for t in xs])
     if len({t.rank for t in xs}) == 1:
         xs = ex.common(xs)
-    else:   # NumPy broadcasting over different ranks: in the stored order, as fastcnn does
+    else:   # samples broadcast by their trailing axes in the stored order, as fastcnn does;
+        # ONNX aligns the batch axis too, so lower ranks get unit axes after it
+        rank = max(t.rank for t in xs)
         xs = [ex.stored_order(t) for t in xs]
+        xs = [t if t.rank == rank else
+              _T(ex.reshape(t, (1,) * (rank - t.rank) + tuple(t.onnx_shape()[1:]),
+                            f"{name}_rank{k}"), L.identity(rank), (1,) * (rank - t.rank) + t.shape)
+              for k, t in enumerate(xs)]
     op = _ARITH[layer.op]
     if op == "Add" and len(xs) > 2:
         out = ex.node("Sum", [t.name for t in xs], name)
@@ -711,8 +728,17 @@ def _reshape(ex, layer, x, name):
     shape = layer.output_shape(x.shape)
     if shape == x.shape:
         return x                # the stored array is unchanged
-    x = ex.stored_order(x)
-    return _T(ex.reshape(x, layer.target_shape, name), L.identity(len(shape) + 1), shape)
+    if _data_order(x) != _data_order(_T(x.name, L.identity(x.rank), x.shape)):
+        x = ex.stored_order(x)  # the ONNX tensor holds the values in another order
+    out = _T("", L.identity(len(shape) + 1), shape)
+    if len(shape) >= 2:
+        # channels first where that is the same values in the same order ((1, 1, C) is
+        # (C, 1, 1)): what a convolution or Flatten after it takes, with no transpose
+        first = _T("", L.channels_last(len(shape) + 1), shape)
+        if _data_order(first) == _data_order(out):
+            out = first
+    out.name = ex.reshape(x, out.onnx_shape(0)[1:], name)
+    return out
 
 
 @_rule(nn.ZeroPad2d)

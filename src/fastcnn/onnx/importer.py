@@ -415,6 +415,12 @@ def _conv(ctx, node):
         padding = tuple(pads) if any(lo != hi for lo, hi in pads) else tuple(p[0] for p in pads)
         layer = nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation, groups,
                           bias=b is not None)
+    _put_weighted(ctx, node, layer, name, x, w, b, perm)
+
+
+def _put_weighted(ctx, node, layer, name, x, w, b, perm):
+    """Name ``layer``, give it the node's weight (input 1) and bias (input 2, or None), and put
+    its output on ``x`` as the node's."""
     layer.name = ctx._unique(name)
     ctx.bind(layer, "weight", w, node.input[1])
     if b is not None:
@@ -474,11 +480,7 @@ def _conv_transpose(ctx, node):
                          f"or the dilation")
     layer = nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, tuple(padding), tuple(extra), groups,
                                bias=b is not None, dilation=dilation)
-    layer.name = ctx._unique(ctx.layer_name(node, node.input[1]))
-    ctx.bind(layer, "weight", w, node.input[1])
-    if b is not None:
-        ctx.bind(layer, "bias", b, node.input[2])
-    ctx.put(node.output[0], layer(x), perm)
+    _put_weighted(ctx, node, layer, ctx.layer_name(node, node.input[1]), x, w, b, perm)
 
 
 @converts("BatchNormalization")
@@ -554,7 +556,11 @@ def _clip(ctx, node):
         for i, v in ((1, lo), (2, hi)):
             if ctx.has(node, i) and v is None:
                 raise ValueError("the bounds must be constants")
-        lo, hi = (None if v is None else float(v) for v in (lo, hi))
+        for v in (lo, hi):
+            if v is not None and np.size(v) != 1:
+                raise ValueError(f"the bounds must be scalars, got shape {np.shape(v)}")
+        # a scalar, or (as some exporters write it) a one-element vector
+        lo, hi = (None if v is None else float(np.reshape(v, -1)[0]) for v in (lo, hi))
     if hi is not None and math.isinf(hi) and hi > 0:
         hi = None
     if lo is not None and math.isinf(lo) and lo < 0:
