@@ -1,6 +1,7 @@
 """Batches and augmentation.
 
-:class:`DataLoader` cuts arrays into (seeded, shuffled) batches. The augmentations work on a
+:class:`DataLoader` cuts arrays into (seeded, shuffled) batches; a :class:`Dataset` (a folder of
+images: :class:`fastcnn.datasets.ImageFolder`) makes its own loader. The augmentations work on a
 whole NHWC batch at once with vectorised numpy (no Python loop over images); each takes
 ``(x, rng)`` and returns a new array, and :class:`Compose` chains them::
 
@@ -28,32 +29,74 @@ class DataLoader:
         self.y = (None if y is None else
                   [np.asarray(a) for a in y] if isinstance(y, (list, tuple)) else np.asarray(y))
         self.num_samples = check_same_length("DataLoader", self.x, self.y)
-        if int(batch_size) < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
+        self._init_batching(batch_size, shuffle, seed, drop_last)
         self.transform = transform
+
+    def _init_batching(self, batch_size, shuffle, seed, drop_last):
+        """What every loader shares: the batching options and the two generators (order and
+        augmentation) whose states fit's checkpoints record."""
+        if int(batch_size) < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
         self.seed = seed
         seeds = np.random.SeedSequence(seed).spawn(2)
         self._order_rng = np.random.default_rng(seeds[0])
         self._augment_rng = np.random.default_rng(seeds[1])
+
+    @property
+    def sample_shape(self):
+        """One sample's shape, which fit records as the model's input_shape (None for several
+        inputs)."""
+        return None if isinstance(self.x, list) else tuple(self.x.shape[1:])
 
     def __len__(self):
         n = self.num_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = self.num_samples
-        order = self._order_rng.permutation(n) if self.shuffle else None
-        for b in range(len(self)):
-            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
-            index = slice(lo, hi) if order is None else order[lo:hi]
+        order = self._order_rng.permutation(self.num_samples) if self.shuffle else None
+        yield from self._batches(order, training=True)
+
+    def eval_batches(self):
+        """Every sample once, in order, without the transform and without drawing from the
+        generators: what evaluate and predict read (augmentation is for training, and a
+        validation pass inside fit must not change the training run's random stream)."""
+        return self._batches(None, training=False)
+
+    def _index_batches(self, order, drop_last):
+        """The samples of each batch: a slice (in order) or an array of indices (shuffled)."""
+        n, size = self.num_samples, self.batch_size
+        for lo in range(0, n // size * size if drop_last else n, size):
+            hi = min(lo + size, n)
+            yield slice(lo, hi) if order is None else order[lo:hi]
+
+    def _batches(self, order, training):
+        for index in self._index_batches(order, self.drop_last and training):
             # which samples the batch holds (fit names them when a batch goes wrong)
-            self.batch_indices = range(lo, hi) if order is None else index
+            self.batch_indices = range(index.start, index.stop) if isinstance(index, slice) \
+                else index
             xb = take(self.x, index)
             yb = None if self.y is None else take(self.y, index)
-            if self.transform is not None:
+            if training and self.transform is not None:
                 xb = self.transform(xb, self._augment_rng)
             yield xb if yb is None else (xb, yb)
+
+
+class Dataset:
+    """A collection of samples that is not an array in memory (a folder of image files, see
+    :class:`fastcnn.datasets.ImageFolder`) and cuts itself into batches.
+
+    fit, evaluate and predict take one where they take arrays: they call :meth:`loader` with
+    their own ``batch_size``, ``shuffle``, ``seed``, ``drop_last`` and ``augment``, so those
+    arguments mean the same for both.
+    """
+
+    def __len__(self):
+        raise NotImplementedError
+
+    def loader(self, batch_size=32, shuffle=False, seed=None, drop_last=False, transform=None):
+        """A :class:`DataLoader` over the samples (``transform`` as DataLoader's)."""
+        raise NotImplementedError
 
 
 def take(data, index):
@@ -202,5 +245,23 @@ class GaussianNoise:
         return f"GaussianNoise(std={self.std}, clip={self.clip})"
 
 
-__all__ = ["DataLoader", "Compose", "RandomHorizontalFlip", "RandomCrop", "RandomRotation",
-           "GaussianNoise"]
+__all__ = ["DataLoader", "Dataset", "Compose", "RandomHorizontalFlip", "RandomCrop",
+           "RandomRotation", "GaussianNoise"]
+
+
+def stratified_split(labels, test_size, seed=0):
+    """Indices (train, test), each class split in proportion, both shuffled with ``seed``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class = np.floor(counts * test_size / len(labels)).astype(int)
+    # hand the remainder to the classes with the largest fractional parts
+    rest = test_size - per_class.sum()
+    frac = counts * test_size / len(labels) - per_class
+    per_class[np.argsort(-frac, kind="stable")[:rest]] += 1
+    train, test = [], []
+    for c, k in zip(classes, per_class):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))

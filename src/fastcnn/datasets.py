@@ -1,7 +1,8 @@
 """Data sets: the bundled MNIST subset, MNIST IDX files, CIFAR-10 python batches.
 
 Every loader returns ``(x_train, y_train), (x_test, y_test)`` with images as float32 NHWC
-scaled to [0, 1] and labels as int64.
+scaled to [0, 1] and labels as int64. :class:`ImageFolder` (from :mod:`fastcnn.images`) is a
+folder of your own image files, one sub-folder per class, that fit takes in place of arrays.
 
 Reading a data file never executes code from it (CIFAR-10's pickles go through an unpickler
 that builds plain data only) and never allocates more than the file's headers justify and the
@@ -21,7 +22,9 @@ import numpy as np
 
 from cconv._validation import check_workspace
 
+from .data import stratified_split
 from .io.safe_pickle import safe_unpickle
+from .images import ImageFolder  # noqa: F401  (fc.datasets.ImageFolder)
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -57,24 +60,6 @@ def load_mnist(folder=None, seed=0, test_size=1000):
         x, y = f["x"], f["y"].astype(np.int64)
     train_idx, test_idx = stratified_split(y, test_size, seed)
     return (_images(x[train_idx]), y[train_idx]), (_images(x[test_idx]), y[test_idx])
-
-
-def stratified_split(labels, test_size, seed=0):
-    """Indices (train, test), each class split in proportion, both shuffled with ``seed``."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    per_class = np.floor(counts * test_size / len(labels)).astype(int)
-    # hand the remainder to the classes with the largest fractional parts
-    rest = test_size - per_class.sum()
-    frac = counts * test_size / len(labels) - per_class
-    per_class[np.argsort(-frac, kind="stable")[:rest]] += 1
-    train, test = [], []
-    for c, k in zip(classes, per_class):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        test.append(idx[:k])
-        train.append(idx[k:])
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _images(x):

@@ -19,7 +19,7 @@ import cconv
 
 from .. import losses as _losses
 from .. import optim as _optim
-from ..data import DataLoader, check_same_length, take
+from ..data import DataLoader, Dataset, check_same_length, take
 from ..io import Checkpoint, load_training_state, save
 from ..nn.base import inference_mode, rng
 from . import callbacks as callbacks_module
@@ -173,12 +173,15 @@ class Trainer:
         """Train for ``epochs`` passes over (x, y); returns a :class:`~fastcnn.callbacks.History`.
 
         ``x`` may also be a :class:`~fastcnn.data.DataLoader` (then ``y``, ``batch_size``,
-        ``shuffle``, ``seed`` and ``augment`` are the loader's). ``shuffle`` draws a new
-        permutation each epoch from a generator seeded with ``seed``; ``shuffle=False`` takes
-        the batches in order. ``validation_split`` holds out the last fraction of (x, y)
-        (before shuffling, as Keras); ``validation_data=(x_val, y_val)`` gives them explicitly.
-        ``augment`` is a batch transform (see :mod:`fastcnn.data`). ``verbose``: 0 silent,
-        1 a progress bar (plain lines when the output is not a terminal), 2 one line per epoch.
+        ``shuffle``, ``seed`` and ``augment`` are the loader's) or a
+        :class:`~fastcnn.data.Dataset` such as :class:`~fastcnn.datasets.ImageFolder` (its
+        labels are y; fit cuts it into batches with these arguments, as it does arrays).
+        ``shuffle`` draws a new permutation each epoch from a generator seeded with ``seed``;
+        ``shuffle=False`` takes the batches in order. ``validation_split`` holds out the last
+        fraction of (x, y) (before shuffling, as Keras); ``validation_data=(x_val, y_val)`` (or
+        a DataLoader or a Dataset) gives them explicitly. ``augment`` is a batch transform (see
+        :mod:`fastcnn.data`). ``verbose``: 0 silent, 1 a progress bar (plain lines when the
+        output is not a terminal), 2 one line per epoch.
 
         ``checkpoint``: a file (or a :class:`fastcnn.io.Checkpoint`, to record metadata of
         your own with it) that, after every epoch, receives atomically what it takes to
@@ -210,17 +213,26 @@ class Trainer:
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
             raise ValueError(f"fit: validation_split must be a fraction in [0, 1), got "
                              f"{validation_split!r}")
-        if validation_data is not None:
+        if validation_data is not None and not isinstance(validation_data, (DataLoader, Dataset)):
             if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val), a "
+                                 "DataLoader or a Dataset")
             validation_data = (self.prepare_inputs(validation_data[0]),
                                self._targets(validation_data[1], "fit (validation_data)"))
             check_same_length("fit: validation_data", *validation_data)
-        if isinstance(x, DataLoader):
+        if isinstance(x, (DataLoader, Dataset)):
+            kind = type(x).__name__
+            if y is not None:
+                raise ValueError(f"fit: the targets come from the {kind}: pass y=None")
             if validation_split:
-                raise ValueError("fit: validation_split needs arrays; with a DataLoader pass "
-                                 "validation_data=(x_val, y_val)")
-            loader = x
+                hint = ("" if isinstance(x, DataLoader) else " (an ImageFolder splits itself: "
+                        "ImageFolder(..., validation_split=..., subset='training' or "
+                        "'validation'))")
+                raise ValueError(f"fit: validation_split needs arrays; with a {kind} pass "
+                                 f"validation_data{hint}")
+            loader = x if isinstance(x, DataLoader) else x.loader(
+                batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                transform=augment)
         else:
             x, y = self.prepare_inputs(x), self._targets(y, "fit")
             n = check_same_length("fit", x, y)
@@ -235,8 +247,8 @@ class Trainer:
                 x, y = take(x, slice(0, n - n_val)), take(y, slice(0, n - n_val))
             loader = DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
                                 drop_last=drop_last, transform=augment)
-        if self.input_shape is None and not isinstance(loader.x, list):
-            self.input_shape = tuple(loader.x.shape[1:])
+        if self.input_shape is None and loader.sample_shape is not None:
+            self.input_shape = loader.sample_shape
 
         history = callbacks_module.History()
         callbacks = list(callbacks)
@@ -324,7 +336,10 @@ class Trainer:
             if on_nonfinite == "skip":
                 logs["skipped_batches"] = skipped
             if validation_data is not None:
-                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                # a loader decodes its batches: fit's batch size bounds that memory
+                val = (self.evaluate(validation_data, batch_size=batch_size)
+                       if isinstance(validation_data, (DataLoader, Dataset))
+                       else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
                 logs.update({f"val_{k}": v for k, v in val.items()})
                 self.train()
             logs["lr"] = self.optimizer.lr
@@ -378,28 +393,53 @@ class Trainer:
         self.optimizer.lr = state["optimizer_lr"]
         return done
 
-    def evaluate(self, x, y, batch_size=256, verbose=0):
-        """{'loss': mean loss, 'accuracy': fraction correct (classification)} in eval mode."""
+    def _inference_batches(self, x, y, batch_size, op):
+        """(x_batch, y_batch) pairs for evaluate and predict (y_batch None without targets):
+        slices of arrays, or a loader's eval_batches (every sample once, in order, without
+        augmentation). The arguments are checked here, before the first batch."""
+        if isinstance(x, Dataset):
+            x = x.loader(batch_size=batch_size)
+        if isinstance(x, DataLoader):
+            if y is not None:
+                raise ValueError(f"{op}: the targets come from the {type(x).__name__}: pass "
+                                 f"y=None")
+            return ((b if isinstance(b, tuple) else (b, None)) for b in x.eval_batches())
+        x = self.prepare_inputs(x)
+        y = None if y is None else self._targets(y, op)
+        n = check_same_length(op, x, y)
+        if n == 0 and y is not None:
+            raise ValueError(f"{op}: x and y hold no samples")
+        return ((take(x, s), None if y is None else take(y, s))
+                for s in (slice(lo, lo + batch_size) for lo in range(0, n, batch_size)))
+
+    def evaluate(self, x, y=None, batch_size=256, verbose=0):
+        """{'loss': mean loss, 'accuracy': fraction correct (classification)} in eval mode.
+
+        ``x`` may be a :class:`~fastcnn.data.DataLoader` or a :class:`~fastcnn.data.Dataset`
+        (an ImageFolder), which hold the targets: every sample once, without augmentation."""
         if self.loss is None:
             raise RuntimeError(f"{type(self).__name__}.evaluate: call model.compile(...) first "
                                f"(the loss)")
-        x, y = self.prepare_inputs(x), self._targets(y, "evaluate")
-        n = check_same_length("evaluate", x, y)
-        if n == 0:
-            raise ValueError("evaluate: x and y hold no samples")
-        total_loss, correct = 0.0, 0
+        if y is None and not isinstance(x, (DataLoader, Dataset)):
+            raise ValueError("evaluate: pass the targets y (or a DataLoader or Dataset that "
+                             "holds them)")
+        batches = self._inference_batches(x, y, batch_size, "evaluate")
+        total_loss, correct, n = 0.0, 0, 0
         # their own state: evaluate may run in several threads
         losses = ([copy.copy(fn) for fn in self.loss] if isinstance(self.loss, list)
                   else copy.copy(self.loss))
         with inference_mode():
-            for start in range(0, n, batch_size):
-                batch = slice(start, start + batch_size)
-                xb, yb = take(x, batch), take(y, batch)
+            for xb, yb in batches:
+                if yb is None:
+                    raise ValueError(f"evaluate: the {type(x).__name__} has no targets (y)")
                 out = self.forward(xb)
-                size = min(batch_size, n - start)
+                size = len(xb[0] if isinstance(xb, list) else xb)
                 total_loss += self._total_loss(losses, out, yb)[0] * size
                 if self._classification():
                     correct += int(np.count_nonzero(out.argmax(axis=1) == yb))
+                n += size
+        if n == 0:
+            raise ValueError("evaluate: x and y hold no samples")
         result = {"loss": total_loss / n}
         if self._classification():   # no accuracy of outputs that are not finite
             result["accuracy"] = correct / n if math.isfinite(total_loss) else float("nan")
@@ -411,13 +451,14 @@ class Trainer:
         """Outputs for x in eval mode, in batches: softmax probabilities for a classifier
         (a list of arrays for a model with several outputs).
 
+        ``x`` may be a :class:`~fastcnn.data.DataLoader` or a :class:`~fastcnn.data.Dataset`:
+        one row per sample, in their order (an ImageFolder's ``samples``), targets unused.
         Softmax is applied to a 2-D output unless the model ends in Softmax or Sigmoid there or
         was compiled with MSELoss for it; ``model(x)`` gives the raw outputs (logits).
         """
-        x = self.prepare_inputs(x)
-        n = check_same_length("predict", x, None)
+        batches = self._inference_batches(x, None, batch_size, "predict")
         with inference_mode():   # for this thread only: predict may run in several at once
-            outs = [self.forward(take(x, slice(s, s + batch_size))) for s in range(0, n, batch_size)]
+            outs = [self.forward(xb) for xb, _ in batches]
         several = self.num_outputs > 1
         results = []
         for i in range(self.num_outputs):
