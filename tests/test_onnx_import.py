@@ -96,22 +96,35 @@ def test_keys_are_the_exporters_names_so_pytorch_state_dicts_load(torch_models, 
 
 
 @pytest.mark.torch
-def test_fine_tuning_a_frozen_backbone_changes_only_the_head(torch_models, rng):
+def test_fit_on_an_image_folder_with_a_frozen_backbone_and_export(torch_models, tmp_path, rng):
+    """The frozen weights stay bit-identical, the head learns, and ONNX Runtime runs the
+    exported file to fastcnn's predictions."""
+    Image = pytest.importorskip("PIL.Image")
+    for name, colour in (("blue", (0, 0, 1)), ("red", (1, 0, 0))):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.clip(np.array(colour) * 200 + rng.normal(30, 20, (56, 60, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(
+                tmp_path / "images" / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    folder = fc.datasets.ImageFolder(tmp_path / "images", 48, mean="imagenet")
     _, files = torch_models["mobilenet_v2"]
-    model = fc.onnx.load(files["folded"])
+    model = fc.onnx.load(files["folded"], layout="nhwc")   # the folder gives NHWC batches
     head = [k for k, _ in model.named_parameters()][-2:]
     for key, p in model.named_parameters():
         p.requires_grad = key in head
     before = {k: p.data.copy() for k, p in model.named_parameters()}
-    x = rng.standard_normal((8, 3, 48, 48)).astype(np.float32)
-    y = np.arange(8) % 10
     model.compile(optimizer=fc.SGD(lr=0.1, momentum=0.9), loss=fc.CrossEntropyLoss())
-    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    model.fit(folder, epochs=2, batch_size=4, verbose=0)
     for key, p in model.named_parameters():
         if key in head:
             assert not np.array_equal(p.data, before[key])
         else:
             np.testing.assert_array_equal(p.data, before[key])
+
+    exported = fc.onnx.export(model, tmp_path / "finetuned.onnx", layout="nchw")
+    x = np.concatenate([xb for xb, _ in folder.loader(batch_size=5).eval_batches()])
+    expected = run_ort(exported.SerializeToString(), {"image": x.transpose(0, 3, 1, 2)})[0]
+    assert relative_error(model.predict(x), expected) < 1e-4
 
 
 @pytest.mark.torch
