@@ -11,7 +11,6 @@ model's packed weights).
 """
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -19,17 +18,6 @@ from pathlib import Path
 import numpy as np
 
 import fastcnn as fc
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_images(root, count, classes, width, height, seed=0):
@@ -89,7 +77,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     info = fc.info()
-    print(f"CPU: {cpu_name()}  ({info['isa']}, {info.get('physical_cores')} physical cores, "
+    print(f"CPU: {info['cpu']}  ({info['isa']}, {info.get('physical_cores')} physical cores, "
           f"{os.cpu_count()} logical)")
     print(f"fastcnn {info['version']}: {fc.get_num_threads()} compute threads")
 

@@ -26,6 +26,18 @@ def _cache_sizes():
     return sizes
 
 
+def cpu_name():
+    """The processor's model name as the OS reports it (benchmarks name the CPU they ran on)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.split(":")[0].strip() in ("model name", "Model"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def last_level_cache_bytes(default=32 << 20):
     """Bytes of the largest data cache the OS reports ("32768K" -> 33554432), else ``default``."""
     sizes = []
@@ -56,6 +68,7 @@ def info(measure_peak=False):
     result = {
         "version": __version__,
         "machine": platform.machine(),
+        "cpu": cpu_name(),
         "isa": _runtime.get_isa(),
         "available_isas": list(_runtime.available_isas()),
         "openmp": _openmp_runtime(),

@@ -25,6 +25,7 @@ import cconv
 from .fusion import (FUSES_CLAMPS, FUSES_RELU, FUSES_RELU_BACKWARD, RELU_MASK_AFTER,
                      chain_steps, folds_batch_norm)
 from .nn import BatchNorm2d, Conv2d, Layer, ReLU, ReLU6, Residual, Sigmoid, Softmax
+from .nn.base import backward_kept
 from .nn.registry import layer_from_config, layer_to_config, register
 from .nn.symbolic import Input, SymbolicTensor, describe
 from .training.trainer import Trainer
@@ -157,6 +158,10 @@ class Model(Trainer, Layer):
                 seen.add(id(node.layer))
                 out.append(node.layer)
         return out
+
+    def calls(self, layer):
+        """How many times ``layer`` is called in the graph (more than once: shared weights)."""
+        return sum(node.layer is layer for node in self._nodes)
 
     def _node_runners(self):
         """The object that runs each call: the layer itself for its first call, for later
@@ -626,7 +631,7 @@ class Sequential(Model):
         x = self._prepare(x)
         if self.input_shape is None and not isinstance(x, list) and x.ndim >= 2:
             self.input_shape = tuple(x.shape[1:])
-        if not self.training:
+        if not self.training and not backward_kept():
             if residual is None:
                 return self._forward_eval(x)
             return cconv.add(self._forward_eval(x), residual, activation=activation)

@@ -33,16 +33,25 @@ _local = threading.local()
 
 
 @contextlib.contextmanager
-def inference_mode():
+def inference_mode(backward=False):
     """Within this block, every layer behaves as in evaluation mode (batch-norm running
     statistics, no dropout) in the calling thread, whatever its ``training`` flag; other threads
-    and the model's own mode are unaffected. ``Sequential.predict`` and ``evaluate`` use it."""
-    previous = getattr(_local, "inference", False)
-    _local.inference = True
+    and the model's own mode are unaffected. ``Sequential.predict`` and ``evaluate`` use it.
+
+    ``backward=True``: the same outputs, computed so that a backward pass can follow: models run
+    layer by layer instead of their prepared eval program (no batch norm folded into the
+    convolutions). Explanations and attacks differentiate eval-mode models this way."""
+    previous = (getattr(_local, "inference", False), getattr(_local, "keep_backward", False))
+    _local.inference, _local.keep_backward = True, bool(backward)
     try:
         yield
     finally:
-        _local.inference = previous
+        _local.inference, _local.keep_backward = previous
+
+
+def backward_kept():
+    """Whether this thread is inside ``inference_mode(backward=True)``."""
+    return getattr(_local, "keep_backward", False)
 
 
 def positive_int(layer, name, value):

@@ -169,7 +169,7 @@ class Trainer:
 
     def fit(self, x, y=None, epochs=1, batch_size=32, shuffle=True, seed=0, validation_split=0.0,
             validation_data=None, callbacks=(), verbose=1, augment=None, drop_last=False,
-            checkpoint=None, resume=False, on_nonfinite="raise"):
+            checkpoint=None, resume=False, on_nonfinite="raise", adversarial=None):
         """Train for ``epochs`` passes over (x, y); returns a :class:`~fastcnn.callbacks.History`.
 
         ``x`` may also be a :class:`~fastcnn.data.DataLoader` (then ``y``, ``batch_size``,
@@ -198,6 +198,10 @@ class Trainer:
         and the batch's samples; with 'skip' it goes on with the next batch and counts the
         skipped ones in the history ('skipped_batches').
 
+        ``adversarial``: an attack (``fc.attacks.PGD(eps=...)``, or any ``attack(model, x, y)``
+        returning a batch like x) that replaces every training batch by its attacked copy
+        before the step: adversarial training. Validation stays on the clean data.
+
         Ctrl-C: the step under way is finished, then fit stops and raises KeyboardInterrupt;
         the model holds the weights after the last full step, ``model.history`` the epochs
         completed (the partial epoch is neither recorded nor checkpointed).
@@ -208,6 +212,9 @@ class Trainer:
         epochs, batch_size = _count("fit", "epochs", epochs, 0), _count("fit", "batch_size", batch_size, 1)
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+        if adversarial is not None and not callable(adversarial):
+            raise ValueError(f"fit: adversarial must be an attack (such as fc.attacks.PGD(eps="
+                             f"0.1)), got {adversarial!r}")
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
@@ -268,7 +275,7 @@ class Trainer:
                                   in self._state_items() if not is_param]
             try:
                 self._epochs(loader, start, epochs, batch_size, validation_data, verbose, history,
-                             cbs, callbacks, checkpoint, interrupt, on_nonfinite)
+                             cbs, callbacks, checkpoint, interrupt, on_nonfinite, adversarial)
             except NonFiniteError:
                 self.eval()
                 self.history = history
@@ -286,7 +293,7 @@ class Trainer:
         return history
 
     def _epochs(self, loader, start, epochs, batch_size, validation_data, verbose, history, cbs,
-                callbacks, checkpoint, interrupt, on_nonfinite):
+                callbacks, checkpoint, interrupt, on_nonfinite, adversarial=None):
         for epoch in range(start, epochs):
             if self.stop_training:
                 break
@@ -299,6 +306,8 @@ class Trainer:
             self.train()
             for step, (xb, yb) in enumerate(loader):
                 n = len(yb[0] if isinstance(yb, list) else yb)
+                if adversarial is not None:
+                    xb = adversarial(self, xb, yb)
                 try:
                     loss, correct = self.train_step(xb, yb)
                 except NonFiniteError as exc:
@@ -412,17 +421,22 @@ class Trainer:
         return ((take(x, s), None if y is None else take(y, s))
                 for s in (slice(lo, lo + batch_size) for lo in range(0, n, batch_size)))
 
-    def evaluate(self, x, y=None, batch_size=256, verbose=0):
+    def evaluate(self, x, y=None, batch_size=256, verbose=0, attack=None):
         """{'loss': mean loss, 'accuracy': fraction correct (classification)} in eval mode.
 
         ``x`` may be a :class:`~fastcnn.data.DataLoader` or a :class:`~fastcnn.data.Dataset`
-        (an ImageFolder), which hold the targets: every sample once, without augmentation."""
+        (an ImageFolder), which hold the targets: every sample once, without augmentation.
+        ``attack`` (``fc.attacks.FGSM(0.1)``, or any ``attack(model, x, y)``): the loss and
+        accuracy on each batch's attacked copy, robust accuracy."""
         if self.loss is None:
             raise RuntimeError(f"{type(self).__name__}.evaluate: call model.compile(...) first "
                                f"(the loss)")
         if y is None and not isinstance(x, (DataLoader, Dataset)):
             raise ValueError("evaluate: pass the targets y (or a DataLoader or Dataset that "
                              "holds them)")
+        if attack is not None and not callable(attack):
+            raise ValueError(f"evaluate: attack must be an attack (such as fc.attacks.FGSM(0.1))"
+                             f", got {attack!r}")
         batches = self._inference_batches(x, y, batch_size, "evaluate")
         total_loss, correct, n = 0.0, 0, 0
         # their own state: evaluate may run in several threads
@@ -432,6 +446,8 @@ class Trainer:
             for xb, yb in batches:
                 if yb is None:
                     raise ValueError(f"evaluate: the {type(x).__name__} has no targets (y)")
+                if attack is not None:
+                    xb = attack(self, xb, yb)
                 out = self.forward(xb)
                 size = len(xb[0] if isinstance(xb, list) else xb)
                 total_loss += self._total_loss(losses, out, yb)[0] * size
