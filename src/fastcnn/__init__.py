@@ -11,7 +11,9 @@ Activations are NHWC float32; parameters are in PyTorch order, so PyTorch state 
 they are. ``fc.manual_seed(n)`` seeds weight initialisation and dropout.
 
 The package's layers, from the bottom: ``cconv`` (the compiled ops) <- ``nn`` (layers) <-
-``training`` (the fit loop every model has) <- ``graph`` (Model, Sequential) <- ``models``.
+``training`` (the fit loop every model has) <- ``graph`` (Model, Sequential) <- ``models``;
+above the models: ``backprop`` (input and layer gradients) <- ``explain``, ``attacks``, and
+``plot`` (pictures, with matplotlib).
 """
 from cconv import (get_isa, get_memory_limit, get_num_threads, set_isa, set_memory_limit,
                    set_num_threads)
@@ -30,6 +32,7 @@ from .training import (Callback, CosineAnnealingLR, CSVLogger, EarlyStopping, Hi
                        LinearWarmup, ModelCheckpoint, NonFiniteError, ReduceLROnPlateau, StepLR,
                        TerminateOnNaN)
 from . import models
+from . import attacks, explain, plot
 
 __version__ = "0.1.0"
 
@@ -45,6 +48,8 @@ __all__ = _layer_names + [
     # runtime
     "get_isa", "set_isa", "get_num_threads", "set_num_threads", "get_memory_limit",
     "set_memory_limit", "info", "reference",
+    # understanding a model
+    "explain", "attacks", "plot",
 ]
 
 

@@ -11,7 +11,7 @@ def _cmd_info(args):
         print(json.dumps(info, indent=2))
         return 0
     openmp = info["openmp"] or {}
-    print(f"fastcnn {info['version']} on {info['machine']}")
+    print(f"fastcnn {info['version']} on {info['machine']} ({info['cpu']})")
     print(f"  ISA:        {info['isa']} (available: {', '.join(info['available_isas'])})")
     print(f"  OpenMP:     {openmp.get('library', 'not found')} {openmp.get('version') or ''}".rstrip())
     print(f"  threads:    {info['num_threads']} (physical cores: {info['physical_cores']})")
@@ -104,6 +104,14 @@ def _cmd_train(args):
           f"({len(history.epoch) - (resume_from or 0)} epochs in {train_time:.1f} s); "
           f"wall time {wall:.1f} s")
     print(f"saved {args.output}; try: fastcnn predict {args.output} IMAGE.png|ARRAY.npy")
+    if args.plot:
+        try:
+            fc.plot.history(history, args.plot)
+        except (ImportError, OSError, ValueError) as exc:
+            print(f"fastcnn train: cannot draw {args.plot} (the model is saved): {exc}",
+                  file=sys.stderr)
+            return 1
+        print(f"training curves: {args.plot}")
     return 0
 
 
@@ -174,6 +182,125 @@ def _cmd_predict(args):
             k = int(np.argmax(p))
             print(f"{label}: class {k} (probability {float(p[k]):.3f})")
     return status
+
+
+# --- explain and attack ----------------------------------------------------------------------
+def _image_model(command, path):
+    """(model, (H, W, C)) of a model file that takes images, or an error message."""
+    import fastcnn as fc
+    try:
+        model = fc.load(path)
+    except (OSError, ValueError) as exc:
+        return None, f"fastcnn {command}: {exc}"
+    shape = getattr(model, "input_shape", None)
+    if shape is None and hasattr(model, "inputs") and len(model.inputs) == 1:
+        shape = model.inputs[0].shape
+    if shape is None or len(shape) != 3:
+        return None, f"fastcnn {command}: {path} does not take images (H, W, C)"
+    return model, tuple(shape)
+
+
+_METHODS = ("gradcam", "gradcam++", "saliency", "smoothgrad", "ig", "occlusion")
+
+
+def _cmd_explain(args):
+    import numpy as np
+
+    import fastcnn as fc
+    from fastcnn import explain
+    if args.threads:
+        fc.set_num_threads(args.threads)
+    model, shape = _image_model("explain", args.model)
+    if model is None:
+        print(shape, file=sys.stderr)
+        return 2
+    layer = args.layer
+    if layer is not None and layer.lstrip("-").isdigit() and isinstance(model, fc.Sequential):
+        layer = int(layer)
+    try:
+        x = _load_inputs(args.image, shape, args.invert)[:1]
+        probs = model.predict(x)[0]
+        target = int(np.argmax(probs)) if args.target is None else args.target
+        if args.method in ("gradcam", "gradcam++"):
+            fn = explain.grad_cam if args.method == "gradcam" else explain.grad_cam_plus_plus
+            heat = fn(model, x, target, layer=layer, upsample=True)[0]
+        elif args.method == "saliency":
+            heat = explain.saliency(model, x, target)[0].max(axis=-1)
+        elif args.method == "smoothgrad":
+            heat = np.abs(explain.smoothgrad(model, x, target, samples=args.steps))[0].max(-1)
+        elif args.method == "ig":
+            attributions, delta = explain.integrated_gradients(model, x, target, steps=args.steps)
+            heat = np.abs(attributions[0]).sum(axis=-1)
+            print(f"integrated gradients: completeness gap {float(delta[0]):.2e} "
+                  f"({args.steps} steps)")
+        else:
+            heat = explain.occlusion(model, x, target, window=args.window,
+                                     stride=max(1, args.window // 2))[0]
+    except (OSError, ValueError) as exc:
+        print(f"fastcnn explain: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.image}: class {int(np.argmax(probs))} (probability "
+          f"{float(np.max(probs)):.3f}); explaining class {target} with {args.method}")
+    try:
+        if args.output.lower().endswith(".npy"):
+            np.save(args.output, heat.astype(np.float32))
+        else:
+            fc.plot.heatmap(x[0], heat, title=f"{args.method}, class {target}", path=args.output)
+    except (ImportError, OSError, ValueError) as exc:
+        print(f"fastcnn explain: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
+    print(f"saved {args.output}")
+    return 0
+
+
+def _cmd_attack(args):
+    import time
+
+    import numpy as np
+
+    import fastcnn as fc
+    if args.threads:
+        fc.set_num_threads(args.threads)
+    model, shape = _image_model("attack", args.model)
+    if model is None:
+        print(shape, file=sys.stderr)
+        return 2
+    try:
+        if args.images:
+            folder = fc.datasets.ImageFolder(args.images, shape[:2])
+            x, y = (np.concatenate(p) for p in zip(*folder.loader(256).eval_batches()))
+            source = f"{len(x)} images of {args.images}"
+        else:
+            _, (x, y) = (fc.datasets.load_mnist(args.data) if args.data else
+                         fc.datasets.load_mnist(seed=args.seed))
+            source = f"{len(x)} MNIST test digits"
+        if args.limit:
+            x, y = x[:args.limit], y[:args.limit]
+        clip = None if args.no_clip else (0.0, 1.0)
+        attack = (fc.attacks.FGSM(args.eps, clip=clip) if args.method == "fgsm" else
+                  fc.attacks.PGD(args.eps, steps=args.steps, norm=args.norm, clip=clip,
+                                 seed=args.seed))
+        if not model.loss:
+            model.compile(optimizer="sgd", loss="cross_entropy")
+        clean = model.evaluate(x, y)["accuracy"]
+        t0 = time.perf_counter()
+        robust = model.evaluate(x, y, attack=attack)["accuracy"]
+        seconds = time.perf_counter() - t0
+    except (OSError, ValueError) as exc:
+        print(f"fastcnn attack: {exc}", file=sys.stderr)
+        return 2
+    print(f"{attack!r} on {source}")
+    print(f"clean accuracy:  {100 * clean:.2f}%")
+    print(f"robust accuracy: {100 * robust:.2f}% (attacks made in {seconds:.1f} s)")
+    if args.plot:
+        try:
+            fc.plot.adversarial_examples(model, x[:8], attack(model, x[:8], y[:8]), y[:8],
+                                         path=args.plot)
+        except (ImportError, OSError, ValueError) as exc:
+            print(f"fastcnn attack: cannot draw {args.plot}: {exc}", file=sys.stderr)
+            return 1
+        print(f"examples: {args.plot}")
+    return 0
 
 
 # --- finetune --------------------------------------------------------------------------------
@@ -303,6 +430,7 @@ def build_parser():
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoint (same options); the "
                         "result is bit for bit that of an uninterrupted run")
+    p.add_argument("--plot", metavar="PNG", help="draw the training curves into this PNG (needs matplotlib)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="classify images (PNG/JPEG with Pillow) or .npy arrays",
@@ -314,6 +442,40 @@ def build_parser():
                    help="invert grey-level images (auto: when mostly light, as a dark digit on paper)")
     p.add_argument("--threads", type=int, default=0, help="threads")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("explain", help="draw what an image's prediction rests on (Grad-CAM, saliency, ...)",
+                       description="Explain a model's decision on one image and save the map over "
+                                   "the image as a PNG (or the raw map as .npy).")
+    p.add_argument("model", help="a model saved by fastcnn train or fastcnn.save")
+    p.add_argument("image", help="an image file (PNG/JPEG with Pillow) or a .npy array")
+    p.add_argument("--method", choices=_METHODS, default="gradcam", help="default gradcam")
+    p.add_argument("--layer", help="Grad-CAM's layer: index in a Sequential, name or dotted "
+                                   "path (default: the last Conv2d)")
+    p.add_argument("--target", type=int, help="the class to explain (default: the predicted one)")
+    p.add_argument("--steps", type=int, default=50, help="integrated gradients' steps, smoothgrad's samples (default 50)")
+    p.add_argument("--window", type=int, default=4, help="occlusion window (default 4)")
+    p.add_argument("--output", "-o", default="explanation.png", help="PNG (default explanation.png) or .npy")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert grey-level images (auto: when mostly light)")
+    p.add_argument("--threads", type=int, default=0, help="threads")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("attack", help="clean and robust accuracy under FGSM or PGD",
+                       description="Attack a classifier on test data and print its accuracy on "
+                                   "clean and on adversarial inputs.")
+    p.add_argument("model", help="a model saved by fastcnn train or fastcnn.save")
+    p.add_argument("--eps", type=float, default=0.1, help="the perturbation's size (default 0.1)")
+    p.add_argument("--method", choices=("fgsm", "pgd"), default="fgsm", help="default fgsm")
+    p.add_argument("--steps", type=int, default=10, help="PGD's steps (default 10)")
+    p.add_argument("--norm", choices=("inf", "2"), default="inf", help="PGD's ball (default inf)")
+    p.add_argument("--data", metavar="FOLDER", help="MNIST IDX files (default: the bundled subset's test digits)")
+    p.add_argument("--images", metavar="IMAGE_FOLDER", help="or a folder of images, one sub-folder per class")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N samples only")
+    p.add_argument("--no-clip", action="store_true", help="do not clip to [0, 1] (normalised inputs)")
+    p.add_argument("--seed", type=int, default=0, help="split of the bundled subset, PGD's start")
+    p.add_argument("--plot", metavar="PNG", help="draw 8 clean and attacked examples into this PNG")
+    p.add_argument("--threads", type=int, default=0, help="threads")
+    p.set_defaults(func=_cmd_attack)
 
     p = sub.add_parser("finetune", help="adapt a trained classifier (.onnx or .fcnn) to a folder of images",
                        description="Replace the classifier head of MODEL for the classes of "
