@@ -38,6 +38,9 @@ def _cmd_train(args):
 
     import fastcnn as fc
     start = time.perf_counter()
+    world = fc.distributed.init() if args.distributed else fc.distributed.world()
+    if world.rank != 0:   # rank 0 reports, saves and checkpoints for all
+        sys.stdout = open(os.devnull, "w")
     checkpoint = args.checkpoint or args.output + ".ckpt"
     run = {k: getattr(args, k) for k in _RUN_OPTIONS}
     resume_from = None
@@ -79,9 +82,11 @@ def _cmd_train(args):
     model.compile(optimizer=optimizer, loss=fc.CrossEntropyLoss())
     print(f"fastcnn {fc.__version__}: training {name} on {source} "
           f"({len(x):,} training / {len(x_test):,} test digits)")
-    print(f"  {fc.get_num_threads()} threads, {fc.get_isa()} kernels; {args.epochs} epochs, "
-          f"batch {args.batch_size}, {type(optimizer).__name__} lr {args.lr:g} ({args.schedule}), "
-          f"seed {args.seed}")
+    ranks = f"{world.size} ranks x " if world.size > 1 else ""
+    per_rank = " per rank" if world.size > 1 else ""
+    print(f"  {ranks}{fc.get_num_threads()} threads, {fc.get_isa()} kernels; {args.epochs} epochs, "
+          f"batch {args.batch_size}{per_rank}, {type(optimizer).__name__} lr {args.lr:g} "
+          f"({args.schedule}), seed {args.seed}")
     if resume_from is not None:
         print(f"  resuming from {checkpoint} after epoch {resume_from}")
     t0 = time.perf_counter()
@@ -91,11 +96,12 @@ def _cmd_train(args):
                         resume=args.resume)
     train_time = time.perf_counter() - t0
     result = model.evaluate(x_test, y_test)
-    fc.save(model, args.output)
-    try:  # the run is complete and saved: its checkpoint has served
-        os.unlink(checkpoint)
-    except OSError:
-        pass
+    if world.rank == 0:
+        fc.save(model, args.output)
+        try:  # the run is complete and saved: its checkpoint has served
+            os.unlink(checkpoint)
+        except OSError:
+            pass
     images = len(x) * max(len(history.epoch) - (resume_from or 0), 0)
     wall = time.perf_counter() - start
     print(f"test accuracy: {100 * result['accuracy']:.2f}% on {len(x_test):,} held-out digits "
@@ -104,7 +110,7 @@ def _cmd_train(args):
           f"({len(history.epoch) - (resume_from or 0)} epochs in {train_time:.1f} s); "
           f"wall time {wall:.1f} s")
     print(f"saved {args.output}; try: fastcnn predict {args.output} IMAGE.png|ARRAY.npy")
-    if args.plot:
+    if args.plot and world.rank == 0:
         try:
             fc.plot.history(history, args.plot)
         except (ImportError, OSError, ValueError) as exc:
@@ -431,6 +437,9 @@ def build_parser():
                    help="continue an interrupted run from its checkpoint (same options); the "
                         "result is bit for bit that of an uninterrupted run")
     p.add_argument("--plot", metavar="PNG", help="draw the training curves into this PNG (needs matplotlib)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of mpiexec (pip install fastcnn[mpi]); "
+                        "--batch-size is per rank")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="classify images (PNG/JPEG with Pillow) or .npy arrays",

@@ -63,12 +63,39 @@ class DataLoader:
         validation pass inside fit must not change the training run's random stream)."""
         return self._batches(None, training=False)
 
+    _shard = (0, 1)   # (this part, parts): see shard
+
+    def shard(self, rank, size):
+        """Yield part ``rank`` of ``size`` of every batch, for data-parallel training: the
+        epoch's order is cut into global batches of ``batch_size * size`` samples, each into
+        ``size`` parts of ``batch_size`` in rank order (the last global batch's parts are
+        shorter, some empty: an empty part is not yielded). eval_batches too. Returns self."""
+        rank, size = int(rank), int(size)
+        if not 0 <= rank < size:
+            raise ValueError(f"{type(self).__name__}.shard: rank {rank} is not in 0..{size - 1}")
+        self._shard = (rank, size)
+        return self
+
+    def steps(self, training=True):
+        """(samples in the global batch, samples in this rank's part) for each step."""
+        rank, ranks = self._shard
+        n, step = self.num_samples, self.batch_size * ranks
+        for lo in range(0, n // step * step if self.drop_last and training else n, step):
+            hi = min(lo + step, n)
+            yield hi - lo, max(0, min(lo + (rank + 1) * self.batch_size, hi)
+                               - min(lo + rank * self.batch_size, hi))
+
     def _index_batches(self, order, drop_last):
-        """The samples of each batch: a slice (in order) or an array of indices (shuffled)."""
+        """The samples of each batch: a slice (in order) or an array of indices (shuffled);
+        this rank's part of it when the loader is sharded."""
         n, size = self.num_samples, self.batch_size
-        for lo in range(0, n // size * size if drop_last else n, size):
-            hi = min(lo + size, n)
-            yield slice(lo, hi) if order is None else order[lo:hi]
+        rank, ranks = self._shard
+        step = size * ranks
+        for lo in range(0, n // step * step if drop_last else n, step):
+            hi = min(lo + step, n)
+            a, b = min(lo + rank * size, hi), min(lo + (rank + 1) * size, hi)
+            if a < b:
+                yield slice(a, b) if order is None else order[a:b]
 
     def _batches(self, order, training):
         for index in self._index_batches(order, self.drop_last and training):

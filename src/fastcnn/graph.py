@@ -297,8 +297,10 @@ class Model(Trainer, Layer):
             if not any(need_in):
                 if seg.trainable():
                     seg.runner.backward(g, input_grad=False)
+                    self._gradients_ready(seg.runner)
                 continue
             dx = seg.runner.backward(g, input_grad=True)
+            self._gradients_ready(seg.runner)
             for t, d, need in zip(seg.inputs, dx if seg.several_inputs else [dx], need_in):
                 if need:
                     _accumulate(grads, t, d)
@@ -306,6 +308,14 @@ class Model(Trainer, Layer):
             return None
         dxs = [grads.get(id(t)) for t in self.inputs]
         return dxs[0] if self._single_input else dxs
+
+    #: Called with each layer (or chain of layers) whose parameter gradients backward has just
+    #: completed: data-parallel training starts summing them across ranks then.
+    on_gradients_ready = None
+
+    def _gradients_ready(self, layer):
+        if self.on_gradients_ready is not None:
+            self.on_gradients_ready(layer)
 
     def train(self, mode=True):
         super().train(mode)
@@ -726,13 +736,16 @@ class Sequential(Model):
             if i == first and not input_grad:
                 if hasattr(layer, "backward_params"):
                     layer.backward_params(dy)
+                    self._gradients_ready(layer)
                     return None
             if type(layer) is Residual and i > 0 and type(layers[i - 1]) is ReLU and \
                     i - 1 not in fused:
                 # The ReLU before a residual block: its mask goes into the block's final sum.
                 dy, skip = layer.backward(dy, input_relu=layers[i - 1]._y), i - 1
+                self._gradients_ready(layer)
                 continue
             dy = layer.backward(dy)
+            self._gradients_ready(layer)
         return dy
 
     # --- description ---------------------------------------------------------------------------

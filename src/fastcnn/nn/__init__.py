@@ -11,7 +11,7 @@ from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .dropout import Dropout, Dropout2d, DropPath
 from .linear import Linear
 from .merge import Add, Concatenate, Multiply
-from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, SyncBatchNorm
 from .pool import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                    GlobalAvgPool2d, MaxPool1d, MaxPool2d, SumPool2d)
 from .residual import Residual
@@ -23,7 +23,7 @@ LAYER_CLASSES = (
     Conv2d, ConvTranspose2d, Conv1d, Linear,
     MaxPool2d, AvgPool2d, SumPool2d, GlobalAvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d,
     MaxPool1d, AvgPool1d, AdaptiveAvgPool1d,
-    BatchNorm2d, BatchNorm1d, GroupNorm, LayerNorm, Dropout, Dropout2d, DropPath,
+    BatchNorm2d, BatchNorm1d, SyncBatchNorm, GroupNorm, LayerNorm, Dropout, Dropout2d, DropPath,
     ReLU, LeakyReLU, ReLU6, Sigmoid, Tanh, Softmax, Hardsigmoid, Hardswish, SiLU, GELU, Identity,
     Add, Multiply, Concatenate, Flatten, ZeroPad2d, Upsample, Rescaling, Residual,
     Permute, Reshape, Arithmetic, ConstantArithmetic, PReLU, Clip, SoftmaxAxis, Reduce, Pad, MatMul,

@@ -6,6 +6,7 @@ import numpy as np
 
 import cconv
 
+from .. import distributed
 from .base import Layer, Parameter, check_nhwc, check_parameters, hwc, positive_int
 
 class BatchNorm2d(Layer):
@@ -106,6 +107,59 @@ class BatchNorm2d(Layer):
         return 2 * int(np.prod(shape))
 
 
+
+
+class SyncBatchNorm(BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch in data-parallel
+    training (PyTorch's SyncBatchNorm): per channel, the sums of x and x^2 are summed across
+    ranks in forward, and those of dy and dy * x_hat in backward. Alone (one process, or
+    evaluation) it is BatchNorm2d, with the same keys, so either loads the other's weights."""
+
+    def forward(self, x, activation=None, residual=None):
+        world = distributed.world()
+        if world.size == 1 or not self.training or activation is not None or residual is not None:
+            return super().forward(x, activation, residual)
+        x = check_nhwc(self, x, self.num_features)
+        x64 = x.reshape(-1, self.num_features).astype(np.float64)
+        sums = world.sum(np.concatenate([x64.sum(0), (x64 * x64).sum(0), [len(x64)]]),
+                         f"{describe_sync(self)}: the batch statistics")
+        c, count = self.num_features, sums[-1]
+        mean = sums[:c] / count
+        var = np.maximum(sums[c:2 * c] / count - mean * mean, 0.0)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        w, b = self._affine()
+        xhat = (x64 - mean) * inv_std
+        y = (xhat * w + b).astype(np.float32).reshape(x.shape)
+        self._cache = (x, xhat, inv_std, count)
+        if self.track_running_stats:
+            self._update_running(mean.astype(np.float32), var.astype(np.float32), int(count))
+        return y
+
+    def backward(self, dy):
+        world = distributed.world()
+        if world.size == 1 or len(self._cache) != 4:
+            return super().backward(dy)
+        x, xhat, inv_std, count = self._cache
+        # The statistics couple the ranks: the gradient is taken of the global batch's loss
+        # (this rank's share of it), then given back in the scale of this rank's own mean loss,
+        # which is what the rest of backward and the gradient sum assume.
+        share = distributed.step_share()
+        g = np.ascontiguousarray(dy, dtype=np.float64).reshape(-1, self.num_features) * share
+        c = self.num_features
+        local = np.concatenate([g.sum(0), (g * xhat).sum(0)])
+        sums = world.sum(local, f"{describe_sync(self)}: the gradient statistics")
+        w, _ = self._affine()
+        dx = (w * inv_std) * (g - sums[:c] / count - xhat * (sums[c:] / count))
+        if self.affine:   # this rank's part: the gradient sum across ranks adds the rest
+            if self.weight.requires_grad:
+                self.weight.accumulate((local[c:] / share).astype(np.float32))
+            if self.bias.requires_grad:
+                self.bias.accumulate((local[:c] / share).astype(np.float32))
+        return (dx / share).astype(np.float32).reshape(dy.shape)
+
+
+def describe_sync(layer):
+    return f"SyncBatchNorm({layer.num_features})"
 
 
 class BatchNorm1d(BatchNorm2d):

@@ -17,6 +17,7 @@ import numpy as np
 
 import cconv
 
+from .. import distributed as _distributed
 from .. import losses as _losses
 from .. import optim as _optim
 from ..data import DataLoader, Dataset, check_same_length, take
@@ -148,6 +149,67 @@ class Trainer:
         correct = int(np.count_nonzero(out.argmax(axis=1) == y)) if self._classification() else 0
         return loss, correct
 
+    def _data_parallel_step(self, reducer, x, y, n_global):
+        """train_step on this rank's part of a global batch of ``n_global`` samples (``x``
+        None: this rank has none in it); the gradients are summed across ranks while backward
+        runs, and every rank takes the same step. Returns the global (mean loss, correct)."""
+        saved = self._buffers()
+        n = 0 if x is None else len(y[0] if isinstance(y, list) else y)
+        reducer.begin(n, n_global)
+        self.zero_grad()
+        loss, correct = 0.0, 0
+        if n:
+            out = self.forward(x)
+            loss, dy = self._total_loss(self.loss, out, y)
+            self.on_gradients_ready = reducer.ready
+            try:
+                self.backward(dy, input_grad=False)
+            finally:
+                self.on_gradients_ready = None
+            if self._classification():
+                correct = int(np.count_nonzero(out.argmax(axis=1) == y))
+        loss_sum, correct_sum = reducer.finish(n_global, [loss * n, correct])
+        loss = float(loss_sum) / n_global
+        try:   # the same decision on every rank: the loss and the gradients are global
+            if not math.isfinite(loss):
+                raise NonFiniteError(f"the loss is {loss}")
+            self.optimizer.step()
+        except (NonFiniteError, _optim.NonFiniteGradientError) as exc:
+            for owner, name, value in saved:
+                setattr(owner, name, value)
+            raise NonFiniteError(str(exc)) from None
+        return loss, int(correct_sum)
+
+    def _step_batches(self, loader, reducer):
+        """(x, y, samples in the global batch) per step: the loader's batches, or with
+        ``reducer`` this rank's parts of the global batches (x None where it has none)."""
+        if reducer is None:
+            for xb, yb in loader:
+                yield xb, yb, len(yb[0] if isinstance(yb, list) else yb)
+            return
+        batches = iter(loader)
+        for n_global, n_here in loader.steps():
+            xb, yb = next(batches) if n_here else (None, None)
+            yield xb, yb, n_global
+
+    def _sharded_evaluate(self, world, data, batch_size):
+        """evaluate over this rank's share of ``data``, reduced across ranks."""
+        if isinstance(data, (DataLoader, Dataset)):
+            loader = data if isinstance(data, DataLoader) else data.loader(batch_size=batch_size)
+            n = sum(here for _, here in loader.shard(world.rank, world.size).steps(False))
+            result = self.evaluate(loader) if n else {}
+            loader.shard(0, 1)
+        else:
+            x, y = data
+            total = len(y[0] if isinstance(y, list) else y)
+            lo, hi = (total * world.rank) // world.size, (total * (world.rank + 1)) // world.size
+            n = hi - lo
+            result = self.evaluate(take(x, slice(lo, hi)), take(y, slice(lo, hi)),
+                                   batch_size=batch_size) if n else {}
+        keys = ["loss"] + (["accuracy"] if self._classification() else [])
+        sums = world.sum([result.get(k, 0.0) * n for k in keys] + [n], "the validation")
+        return {k: float(v / sums[-1]) for k, v in zip(keys, sums)}
+
     _buffer_slots = None   # fit sets it for its run: the structure does not change meanwhile
 
     def _buffers(self):
@@ -201,6 +263,10 @@ class Trainer:
         ``adversarial``: an attack (``fc.attacks.PGD(eps=...)``, or any ``attack(model, x, y)``
         returning a batch like x) that replaces every training batch by its attacked copy
         before the step: adversarial training. Validation stays on the clean data.
+
+        After ``fc.distributed.init()`` under ``mpiexec`` with several ranks, fit is
+        data-parallel (``batch_size`` per rank; see :mod:`fastcnn.distributed`), and
+        ``model.data_parallel`` then holds the gradient sum's timings of the run.
 
         Ctrl-C: the step under way is finished, then fit stops and raises KeyboardInterrupt;
         the model holds the weights after the last full step, ``model.history`` the epochs
@@ -269,19 +335,37 @@ class Trainer:
                 checkpoint = Checkpoint(checkpoint)
             if resume and os.path.exists(checkpoint.path):
                 start = self._restore_checkpoint(checkpoint.path, loader, history, callbacks)
+        world = _distributed.world()
+        reducer = None
+        if world.size > 1:   # data-parallel: see fastcnn.distributed
+            _distributed.check_same_model(world, self)
+            _distributed.broadcast_state(world, self)
+            loader.shard(world.rank, world.size)
+            _distributed.check_every_rank_has_samples(world, self, loader)
+            reducer = _distributed.GradientReducer(world, self)
+            verbose = verbose if world.rank == 0 else 0
         interrupt = DeferredInterrupt()
         with interrupt:
             self._buffer_slots = [(owner, name) for _, owner, name, is_param
                                   in self._state_items() if not is_param]
             try:
                 self._epochs(loader, start, epochs, batch_size, validation_data, verbose, history,
-                             cbs, callbacks, checkpoint, interrupt, on_nonfinite, adversarial)
-            except NonFiniteError:
+                             cbs, callbacks, checkpoint, interrupt, on_nonfinite, adversarial,
+                             reducer)
+            except NonFiniteError:   # every rank decides alike: the loss and gradients are global
                 self.eval()
                 self.history = history
                 raise
+            except Exception as exc:
+                if reducer is not None:   # the other ranks would wait for this one forever
+                    world.abort(f"rank {world.rank} of {world.size}: fit failed: "
+                                f"{type(exc).__name__}: {exc}; stopping every rank")
+                raise
             finally:
                 self._buffer_slots = None
+                self.data_parallel = reducer
+                if reducer is not None:
+                    loader.shard(0, 1)
         if interrupt.requested:
             self.eval()
             self.history = history
@@ -293,7 +377,7 @@ class Trainer:
         return history
 
     def _epochs(self, loader, start, epochs, batch_size, validation_data, verbose, history, cbs,
-                callbacks, checkpoint, interrupt, on_nonfinite, adversarial=None):
+                callbacks, checkpoint, interrupt, on_nonfinite, adversarial=None, reducer=None):
         for epoch in range(start, epochs):
             if self.stop_training:
                 break
@@ -304,14 +388,14 @@ class Trainer:
                               accuracy=self._classification())
             total_loss, total_correct, seen, skipped = 0.0, 0, 0, 0
             self.train()
-            for step, (xb, yb) in enumerate(loader):
-                n = len(yb[0] if isinstance(yb, list) else yb)
-                if adversarial is not None:
+            for step, (xb, yb, n) in enumerate(self._step_batches(loader, reducer)):
+                if adversarial is not None and xb is not None:
                     xb = adversarial(self, xb, yb)
                 try:
-                    loss, correct = self.train_step(xb, yb)
+                    loss, correct = (self.train_step(xb, yb) if reducer is None else
+                                     self._data_parallel_step(reducer, xb, yb, n))
                 except NonFiniteError as exc:
-                    samples = [int(i) for i in loader.batch_indices]
+                    samples = [int(i) for i in loader.batch_indices] if xb is not None else []
                     if on_nonfinite == "raise":
                         shown = samples if len(samples) <= 16 else samples[:16] + ["..."]
                         raise NonFiniteError(
@@ -344,7 +428,11 @@ class Trainer:
                 logs["accuracy"] = total_correct / seen
             if on_nonfinite == "skip":
                 logs["skipped_batches"] = skipped
-            if validation_data is not None:
+            if validation_data is not None and reducer is not None:
+                logs.update({f"val_{k}": v for k, v in self._sharded_evaluate(
+                    reducer.world, validation_data, max(batch_size, 256)).items()})
+                self.train()
+            elif validation_data is not None:
                 # a loader decodes its batches: fit's batch size bounds that memory
                 val = (self.evaluate(validation_data, batch_size=batch_size)
                        if isinstance(validation_data, (DataLoader, Dataset))
@@ -355,7 +443,7 @@ class Trainer:
             logs["images_per_s"] = bar.rate()
             bar.finish(logs)
             cbs.on_epoch_end(epoch, logs)
-            if checkpoint is not None:
+            if checkpoint is not None and (reducer is None or reducer.world.rank == 0):
                 self._write_checkpoint(checkpoint, loader, history, callbacks, epoch + 1)
             if interrupt.requested:
                 return
