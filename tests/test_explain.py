@@ -295,3 +295,36 @@ def test_grad_cam_defaults_and_errors(rng):
     with pytest.raises(ValueError, match="no Conv2d"):
         explain.grad_cam(fc.Sequential(fc.Flatten(), fc.Linear(18, 2), input_shape=(3, 3, 2)),
                          x[:, :3, :3, :2], 0)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_captums_attributions_are_fastcnns(name, rng):
+    captum = pytest.importorskip("captum.attr")
+    from fastcnn._torch_twin import to_nchw, to_nhwc
+    make, shape = MODELS[name]
+    torch, model, twin = _torch_pair(make, rng)
+    for layer in _walk(model):   # see the integrated-gradients note above
+        if isinstance(layer, fc.Conv2d):
+            layer.algo = "direct"
+    x = rng.uniform(0, 1, (3,) + shape).astype(np.float32)
+    targets = np.array([2, 5, 7])
+    xt, tt = torch.tensor(to_nchw(x), requires_grad=True), torch.tensor(targets)
+    saliency = captum.Saliency(twin).attribute(xt, target=tt)
+    assert relative_error(explain.saliency(model, x, targets), to_nhwc(saliency)) < 1e-4
+    ixg = captum.InputXGradient(twin).attribute(xt, target=tt)
+    assert relative_error(explain.gradient_x_input(model, x, targets), to_nhwc(ixg)) < 1e-4
+    ig, delta = captum.IntegratedGradients(twin).attribute(
+        xt, target=tt, n_steps=16, method="gausslegendre", return_convergence_delta=True)
+    ours, our_delta = explain.integrated_gradients(model, x, targets, steps=16)
+    assert relative_error(ours, to_nhwc(ig)) < 1e-4
+    np.testing.assert_allclose(our_delta, delta.detach().numpy(), atol=1e-4)
+    layer, path = CAM_LAYERS[name][-1]
+    cam = captum.LayerGradCam(twin, _module(twin, path)).attribute(
+        xt, target=tt, relu_attributions=True)[:, 0].detach().numpy()
+    assert relative_error(explain.grad_cam(model, x, targets, layer=layer), cam) < 1e-4
+    if name == "lenet5":   # windows that tile the image: captum adds no edge window
+        occ = captum.Occlusion(twin).attribute(xt, target=tt, sliding_window_shapes=(1, 4, 4),
+                                               strides=(1, 4, 4), baselines=0.0)
+        assert relative_error(explain.occlusion(model, x, targets, window=4, stride=4),
+                              to_nhwc(occ)[..., 0]) < 1e-4

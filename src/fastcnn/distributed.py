@@ -179,8 +179,7 @@ def check_same_model(world, model):
 def check_every_rank_has_samples(world, model, loader):
     """SyncBatchNorm needs every rank in every step's statistics: refuse an epoch whose last
     global batch leaves a rank without samples."""
-    from .nn import SyncBatchNorm
-    if not any(isinstance(layer, SyncBatchNorm) for layer in _all_layers(model)):
+    if not any(getattr(layer, "synchronizes_ranks", False) for layer in _all_layers(model)):
         return
     n, per_rank = loader.num_samples, loader.batch_size
     last = n % (per_rank * world.size)

@@ -115,6 +115,8 @@ class SyncBatchNorm(BatchNorm2d):
     ranks in forward, and those of dy and dy * x_hat in backward. Alone (one process, or
     evaluation) it is BatchNorm2d, with the same keys, so either loads the other's weights."""
 
+    synchronizes_ranks = True   # its forward and backward are collective operations
+
     def forward(self, x, activation=None, residual=None):
         world = distributed.world()
         if world.size == 1 or not self.training or activation is not None or residual is not None:
