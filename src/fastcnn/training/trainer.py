@@ -382,8 +382,7 @@ class Trainer:
             if self.stop_training:
                 break
             cbs.on_epoch_begin(epoch, {})
-            bar = ProgressBar(loader.num_samples if not loader.drop_last else
-                              len(loader) * loader.batch_size,
+            bar = ProgressBar(sum(n_global for n_global, _ in loader.steps()),
                               epoch=epoch, epochs=epochs, verbose=verbose,
                               accuracy=self._classification())
             total_loss, total_correct, seen, skipped = 0.0, 0, 0, 0
