@@ -3,6 +3,7 @@ import math
 import os
 import warnings
 
+from .. import distributed
 from ..io import save
 
 
@@ -186,6 +187,8 @@ class ModelCheckpoint(MonitorCallback):
             if not self._improved(value, self.best):
                 return
             self.best = value
+        if distributed.rank() != 0:   # data-parallel: the ranks hold the same model
+            return
         path = self.filepath.format(epoch=epoch + 1, **logs)
         save(self.model, path, include_optimizer=self.save_optimizer)
         if self.verbose:
@@ -221,7 +224,7 @@ class CSVLogger(Callback):
         if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename):
             with open(self.filename) as f:
                 self._keys = f.readline().rstrip("\n").split(self.separator)[1:]
-        else:
+        elif distributed.rank() == 0:
             open(self.filename, "w").close()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -234,6 +237,8 @@ class CSVLogger(Callback):
         self._write(self.separator.join(map(str, row)) + "\n", "a")
 
     def _write(self, text, mode):
+        if distributed.rank() != 0:   # data-parallel: every rank has the same (reduced) logs
+            return
         with open(self.filename, mode) as f:
             f.write(text)
             f.flush()
