@@ -135,3 +135,20 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one(tmp_path):
                       checkpoint=ckpt, resume=True)
     assert len(history.epoch) == mpi_worker.EPOCHS + 1
     assert len(net.history.history["loss"]) == mpi_worker.EPOCHS + 1
+
+
+@pytest.mark.slow_under_emulation
+def test_images_that_cannot_be_read_leave_the_ranks_in_step(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            path = tmp_path / name / f"{i}.png"
+            if i % 2:
+                path.write_bytes(b"not an image")
+            else:
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
+    run, _ = _run(2, "folder", tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "rank 0 of 2: done" in run.stdout and "rank 1 of 2: done" in run.stdout

@@ -267,10 +267,11 @@ class GradientReducer:
         self.started_at.append(time.perf_counter())
         self.requests[b] = self.world.start_sum(buf)
 
-    def finish(self, total, extras=()):
+    def finish(self, extras):
         """Start what backward did not, wait for every bucket, and leave the global mean
-        gradient (``total``: the global batch's samples) in each parameter's ``.grad``.
-        Returns the sums across ranks of ``extras`` (this rank's loss and metric sums)."""
+        gradient in each parameter's ``.grad``. ``extras``: this rank's loss and metric sums,
+        its number of samples last; returns their sums across ranks (the last: the samples the
+        mean is over, fewer than planned where an image could not be read)."""
         backward_done = time.perf_counter()
         for b in range(len(self.buckets)):
             if self.requests[b] is None:
@@ -282,7 +283,7 @@ class GradientReducer:
         first = min(self.started_at) if self.started_at else backward_done
         self.reduce_seconds += end - first
         self.exposed_seconds += end - backward_done
-        scale = np.float32(1.0 / total)
+        scale = np.float32(1.0 / max(sums[-1], 1.0))
         for b, layers in enumerate(self.buckets):
             buf, offset = self.buffers[b], 0
             for layer in layers:

@@ -455,6 +455,8 @@ class ImageFolderLoader(DataLoader):
                     keep = np.setdiff1d(np.arange(len(index)), bad)
                     index, out = index[keep], out[keep]
                 if not len(index):
+                    if self._shard[1] > 1:   # data-parallel: the step happens on every rank
+                        yield out, folder.targets[index]
                     continue
                 self.batch_indices = index
                 if training and self.transform is not None:

@@ -155,7 +155,7 @@ class Trainer:
         runs, and every rank takes the same step. Returns the global (mean loss, correct)."""
         saved = self._buffers()
         n = 0 if x is None else len(y[0] if isinstance(y, list) else y)
-        reducer.begin(n, n_global)
+        reducer.begin(n, n_global)   # n_global as planned: SyncBatchNorm's share
         self.zero_grad()
         loss, correct = 0.0, 0
         if n:
@@ -168,8 +168,8 @@ class Trainer:
                 self.on_gradients_ready = None
             if self._classification():
                 correct = int(np.count_nonzero(out.argmax(axis=1) == y))
-        loss_sum, correct_sum = reducer.finish(n_global, [loss * n, correct])
-        loss = float(loss_sum) / n_global
+        loss_sum, correct_sum, total = reducer.finish([loss * n, correct, n])
+        loss = float(loss_sum) / max(total, 1.0)
         try:   # the same decision on every rank: the loss and the gradients are global
             if not math.isfinite(loss):
                 raise NonFiniteError(f"the loss is {loss}")
