@@ -93,7 +93,7 @@ def test_console_entry_points(tmp_path):
 
 
 def test_bench_without_suite(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "_find_compare", lambda: None)
+    monkeypatch.setattr(cli.bench, "_find_compare", lambda: None)
     monkeypatch.setitem(sys.modules, "fastcnn.benchmark", None)   # import fails
     assert cli.main(["bench"]) == 1
     assert "not installed" in capsys.readouterr().err
@@ -102,7 +102,7 @@ def test_bench_without_suite(monkeypatch, tmp_path, capsys):
 def test_bench_runs_compare(monkeypatch, tmp_path):
     script = tmp_path / "compare.py"
     script.write_text("import sys\nprint('compare', sys.argv[1:])\n")
-    monkeypatch.setattr(cli, "_find_compare", lambda: script)
+    monkeypatch.setattr(cli.bench, "_find_compare", lambda: script)
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
     assert cli.main(["bench", "--shapes", "lenet-c1"]) == 0
