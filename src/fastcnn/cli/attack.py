@@ -12,9 +12,10 @@ def run(args):
     import fastcnn as fc
     if args.threads:
         fc.set_num_threads(args.threads)
-    model, shape = image_model("attack", args.model)
-    if model is None:
-        print(shape, file=sys.stderr)
+    try:
+        model, shape = image_model(args.model)
+    except (OSError, ValueError) as exc:
+        print(f"fastcnn attack: {exc}", file=sys.stderr)
         return 2
     try:
         if args.images:

@@ -13,9 +13,10 @@ def run(args):
     from fastcnn import explain
     if args.threads:
         fc.set_num_threads(args.threads)
-    model, shape = image_model("explain", args.model)
-    if model is None:
-        print(shape, file=sys.stderr)
+    try:
+        model, shape = image_model(args.model)
+    except (OSError, ValueError) as exc:
+        print(f"fastcnn explain: {exc}", file=sys.stderr)
         return 2
     layer = args.layer
     if layer is not None and layer.lstrip("-").isdigit() and isinstance(model, fc.Sequential):

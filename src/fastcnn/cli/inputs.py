@@ -38,16 +38,14 @@ def load_inputs(path, input_shape, invert):
     return arr
 
 
-def image_model(command, path):
-    """(model, (H, W, C)) of a model file that takes images, or an error message."""
+def image_model(path):
+    """(model, (H, W, C)) of a model file that takes images; OSError or ValueError say why
+    not."""
     import fastcnn as fc
-    try:
-        model = fc.load(path)
-    except (OSError, ValueError) as exc:
-        return None, f"fastcnn {command}: {exc}"
+    model = fc.load(path)
     shape = getattr(model, "input_shape", None)
     if shape is None and hasattr(model, "inputs") and len(model.inputs) == 1:
         shape = model.inputs[0].shape
     if shape is None or len(shape) != 3:
-        return None, f"fastcnn {command}: {path} does not take images (H, W, C)"
+        raise ValueError(f"{path} does not take images (H, W, C)")
     return model, tuple(shape)
