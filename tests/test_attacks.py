@@ -137,7 +137,7 @@ def test_fgsm_hurts_lenet5_and_pgd_training_makes_it_robust():
     (x, y), (x_test, y_test) = fc.datasets.load_mnist()
     fgsm = attacks.FGSM(0.1)
     results = {}
-    for name, adversarial in (("normal", None), ("pgd", attacks.PGD(0.1, steps=5))):
+    for name, adversarial in (("normal", None), ("pgd", attacks.PGD(0.1, steps=3))):
         fc.manual_seed(0)
         model = fc.models.lenet5()
         model.compile(optimizer=fc.Adam(lr=2e-3), loss="cross_entropy")

@@ -69,6 +69,7 @@ def _run(ranks, mode, out, timeout=240):
 
 
 @pytest.mark.slow_under_emulation
+@pytest.mark.processes
 def test_two_ranks_give_the_weights_of_one_process_with_twice_the_batch(tmp_path):
     run, _ = _run(2, "train", tmp_path / "ranks.npz")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -95,6 +96,7 @@ def _one_process(net):
 
 
 @pytest.mark.slow_under_emulation
+@pytest.mark.processes
 def test_sync_batch_norm_on_two_ranks_is_batch_norm_on_the_global_batch(tmp_path):
     run, _ = _run(2, "syncbn", tmp_path / "ranks.npz")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -107,6 +109,7 @@ def test_sync_batch_norm_on_two_ranks_is_batch_norm_on_the_global_batch(tmp_path
 
 
 @pytest.mark.slow_under_emulation
+@pytest.mark.processes
 @pytest.mark.parametrize("mode,message", [
     ("raise", "rank 1 of 2: fit failed: RuntimeError: a fault on purpose; stopping every rank"),
     ("stuck", "did not complete within 3 s: another rank is gone or stuck"),
@@ -124,6 +127,7 @@ def test_a_failing_rank_stops_the_others_with_its_reason(tmp_path, mode, message
 
 
 @pytest.mark.slow_under_emulation
+@pytest.mark.processes
 def test_a_checkpoint_of_two_ranks_resumes_on_one(tmp_path):
     ckpt = tmp_path / "run.ckpt"
     run, _ = _run(2, "checkpoint", ckpt)
@@ -138,6 +142,7 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one(tmp_path):
 
 
 @pytest.mark.slow_under_emulation
+@pytest.mark.processes
 def test_images_that_cannot_be_read_leave_the_ranks_in_step(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(0)

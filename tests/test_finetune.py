@@ -143,6 +143,7 @@ def test_unfrozen_fine_tuning_trains_every_layer(pretrained, folder, tmp_path):
 
 
 # --- the command ------------------------------------------------------------------------------
+@pytest.mark.processes
 @pytest.mark.parametrize("kind", ["fcnn", "onnx"])
 def test_the_finetune_command_beats_chance_and_its_output_runs_in_onnx_runtime(
         pretrained, folder, tmp_path, kind):
@@ -173,6 +174,7 @@ def test_the_finetune_command_beats_chance_and_its_output_runs_in_onnx_runtime(
     np.testing.assert_allclose(ours, logits, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.processes
 def test_the_finetune_command_reports_bad_input(tmp_path, folder):
     run = subprocess.run([sys.executable, "-m", "fastcnn", "finetune", str(tmp_path / "none.onnx"),
                           str(folder)], capture_output=True, text=True, timeout=120)

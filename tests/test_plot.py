@@ -93,6 +93,7 @@ def _run(*args, cwd):
 
 
 @pytest.mark.slow_under_emulation
+@pytest.mark.processes
 def test_the_commands_draw_curves_explanations_and_attacks(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     run = _run("train", "--epochs", "2", "--quiet", "--limit", "1500", "--plot", "curves.png",
