@@ -19,6 +19,7 @@ generator instead.
 import numpy as np
 
 from . import backprop
+from .losses import CrossEntropyLoss
 from .nn.base import rng as global_rng
 
 
@@ -31,11 +32,9 @@ def _loss_grad(probabilities, y):
             g = np.zeros_like(scores)
             g[rows, labels] = -1.0 / np.maximum(scores[rows, labels], 1e-12)
             return g
-        z = scores - scores.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        p[rows, labels] -= 1
-        return p
+        loss = CrossEntropyLoss()   # its backward is of the batch's mean: undo the 1/N
+        loss.forward(scores, labels)
+        return loss.backward() * np.float32(len(scores))
     return grad
 
 

@@ -230,6 +230,9 @@ class GradientReducer:
         for b, layers in enumerate(self.buckets):
             for layer in layers:
                 self.bucket_of[id(layer)] = b
+        # one buffer a bucket for the whole run: each step waits for its sums before the next
+        self.buffers = [np.empty(sum(p.data.size for layer in layers for p in self.params[id(layer)]),
+                                 np.float32) for layers in self.buckets]
         # seconds from the first bucket's start to the last one's end, and of those the ones
         # spent waiting after backward had finished (the rest was hidden behind it)
         self.reduce_seconds = self.exposed_seconds = 0.0
@@ -241,7 +244,7 @@ class GradientReducer:
         _share = weight / total
         self.weight = np.float32(weight)
         self.pending = [set(id(layer) for layer in layers) for layers in self.buckets]
-        self.buffers, self.requests = [None] * len(self.buckets), [None] * len(self.buckets)
+        self.requests = [None] * len(self.buckets)
         self.started_at = []
 
     def ready(self, layer):
@@ -259,11 +262,15 @@ class GradientReducer:
             MPI.Request.Testall(started)
 
     def _start(self, b):
-        grads = [p.grad if p.grad is not None else np.zeros_like(p.data)
-                 for layer in self.buckets[b] for p in self.params[id(layer)]]
-        buf = np.concatenate([g.reshape(-1) for g in grads]).astype(np.float32)
-        buf *= self.weight
-        self.buffers[b] = buf
+        buf, offset = self.buffers[b], 0
+        for layer in self.buckets[b]:
+            for p in self.params[id(layer)]:
+                n = p.data.size
+                if p.grad is None:   # no gradient reached it this step
+                    buf[offset:offset + n] = 0
+                else:
+                    np.multiply(p.grad.reshape(-1), self.weight, out=buf[offset:offset + n])
+                offset += n
         self.started_at.append(time.perf_counter())
         self.requests[b] = self.world.start_sum(buf)
 
