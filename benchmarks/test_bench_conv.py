@@ -1,7 +1,7 @@
 """pytest-benchmark suite: every shape of the conv suite and every pass, fastcnn and the numpy
 reference side by side (group by shape and pass to compare them).
 
-    pip install -e ".[bench]"
+    pip install ".[bench]"
     python -m pytest benchmarks/test_bench_conv.py --benchmark-group-by=param:shape,param:pass
     python -m pytest benchmarks/test_bench_conv.py -k "fastcnn"        # fastcnn only
 

@@ -5,8 +5,8 @@
 For machines that are not ARM64: tests the package as an ARM64 user gets it, without one.
 1. An AArch64 Debian root with Python, numpy, pytest, hypothesis, threadpoolctl and libgomp,
    unpacked (never executed) by `mmdebstrap --variant=extract --architectures=arm64`.
-2. The Cython modules are translated to C here (Cython, with setup.py's directives) and, with
-   the kernels (setup.py's AArch64 flags: NEON files built), cross-compiled by
+2. The Cython modules are translated to C here (Cython, with the build's directives) and, with
+   the kernels (the build's AArch64 flags from tools/build_flags.py: NEON files built), cross-compiled by
    aarch64-linux-gnu-gcc into extension modules for that Python, next to a copy of src/.
 3. pytest runs tests/ (but test_kernel_harness.py, which runs its AArch64 build under qemu
    itself, and the tests marked `slow_under_emulation`, minutes each under qemu: thousands of
@@ -21,7 +21,7 @@ Cython on this machine, and the Debian mirror; without them it says what is miss
 with status 0. Otherwise the exit status is pytest's (or the cross-build's).
 """
 import argparse
-import ast
+import concurrent.futures
 import glob
 import importlib.util
 import os
@@ -88,18 +88,6 @@ def make_root(root, suite, mirror):
         f.write(wanted)
 
 
-def cython_options():
-    """language_level and compiler_directives of setup.py's cythonize call."""
-    with open(os.path.join(REPO, "setup.py")) as f:
-        tree = ast.parse(f.read())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "cythonize":
-            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords
-                  if k.arg in ("language_level", "compiler_directives")}
-            return kw.get("language_level", 3), kw.get("compiler_directives", {})
-    raise RuntimeError("setup.py: no cythonize(...) call found")
-
-
 def _stale(target, deps):
     return not os.path.exists(target) or any(
         os.path.getmtime(d) > os.path.getmtime(target) for d in deps)
@@ -124,21 +112,23 @@ def build_package(root, work):
     shutil.copytree(SRC, stage, ignore=shutil.ignore_patterns(
         "*.so", "*.c", "*.o", "__pycache__", "*.egg-info", "kernels"))
 
-    common, isa_flags = harness_build.setup_flags("aarch64")
+    common, isa_flags = harness_build.build_flags("aarch64")
     headers = glob.glob(os.path.join(KERNELS, "*.h"))
-    kernel_objects = []
+    kernel_objects, commands = [], []
     for src, extra in harness_build.sources(isa_flags):
         if os.path.dirname(src) != KERNELS:
             continue  # the harness's own files
         obj = os.path.join(objdir, os.path.basename(src)[:-2] + ".o")
         if _stale(obj, [src] + headers):
-            subprocess.run([CROSS_CC, *common, *extra, "-fPIC", "-I", KERNELS, "-c", src,
-                            "-o", obj], check=True)
+            commands.append([CROSS_CC, *common, *extra, "-fPIC", "-I", KERNELS, "-c", src,
+                             "-o", obj])
         kernel_objects.append(obj)
+    _run_all(commands)
 
-    language_level, directives = cython_options()
+    directives = dict(harness_build.build_flags_module.CYTHON_DIRECTIVES)
+    language_level = directives.pop("language_level")
     directive_arg = ",".join(f"{k}={v}" for k, v in directives.items())
-    for pyx in sorted(glob.glob(os.path.join(SRC, "cconv", "_*.pyx"))):
+    def build_module(pyx):
         name = os.path.basename(pyx)[:-4]
         c_file = os.path.join(objdir, name + ".c")
         deps = [pyx] + glob.glob(os.path.join(SRC, "cconv", "*.pxd")) + headers
@@ -153,7 +143,16 @@ def build_package(root, work):
         subprocess.run([CROSS_CC, "-shared", "-fopenmp", "-o",
                         os.path.join(stage, "cconv", name + ext_suffix), obj, *kernel_objects,
                         "-lm"], check=True)
+
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(build_module, sorted(glob.glob(os.path.join(SRC, "cconv", "_*.pyx")))))
     return stage
+
+
+def _run_all(commands):
+    """Run independent compiler commands on every core; the first failure raises."""
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(lambda cmd: subprocess.run(cmd, check=True), commands))
 
 
 def write_wrapper(root, work):

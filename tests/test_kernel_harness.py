@@ -15,6 +15,9 @@ import subprocess
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if not os.path.isdir(os.path.join(os.path.dirname(HERE), "src", "cconv", "kernels")):
+    pytest.skip("the kernel harness compiles the kernels' sources, which are not beside these "
+                "tests (the suite runs against an installed package)", allow_module_level=True)
 _spec = importlib.util.spec_from_file_location("kernel_harness_build",
                                                os.path.join(HERE, "kernels", "build.py"))
 harness_build = importlib.util.module_from_spec(_spec)
@@ -46,12 +49,12 @@ def _run(command, label, capsys):
     return per_isa
 
 
-def test_build_reads_the_flags_of_setup_py():
-    common, x86 = harness_build.setup_flags("x86_64")
+def test_build_reads_the_package_build_flags():
+    common, x86 = harness_build.build_flags("x86_64")
     assert "-O3" in common
     assert {"scalar", "avx2", "avx512"} <= set(x86)
     assert "-mavx2" in x86["avx2"] and "-mavx512f" in x86["avx512"]
-    _, arm = harness_build.setup_flags("aarch64")
+    _, arm = harness_build.build_flags("aarch64")
     assert set(arm) == {"scalar", "neon"}
 
 

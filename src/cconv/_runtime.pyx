@@ -8,8 +8,11 @@ import numbers
 import os
 import time
 
-cimport openmp
 from cython.parallel cimport parallel, threadid
+
+cdef extern from "openmp_or_serial.h":
+    int omp_get_max_threads() nogil
+    void omp_set_num_threads(int n) nogil
 
 cdef extern from "isa.h":
     unsigned cconv_supported_isas() nogil
@@ -113,18 +116,18 @@ def set_num_threads(n):
     """Set the number of OpenMP threads the kernels use (for the calling thread)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"set_num_threads: n must be an int in [1, {MAX_THREADS}], got {n!r}")
-    openmp.omp_set_num_threads(int(n))
+    omp_set_num_threads(int(n))
 
 
 def get_num_threads():
     """Number of OpenMP threads the kernels will use (threadpoolctl's limits included)."""
-    return openmp.omp_get_max_threads()
+    return omp_get_max_threads()
 
 
 cpdef int resolve_threads(n_threads) except -1:
     """Thread count for one op call: ``n_threads`` if given, else :func:`get_num_threads`."""
     if n_threads is None:
-        return min(openmp.omp_get_max_threads(), MAX_THREADS)
+        return min(omp_get_max_threads(), MAX_THREADS)
     if (isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral)
             or not 1 <= n_threads <= MAX_THREADS):
         raise ValueError(f"n_threads must be None or an int in [1, {MAX_THREADS}], "
@@ -166,7 +169,7 @@ def _region_cost(int rounds=15, double gap=200e-6):
     there is work, tens of microseconds where they sleep by then (OMP_WAIT_POLICY=PASSIVE, or
     cconv's bounded spin, which ends well before 200 us). 0 with one thread."""
     cdef int tid
-    if openmp.omp_get_max_threads() < 2:
+    if omp_get_max_threads() < 2:
         return 0.0
     times = []
     for _ in range(rounds):
@@ -186,7 +189,7 @@ def _init():
     set_isa(cap or "avx512")
     if not os.environ.get("OMP_NUM_THREADS"):
         # libgomp defaults to logical CPUs; SMT siblings only slow FMA-bound kernels down.
-        openmp.omp_set_num_threads(physical_cores())
+        omp_set_num_threads(physical_cores())
     # Measured on the 2-core machine, ResNet-20 inference at batch 1 (3x3 layers of 4.7 MFLOP):
     # with sleeping threads (OMP_WAIT_POLICY=PASSIVE) 2 threads on those layers take 0.94 ms, 1
     # thread 0.63 ms; where the runtime spins without bound (another library started it first,

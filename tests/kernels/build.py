@@ -2,16 +2,16 @@
 
     python tests/kernels/build.py [native|aarch64] [--out DIR] [--cc COMPILER]
 
-Compiles every C file of src/cconv/kernels the way setup.py does (files named *__ISA.c with that
-ISA's flags, the others with the common flags only; the flags are read from setup.py, so the
-two builds cannot drift apart), plus the harness sources of this folder, and links them into
+Compiles every C file of src/cconv/kernels the way meson.build does (files named *__ISA.c with
+that ISA's flags, the others with the common flags only; both read the flags from
+tools/build_flags.py, so the two builds cannot drift apart), plus the harness sources of this folder, and links them into
 DIR/harness (default build/kernel-harness/TARGET/harness). The AArch64 build uses
 aarch64-linux-gnu-gcc and links statically, so that `qemu-aarch64 harness` needs no sysroot.
 Objects are rebuilt only when a source or any header is newer. Prints the path of the program.
 """
 import argparse
-import ast
 import glob
+import importlib.util
 import os
 import platform
 import subprocess
@@ -21,63 +21,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 KERNELS = os.path.join(ROOT, "src", "cconv", "kernels")
 TARGETS = {
-    # target: (machine names in setup.py, default compiler, extra link flags)
+    # target: (machine names, default compiler, extra link flags)
     "aarch64": (("aarch64", "arm64"), "aarch64-linux-gnu-gcc", ["-static"]),
 }
 
 
-def _literal_assignments(body):
-    """{name: value} of the `NAME = <literal>` statements directly in `body`."""
-    out = {}
-    for node in body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                and isinstance(node.targets[0], ast.Name):
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return out
+def _load_build_flags():
+    spec = importlib.util.spec_from_file_location(
+        "fastcnn_build_flags", os.path.join(ROOT, "tools", "build_flags.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def setup_flags(machine):
-    """(COMMON_CFLAGS, ISA_FLAGS) that setup.py uses on `machine` (platform.machine() spelling).
+build_flags_module = _load_build_flags()
 
-    Reads setup.py's module-level `COMMON_CFLAGS = [...]` and its chain of
-    `if machine in (...): ISA_FLAGS = {...} elif ...: ... else: ...`.
-    """
-    with open(os.path.join(ROOT, "setup.py")) as f:
-        tree = ast.parse(f.read())
-    common = _literal_assignments(tree.body).get("COMMON_CFLAGS")
-    isa_flags = None
-    for node in tree.body:
-        if not isinstance(node, ast.If):
-            continue
-        branch = node
-        while isa_flags is None:
-            test = branch.test
-            if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-                    and test.left.id == "machine" and isinstance(test.ops[0], ast.In)):
-                names = ast.literal_eval(test.comparators[0])
-                if machine.lower() in names:
-                    isa_flags = _literal_assignments(branch.body).get("ISA_FLAGS")
-                    break
-            else:
-                break  # not the machine dispatch
-            if len(branch.orelse) == 1 and isinstance(branch.orelse[0], ast.If):
-                branch = branch.orelse[0]
-            else:
-                isa_flags = _literal_assignments(branch.orelse).get("ISA_FLAGS")
-                break
-        if isa_flags is not None:
-            break
-    if not isinstance(common, list) or not isinstance(isa_flags, dict):
-        raise RuntimeError("setup.py: COMMON_CFLAGS or the ISA_FLAGS of "
-                           f"{machine!r} not found as literals")
-    return common, isa_flags
+
+def build_flags(machine):
+    """(common flags, {isa: flags}) that the package's build uses on `machine`
+    (platform.machine()'s spelling), from tools/build_flags.py as meson.build reads them."""
+    return build_flags_module.common_flags(), build_flags_module.isa_flags(machine)
 
 
 def sources(isa_flags):
-    """[(source, extra flags)] of the kernels (setup.py's rule) and of the harness."""
+    """[(source, extra flags)] of the kernels (meson.build's rule) and of the harness."""
     out = []
     for path in sorted(glob.glob(os.path.join(KERNELS, "*.c"))):
         base = os.path.basename(path)
@@ -113,7 +80,7 @@ def build(target="native", out=None, cc=None, verbose=False):
         raise ValueError(f"unknown target {target!r}: native or {', '.join(TARGETS)}")
     out = out or os.path.join(ROOT, "build", "kernel-harness", target)
     os.makedirs(out, exist_ok=True)
-    common, isa_flags = setup_flags(machine)
+    common, isa_flags = build_flags(machine)
     headers = glob.glob(os.path.join(KERNELS, "*.h")) + glob.glob(os.path.join(HERE, "*.h"))
     flags_file = os.path.join(out, "flags")
     flags_text = repr((cc, common, isa_flags, link))
