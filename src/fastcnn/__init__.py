@@ -15,15 +15,15 @@ The package's layers, from the bottom: ``cconv`` (the compiled ops) <- ``nn`` (l
 above the models: ``backprop`` (input and layer gradients) <- ``explain``, ``attacks``, and
 ``plot`` (pictures, with matplotlib).
 """
+import importlib
+
 from cconv import (get_isa, get_memory_limit, get_num_threads, set_isa, set_memory_limit,
                    set_num_threads)
 
-from . import reference
-from . import data, datasets, io, losses, nn, onnx, optim, training
+from . import data, losses, nn, optim, training
 from .training import callbacks
 from .data import DataLoader
 from .graph import Model, Sequential
-from .io import load, load_state_dict_file, save
 from .losses import CrossEntropyLoss, MSELoss
 from .nn import *  # noqa: F401,F403  (every layer class, Input, Parameter...)
 from .nn import __all__ as _layer_names
@@ -31,8 +31,27 @@ from .optim import SGD, Adam, AdamW
 from .training import (Callback, CosineAnnealingLR, CSVLogger, EarlyStopping, History,
                        LinearWarmup, ModelCheckpoint, NonFiniteError, ReduceLROnPlateau, StepLR,
                        TerminateOnNaN)
-from . import models
-from . import attacks, explain, plot
+
+# Loaded on first use (PEP 562), so that `import fastcnn` costs only what building and training
+# a model needs: `fc.onnx`, `fc.datasets`, `fc.save` ... import their module when first touched.
+_LAZY_MODULES = ("attacks", "backprop", "datasets", "distributed", "explain", "finetune",
+                 "images", "io", "models", "onnx", "plot", "reference")
+_LAZY_NAMES = {"load": "io", "save": "io", "load_state_dict_file": "io"}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
+
 
 __version__ = "0.1.0"
 

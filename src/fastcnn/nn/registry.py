@@ -3,7 +3,12 @@
 Reading a model file builds layers from this table only (never from a class named by the file
 itself), so a file cannot make fastcnn run code of its choice.
 """
+import importlib
+
 LAYERS = {}
+# Classes registered by modules that `import fastcnn` does not load until they are used: the
+# module is imported when a saved model names the class.
+_REGISTERED_ON_IMPORT = {"OnnxModel": "fastcnn.onnx.model"}
 
 
 def register(cls):
@@ -28,6 +33,8 @@ def layer_from_config(cfg):
     if not isinstance(cfg, dict) or "class" not in cfg:
         raise ValueError(f"bad layer description {cfg!r}")
     name, conf = cfg["class"], dict(cfg.get("config") or {})
+    if name not in LAYERS and name in _REGISTERED_ON_IMPORT:
+        importlib.import_module(_REGISTERED_ON_IMPORT[name])
     if name not in LAYERS:
         raise ValueError(f"unknown layer class {name!r}")
     layer = LAYERS[name].from_config(conf)
