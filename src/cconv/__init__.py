@@ -32,13 +32,12 @@ def _keep_freed_memory():
     LeNet-5 training step on the 2-core machine). Serving them from the heap and keeping freed
     memory for the next step removes that; the peak stays what the step needs. Skipped when
     the user tunes malloc through its own environment variables, or sets FASTCNN_KEEP_MEMORY=0."""
-    import ctypes
-    import ctypes.util
+    import ctypes  # not ctypes.util: its find_library costs 20 ms of `import fastcnn`
     if os.environ.get("FASTCNN_KEEP_MEMORY", "1") == "0" or any(
             k.startswith("MALLOC_") for k in os.environ):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols the process has loaded: the C library's among them
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # glibc only: the M_* numbers below are glibc's
     except (OSError, AttributeError):
