@@ -113,17 +113,17 @@ def build_package(root, work):
         "*.so", "*.c", "*.o", "__pycache__", "*.egg-info", "kernels"))
 
     common, isa_flags = harness_build.build_flags("aarch64")
-    headers = glob.glob(os.path.join(KERNELS, "*.h"))
+    headers = harness_build.kernel_files("*.h")
     kernel_objects, commands = [], []
     for src, extra in harness_build.sources(isa_flags):
-        if os.path.dirname(src) != KERNELS:
+        if not src.startswith(KERNELS + os.sep):
             continue  # the harness's own files
         obj = os.path.join(objdir, os.path.basename(src)[:-2] + ".o")
         if _stale(obj, [src] + headers):
             commands.append([CROSS_CC, *common, *extra, "-fPIC", "-I", KERNELS, "-c", src,
                              "-o", obj])
         kernel_objects.append(obj)
-    _run_all(commands)
+    harness_build.run_all(commands)
 
     directives = dict(harness_build.build_flags_module.CYTHON_DIRECTIVES)
     language_level = directives.pop("language_level")
@@ -147,12 +147,6 @@ def build_package(root, work):
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(build_module, sorted(glob.glob(os.path.join(SRC, "cconv", "_*.pyx")))))
     return stage
-
-
-def _run_all(commands):
-    """Run independent compiler commands on every core; the first failure raises."""
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(lambda cmd: subprocess.run(cmd, check=True), commands))
 
 
 def write_wrapper(root, work):

@@ -142,7 +142,7 @@ def test_planar_first_layers_match_reference(isa, case):
     p, d = case["padding"], case["dilation"]
     expected = ref.conv2d(x, w, b, 1, p, d)
     dy = rng.standard_normal(expected.shape)
-    assert cconv.conv2d_algorithm(x.shape, w.shape, 1, p, d) == "direct"
+    assert cconv.conv2d_algorithm(x.shape, w.shape, 1, p, d).startswith("direct-")
     assert_close("conv2d", cconv.conv2d(x, w, b, 1, p, d), expected, TOL)
     assert_close("conv2d+relu", cconv.conv2d(x, w, b, 1, p, d, activation="relu"),
                  np.maximum(expected, 0), TOL)
@@ -480,3 +480,41 @@ def test_matches_pytorch_when_installed():
                      xt.grad.permute(0, 2, 3, 1).numpy().astype(np.float64), 1e-5)
         assert_close("conv2d_backward_weight vs torch", cconv.conv2d_backward_weight(x, dy, wshape[2:], *geom),
                      wt.grad.numpy().astype(np.float64), 1e-5)
+
+
+# One shape for every path of the direct algorithm: conv2d_algorithm names the path that the
+# pass runs (the one table in _conv.pyx), and each path gives the reference's result.
+DIRECT_PATHS = [
+    ("forward", (2, 13, 11, 3), (8, 3, 3, 3), 1, 1, "direct-planar"),
+    ("forward", (2, 9, 9, 16), (24, 16, 3, 3), 2, 1, "direct-igemm"),
+    ("backward_data", (2, 9, 9, 4), (16, 4, 3, 3), 1, 1, "direct-col2im"),
+    ("backward_data", (2, 9, 9, 16), (16, 16, 3, 3), 2, 1, "direct-igemm"),
+    ("backward_weight", (2, 13, 11, 3), (8, 3, 3, 3), 1, 1, "direct-planar"),
+    ("backward_weight", (2, 7, 7, 32), (24, 32, 1, 1), 1, 0, "direct-pointwise-gemm"),
+    ("backward_weight", (2, 9, 9, 16), (24, 16, 3, 3), 2, 1, "direct-im2col-gemm"),
+]
+
+
+@pytest.mark.parametrize("which,x_shape,w_shape,stride,padding,path", DIRECT_PATHS)
+def test_conv2d_algorithm_names_the_direct_path_that_runs(isa, which, x_shape, w_shape, stride,
+                                                           padding, path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    geom = dict(stride=stride, padding=padding)
+    assert cconv.conv2d_algorithm(x_shape, w_shape, **geom, algo="direct",
+                                  backward_data=which == "backward_data",
+                                  backward_weight=which == "backward_weight") == path
+    y = ref.conv2d(x.astype(np.float64), w.astype(np.float64), None, stride, padding)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    if which == "forward":
+        got, want = cconv.conv2d(x, w, None, **geom, algo="direct"), y
+    elif which == "backward_data":
+        got = cconv.conv2d_backward_data(dy, w, x_shape, **geom, algo="direct")
+        want = ref.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), x_shape,
+                                        stride, padding)
+    else:
+        got = cconv.conv2d_backward_weight(x, dy, w_shape[2:], **geom, algo="direct")
+        want = ref.conv2d_backward_weight(x.astype(np.float64), dy.astype(np.float64),
+                                          w_shape[2:], stride, padding)
+    assert_close(f"conv2d {which} ({path})", got, want, TOL)

@@ -5,7 +5,7 @@
 meson.build runs this at configure time, and so do the kernel test harness
 (tests/kernels/build.py) and the ARM64 suite (tests/aarch64_suite.py), so the three builds
 cannot drift apart. The C micro-kernels in files named `*__ISA.c` are compiled once per
-instruction set with that set's flags; `kernels/isa.c` picks the best set at import time. No
+instruction set with that set's flags; `kernels/core/isa.c` picks the best set at import time. No
 -march=native: one build runs on any x86-64 (or ARM64) machine. `-std=c11` (ISO C) also keeps
 GCC from contracting a*b+c into FMAs on its own in the AVX2 and AVX-512 files: the kernels do
 the arithmetic their code says, in the order it says.

@@ -14,16 +14,14 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from cconv._runtime cimport ELEMENT_WORK, current_isa, data_ptr, resolve_threads, threads_for
+from cconv._runtime cimport (ELEMENT_WORK, current_isa, data_ptr, resolve_threads,
+                             run_chunks, threads_for)
+from cconv._kernels cimport cconv_ftz_enter, cconv_ftz_restore
 from cconv._validation import as_float32, as_nhwc, check_workspace, get_memory_limit, nbytes_of
 
 cdef object _FLOAT32 = np.dtype(np.float32)
 
-cdef extern from "isa.h" nogil:
-    unsigned cconv_ftz_enter()
-    void cconv_ftz_restore(unsigned previous)
-
-cdef extern from "activation.h" nogil:
+cdef extern from "activation/activation.h" nogil:
     ctypedef void (*cconv_f32_vunary_fn)(size_t n, const float* x, float* y)
     ctypedef void (*cconv_f32_vbinary_fn)(size_t n, const float* a, const float* b, float* y)
     ctypedef void (*cconv_f32_vunary_param_fn)(size_t n, const float* x, float* y, float param)
@@ -65,7 +63,7 @@ ctypedef void (*rows_fn)(size_t rows, size_t c, const float* x, float* y) noexce
 ctypedef void (*rows_binary_fn)(size_t rows, size_t c, const float* a, const float* b,
                                 float* y) noexcept nogil
 
-cdef extern from "eltwise.h" nogil:
+cdef extern from "eltwise/eltwise.h" nogil:
     cdef struct cconv_eltwise_kernels:
         cconv_f32_vbinary_fn add
         dropout_fn dropout
@@ -75,7 +73,7 @@ cdef extern from "eltwise.h" nogil:
     cconv_eltwise_kernels cconv_eltwise_select(int isa)
     enum: CCONV_GATE_BLOCK
 
-cdef extern from "softmax.h" nogil:
+cdef extern from "softmax/softmax.h" nogil:
     cdef struct cconv_softmax_kernels:
         rows_fn softmax
         rows_binary_fn softmax_backward
@@ -120,8 +118,10 @@ cdef inline Job new_job(JobKind kind) noexcept:
     return job
 
 
-cdef void run_one(const Job* j, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
-    """Elements [s, s + n) of the job (rows [s, s + n) for the row-wise kinds)."""
+cdef void run_one(const void* job, Py_ssize_t i, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
+    """Elements [s, s + n) of the job (rows [s, s + n) for the row-wise kinds): a chunk_fn of
+    _runtime.run_chunks."""
+    cdef const Job* j = <const Job*>job
     cdef Py_ssize_t o = s * j.c
     if j.kind == UNARY:
         j.unary(n, j.a + s, j.y + s)
@@ -149,37 +149,10 @@ cdef void run_one(const Job* j, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
         j.rows_binary(n, j.c, j.a + o, j.b + o, j.y + o)
 
 
-cdef void run_chunks(const Job* job, Py_ssize_t n, Py_ssize_t chunk, int n_threads) noexcept nogil:
-    """Run items [0, n) in chunks of ``chunk`` items, the same chunks for any thread count."""
-    cdef Py_ssize_t nchunks = (n + chunk - 1) // chunk
-    cdef Py_ssize_t i, start, length
-    cdef unsigned ftz = 0
-    if n <= 0:
-        return
-    if n_threads > nchunks:
-        n_threads = <int>nchunks
-    if n_threads <= 1:
-        ftz = cconv_ftz_enter()
-        for i in range(nchunks):
-            start = i * chunk
-            run_one(job, start, min(chunk, n - start))
-        cconv_ftz_restore(ftz)
-        return
-    with parallel(num_threads=n_threads):
-        ftz = cconv_ftz_enter()
-        for i in prange(nchunks, schedule="static"):
-            start = i * chunk
-            length = n - start
-            if length > chunk:
-                length = chunk
-            run_one(job, start, length)
-        cconv_ftz_restore(ftz)
-
-
 cdef _go(const Job* job, Py_ssize_t n, Py_ssize_t chunk, n_threads):
     cdef int nt = threads_for(resolve_threads(n_threads), <double>n * ELEMENT_WORK)
     with nogil:
-        run_chunks(job, n, chunk, nt)
+        run_chunks(run_one, job, n, chunk, nt)
 
 
 cdef inline float* fptr(arr) except? NULL:

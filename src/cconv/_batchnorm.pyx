@@ -11,16 +11,12 @@ import math
 
 import numpy as np
 
-from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
-from cconv._runtime cimport ELEMENT_WORK, current_isa, data_ptr, resolve_threads, threads_for
+from cconv._runtime cimport (ELEMENT_WORK, current_isa, data_ptr, resolve_threads,
+                             run_chunks, threads_for)
 from cconv._validation import as_float32, check_finite, check_shape, check_workspace, nbytes_of
-
-cdef extern from "isa.h" nogil:
-    unsigned cconv_ftz_enter()
-    void cconv_ftz_restore(unsigned previous)
 
 ctypedef void (*stats_fn)(size_t rows, size_t c, const float* x, double* mean,
                           double* m2) noexcept nogil
@@ -37,7 +33,7 @@ ctypedef void (*dx_f32_fn)(size_t rows, size_t c, const float* dy, const float* 
                            const float* mean, const float* a, const float* b, const float* k,
                            float* dx) noexcept nogil
 
-cdef extern from "batchnorm.h" nogil:
+cdef extern from "batchnorm/batchnorm.h" nogil:
     cdef struct cconv_batchnorm_kernels:
         stats_fn stats
         apply_fn apply
@@ -89,12 +85,10 @@ def rows_per_chunk(Py_ssize_t c):
     return max(MIN_ROWS, CHUNK // c)
 
 
-cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
-    cdef Py_ssize_t r0 = i * j.rpc
-    cdef Py_ssize_t n = j.rows - r0
+cdef void run_one(const void* job, Py_ssize_t i, Py_ssize_t r0, Py_ssize_t n) noexcept nogil:
+    """Chunk i: rows [r0, r0 + n) (a chunk_fn of _runtime.run_chunks)."""
+    cdef const Job* j = <const Job*>job
     cdef Py_ssize_t o = r0 * j.c
-    if n > j.rpc:
-        n = j.rpc
     if j.kind == STATS:
         j.k.stats(n, j.c, j.x + o, j.part0 + i * j.c, j.part1 + i * j.c)
     elif j.kind == APPLY:
@@ -111,29 +105,10 @@ cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
                             j.f0, j.f1, j.f2, j.y + o)
 
 
-cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
-    cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
-    cdef Py_ssize_t i
-    cdef unsigned ftz = 0
-    if n_threads > nchunks:
-        n_threads = <int>nchunks
-    if n_threads <= 1:
-        ftz = cconv_ftz_enter()
-        for i in range(nchunks):
-            run_one(job, i)
-        cconv_ftz_restore(ftz)
-        return
-    with parallel(num_threads=n_threads):
-        ftz = cconv_ftz_enter()
-        for i in prange(nchunks, schedule="static"):
-            run_one(job, i)
-        cconv_ftz_restore(ftz)
-
-
 cdef _go(Job* job, n_threads):
     cdef int nt = threads_for(resolve_threads(n_threads), <double>job.rows * job.c * ELEMENT_WORK)
     with nogil:
-        run_chunks(job, nt)
+        run_chunks(run_one, job, job.rows, job.rpc, nt)
 
 
 cdef inline const float* fptr(arr) except? NULL:

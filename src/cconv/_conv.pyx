@@ -1,8 +1,8 @@
 """Direct convolution (implicit GEMM through indirection pointers), its transpose, and linear.
 
 Layers of the implementation, BLIS style:
-  micro-kernel  kernels/f32_igemm_*__ISA.c  registers only, chosen in kernels/igemm.h
-  tiles         kernels/conv_direct.c       indirection pointers for one tile, loop over panels
+  micro-kernel  kernels/igemm/f32_igemm_*__ISA.c     registers only, chosen in kernels/igemm/igemm.h
+  tiles         kernels/conv/f32_conv_direct__ISA.c  indirection pointers for one tile, loop over panels
   this module   argument checks, weight packing, OpenMP over independent tiles
 Every output element is computed inside one tile with a fixed summation order, so results are
 bitwise identical for any number of threads.
@@ -27,7 +27,7 @@ from cconv._info import last_level_cache_bytes
 from cconv._kernels cimport (FC_IGEMM_ACCUMULATE, FC_IGEMM_STREAM, cconv_ftz_enter,
                              cconv_ftz_restore, f32_igemm_config, f32_igemm_select)
 
-cdef extern from "conv_direct.h":
+cdef extern from "conv/conv_direct.h":
     struct cconv_conv_shape:
         size_t batch, in_h, in_w, in_c
         size_t out_h, out_w, out_c
@@ -254,18 +254,48 @@ def _algorithm(op, _Conv g, algo, backward_data=False, backward_weight=False):
     return ("winograd", tile) if tile else ("direct", 0)
 
 
+cdef enum Pass:
+    FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT
+
+
+cdef str _direct_path(_Conv g, Pass which):
+    """The kernels the direct algorithm runs for a pass of this shape, chosen here only:
+      forward          'planar' (first layers: few channels, stride 1; SIMD over pixels) or
+                       'igemm' (implicit GEMM through indirection pointers, SIMD over channels);
+      backward_data    'col2im' (few input channels per group: one GEMM, then each column added
+                       to its pixel) or 'igemm' (one implicit GEMM per stride phase);
+      backward_weight  'planar', 'pointwise-gemm' (1x1 stride 1: one GEMM over the pixels, x
+                       read in place) or 'im2col-gemm' (transposed input slabs times dy)."""
+    if which == FORWARD:
+        return "planar" if _is_planar(g, PLANAR_FORWARD_MAX_OUT_CHANNELS) else "igemm"
+    if which == BACKWARD_DATA:
+        return "col2im" if g.s.in_c // g.s.groups < COL2IM_MAX_CHANNELS else "igemm"
+    if _is_planar(g, PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS):
+        return "planar"
+    if _is_pointwise_gemm(g, f32_igemm_select(current_isa(), g.s.in_c).nr):
+        return "pointwise-gemm"
+    return "im2col-gemm"
+
+
 def conv2d_algorithm(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
                      algo="auto", backward_data=False, backward_weight=False):
-    """The algorithm conv2d (or, with ``backward_data``, conv2d_backward_data, with
-    ``backward_weight``, conv2d_backward_weight) runs for these shapes: 'direct', 'depthwise',
-    'winograd-f4' or 'winograd-f2'."""
+    """The kernels conv2d (or, with ``backward_data``, conv2d_backward_data, with
+    ``backward_weight``, conv2d_backward_weight) runs for these shapes, on the current ISA:
+    'depthwise', 'winograd-f4', 'winograd-f2', or the direct algorithm's path for the pass:
+    'direct-planar', 'direct-igemm', 'direct-col2im', 'direct-pointwise-gemm' or
+    'direct-im2col-gemm' (see _direct_path)."""
     op = "conv2d_algorithm"
     if backward_data and backward_weight:
         raise ValueError(f"{op}: backward_data and backward_weight exclude each other")
     g = _geometry(op, tuple(int(v) for v in input_shape), tuple(int(v) for v in weight_shape),
                   stride, padding, dilation, groups)
     name, tile = _algorithm(op, g, algo, backward_data, backward_weight)
-    return f"winograd-f{tile}" if name == "winograd" else name
+    if name == "winograd":
+        return f"winograd-f{tile}"
+    if name == "direct":
+        return "direct-" + _direct_path(g, BACKWARD_DATA if backward_data else
+                                        BACKWARD_WEIGHT if backward_weight else FORWARD)
+    return name
 
 
 # ----------------------------------------------------------------------------- the three passes
@@ -309,7 +339,7 @@ def _pack_forward(_Conv g, name, int tile, w, b, int isa, int n_threads, bint ke
     if name == "winograd":
         u = _transform(w, tile, False, isa, n_threads) if keep else _prepare(w, tile, False, isa)
         return u, _padded_bias(b, u.n, u.nr)
-    if _is_planar(g, PLANAR_FORWARD_MAX_OUT_CHANNELS):
+    if _direct_path(g, FORWARD) == "planar":
         # [channel block][tap][cb], taps in PyTorch's order; bias padded with zeros
         cb = cconv_planar_forward_channels(g.s.out_c)
         blocks = (g.s.out_c + cb - 1) // cb
@@ -368,7 +398,7 @@ cdef _forward_planar(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads
 
 cdef _forward_direct(_Conv g, x, pw_, pb_, float cmin, float cmax, int n_threads):
     """The implicit GEMM with weights (and bias) packed in NR-wide panels (_pack_forward)."""
-    if _is_planar(g, PLANAR_FORWARD_MAX_OUT_CHANNELS):
+    if _direct_path(g, FORWARD) == "planar":
         return _forward_planar(g, x, pw_, pb_, cmin, cmax, n_threads)
     cdef size_t groups = g.s.groups, taps = g.s.kernel_h * g.s.kernel_w
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
@@ -425,7 +455,7 @@ cdef _backward_data(_Conv g, dy, w, int n_threads):
                                        g.s.pad_left, n_threads)
     cdef size_t groups = g.s.groups
     cdef size_t cin_g = g.s.in_c // groups, cout_g = g.s.out_c // groups
-    if cin_g < COL2IM_MAX_CHANNELS:
+    if _direct_path(g, BACKWARD_DATA) == "col2im":
         return _backward_data_col2im(g, dy, w, n_threads)
     cdef f32_igemm_config cfg = f32_igemm_select(current_isa(), cin_g)
     cdef cconv_conv_direct_kernels tiles_fn = cconv_conv_direct_select(current_isa())
@@ -881,9 +911,12 @@ cdef class Conv2dPlan:
                 f"groups={self.groups}, activation={self.activation!r}, algo={self.algo!r})")
 
     def algorithm(self, input_shape):
-        """The forward algorithm this plan runs on inputs of ``input_shape`` (NHWC)."""
+        """The forward kernels this plan runs on inputs of ``input_shape`` (NHWC), named as
+        :func:`conv2d_algorithm` names them."""
         cdef _PlanShape ps = self._shape(tuple(int(v) for v in input_shape))
-        return f"winograd-f{ps.tile}" if ps.name == "winograd" else ps.name
+        if ps.name == "winograd":
+            return f"winograd-f{ps.tile}"
+        return "direct-" + _direct_path(ps.g, FORWARD) if ps.name == "direct" else ps.name
 
     cdef _PlanShape _shape(self, tuple shape):
         cdef _PlanShape ps = self._shapes.get(shape)
@@ -975,11 +1008,12 @@ def conv2d_backward_weight(x, dy, kernel_size, stride=1, padding=0, dilation=1, 
         return depthwise_backward_weight(x, dy, g.kernel, (conv.s.stride_h, conv.s.stride_w),
                                          (conv.s.dilation_h, conv.s.dilation_w), conv.s.pad_top,
                                          conv.s.pad_left, threads)
-    if _is_planar(conv, PLANAR_WEIGHT_GRAD_MAX_OUT_CHANNELS):
+    path = _direct_path(conv, BACKWARD_WEIGHT)
+    if path == "planar":
         return _backward_weight_planar(op, conv, x, dy, threads)
-    cdef f32_igemm_config pointwise_cfg = f32_igemm_select(current_isa(), conv.s.in_c)
-    if _is_pointwise_gemm(conv, pointwise_cfg.nr):
-        return _backward_weight_pointwise(op, conv, pointwise_cfg, x, dy, threads)
+    if path == "pointwise-gemm":
+        return _backward_weight_pointwise(op, conv, f32_igemm_select(current_isa(), conv.s.in_c),
+                                          x, dy, threads)
     plan = _WeightGradPlan(g, threads)
     check_workspace(op, plan.workspace_bytes)
     return _backward_weight(g, plan, x, dy, threads)

@@ -1,7 +1,7 @@
 """Depthwise convolution (groups == in_channels == out_channels): forward and both gradients.
 
 Private module: ``cconv.conv2d`` and its backward functions dispatch here for depthwise layers.
-NHWC float32; the kernels (``kernels/dwconv.h``) vectorise across channels and handle one row
+NHWC float32; the kernels (``kernels/dwconv/dwconv.h``) vectorise across channels and handle one row
 of pixels at a time; this module packs the weights tap-major, points each row at the input rows
 it reads (a row of zeros for vertical padding) and runs OpenMP over rows:
 
@@ -20,14 +20,11 @@ import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 
 from cconv._runtime cimport current_isa, resolve_threads
+from cconv._kernels cimport cconv_ftz_enter, cconv_ftz_restore
 
 from ._validation import as_float32, pair
 
-cdef extern from "isa.h" nogil:
-    unsigned cconv_ftz_enter()
-    void cconv_ftz_restore(unsigned previous)
-
-cdef extern from "dwconv.h" nogil:
+cdef extern from "dwconv/dwconv.h" nogil:
     struct cconv_dw_geom:
         size_t channels
         size_t in_w, out_w

@@ -8,16 +8,12 @@ import math
 
 import numpy as np
 
-from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
+from cconv._runtime cimport (ELEMENT_WORK, current_isa, resolve_threads, run_chunks,
+                             threads_for)
 from cconv._validation import as_float32, check_workspace, labels_int64, nbytes_of
-
-cdef extern from "isa.h" nogil:
-    unsigned cconv_ftz_enter()
-    void cconv_ftz_restore(unsigned previous)
 
 ctypedef void (*xent_fn)(size_t rows, size_t c, const float* logits, const int64_t* labels,
                          float smoothing, float* probs, double* loss) noexcept nogil
@@ -25,7 +21,7 @@ ctypedef void (*xent_backward_fn)(size_t rows, size_t c, const float* probs,
                                   const int64_t* labels, float smoothing, float scale,
                                   float* dlogits) noexcept nogil
 
-cdef extern from "softmax.h" nogil:
+cdef extern from "softmax/softmax.h" nogil:
     cdef struct cconv_softmax_kernels:
         xent_fn xent
         xent_backward_fn xent_backward
@@ -46,41 +42,20 @@ cdef struct Job:
     cconv_softmax_kernels k
 
 
-cdef void run_one(const Job* j, Py_ssize_t i) noexcept nogil:
-    cdef Py_ssize_t r0 = i * j.rpc
-    cdef Py_ssize_t n = j.rows - r0
+cdef void run_one(const void* job, Py_ssize_t i, Py_ssize_t r0, Py_ssize_t n) noexcept nogil:
+    """Chunk i: rows [r0, r0 + n) (a chunk_fn of _runtime.run_chunks)."""
+    cdef const Job* j = <const Job*>job
     cdef Py_ssize_t o = r0 * j.c
-    if n > j.rpc:
-        n = j.rpc
     if j.backward:
         j.k.xent_backward(n, j.c, j.x + o, j.labels + r0, j.smoothing, j.scale, j.out + o)
     else:
         j.k.xent(n, j.c, j.x + o, j.labels + r0, j.smoothing, j.out + o, j.loss + r0)
 
 
-cdef void run_chunks(const Job* job, int n_threads) noexcept nogil:
-    cdef Py_ssize_t nchunks = (job.rows + job.rpc - 1) // job.rpc
-    cdef Py_ssize_t i
-    cdef unsigned ftz = 0
-    if n_threads > nchunks:
-        n_threads = <int>nchunks
-    if n_threads <= 1:
-        ftz = cconv_ftz_enter()
-        for i in range(nchunks):
-            run_one(job, i)
-        cconv_ftz_restore(ftz)
-        return
-    with parallel(num_threads=n_threads):
-        ftz = cconv_ftz_enter()
-        for i in prange(nchunks, schedule="static"):
-            run_one(job, i)
-        cconv_ftz_restore(ftz)
-
-
 cdef _go(Job* job, n_threads):
     cdef int nt = threads_for(resolve_threads(n_threads), <double>job.rows * job.c * ELEMENT_WORK)
     with nogil:
-        run_chunks(job, nt)
+        run_chunks(run_one, job, job.rows, job.rpc, nt)
 
 
 def _check(op, name, x, labels, label_smoothing):

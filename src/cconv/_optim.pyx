@@ -1,5 +1,5 @@
 """Optimizer updates in compiled code, in place: SGD (momentum, dampening, Nesterov, weight decay)
-and Adam / AdamW, plus the L1/L2 penalties, with PyTorch's update rules (kernels/optim.h).
+and Adam / AdamW, plus the L1/L2 penalties, with PyTorch's update rules (kernels/optim/optim.h).
 
 The arrays are updated in place, so they must already be C-contiguous float32 of one shape.
 Large arrays are split into fixed chunks over OpenMP threads; every element is updated on its
@@ -15,7 +15,7 @@ from cython.parallel cimport prange
 from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
 from cconv._validation import as_float32
 
-cdef extern from "optim.h" nogil:
+cdef extern from "optim/optim.h" nogil:
     cdef struct cconv_sgd_params:
         float lr, momentum, dampening, weight_decay, l1, l2
         int nesterov, first_step

@@ -1,6 +1,6 @@
 """Pooling: max (with argmax indices), average, sum and global average, forward and backward.
 
-NHWC float32. The kernels (``kernels/pool.h``) vectorise across the channels of a pixel; this
+NHWC float32. The kernels (``kernels/pool/pool.h``) vectorise across the channels of a pixel; this
 module checks the arguments, lays out the window geometry once per call and runs OpenMP loops:
 over (batch x output rows) for the forward passes, over (batch x input rows) for the gathered
 average/sum gradients, and over (batch x channel blocks) for the max-pooling gradient, which
@@ -20,15 +20,12 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
 
 from cconv._runtime cimport ELEMENT_WORK, current_isa, resolve_threads, threads_for
+from cconv._kernels cimport cconv_ftz_enter, cconv_ftz_restore
 
 from ._validation import (as_float32, as_nhwc, check_index_range, check_workspace, nbytes_of,
                           pair, pool_output_size)
 
-cdef extern from "isa.h" nogil:
-    unsigned cconv_ftz_enter()
-    void cconv_ftz_restore(unsigned previous)
-
-cdef extern from "pool.h" nogil:
+cdef extern from "pool/pool.h" nogil:
     ctypedef void (*maxpool_window_fn)(size_t, size_t, const float*, size_t, size_t, int32_t,
                                        int32_t, int32_t, size_t, float*, int32_t*) noexcept nogil
     ctypedef void (*maxpool_backward_fn)(size_t, size_t, size_t, const float*, const int32_t*,

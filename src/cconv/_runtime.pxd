@@ -11,6 +11,14 @@ cdef enum:
     ELEMENT_WORK = 20
 cpdef int resolve_threads(n_threads) except -1
 
+# The one chunked runner of the memory-bound ops: items [0, n) in chunks of `chunk` items, chunk
+# i being items [i * chunk, min(n, (i + 1) * chunk)); `run(job, i, start, length)` does one.
+# The chunks depend on n and chunk only, never on the thread count, so results do not either.
+ctypedef void (*chunk_fn)(const void* job, Py_ssize_t index, Py_ssize_t start,
+                          Py_ssize_t length) noexcept nogil
+cdef void run_chunks(chunk_fn run, const void* job, Py_ssize_t n, Py_ssize_t chunk,
+                     int n_threads) noexcept nogil
+
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
 

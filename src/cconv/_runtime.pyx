@@ -2,22 +2,24 @@
 
 The ISA is chosen once at import (the best the CPU supports, capped by ``FASTCNN_ISA``) and can be
 capped again with :func:`set_isa`; every op module reads it through ``current_isa()``, and each op
-family's kernel table (``kernels/*.h``) maps it to micro-kernels in one place.
+family's kernel table (``kernels/FAMILY/FAMILY.h``) maps it to micro-kernels in one place.
 """
 import numbers
 import os
 import time
 
-from cython.parallel cimport parallel, threadid
+from cython.parallel cimport parallel, prange, threadid
 
-cdef extern from "openmp_or_serial.h":
+from cconv._kernels cimport cconv_ftz_enter, cconv_ftz_restore
+
+cdef extern from "core/openmp_or_serial.h":
     int omp_get_max_threads() nogil
     void omp_set_num_threads(int n) nogil
 
-cdef extern from "isa.h":
+cdef extern from "core/isa.h":
     unsigned cconv_supported_isas() nogil
 
-cdef extern from "peak.h":
+cdef extern from "peak/peak.h":
     ctypedef double (*f32_fma_peak_fn)(size_t, float*) noexcept nogil
     f32_fma_peak_fn f32_fma_peak_select(int isa) nogil
 
@@ -202,3 +204,32 @@ def _init():
 
 
 _init()
+
+
+cdef void run_chunks(chunk_fn run, const void* job, Py_ssize_t n, Py_ssize_t chunk,
+                     int n_threads) noexcept nogil:
+    """Every chunk of the job on at most n_threads threads (one per chunk at most), denormals
+    flushed while the kernels run; see _runtime.pxd."""
+    cdef Py_ssize_t nchunks, i, start, length
+    cdef unsigned ftz = 0
+    if n <= 0:
+        return
+    nchunks = (n + chunk - 1) // chunk
+    if n_threads > nchunks:
+        n_threads = <int>nchunks
+    if n_threads <= 1:
+        ftz = cconv_ftz_enter()
+        for i in range(nchunks):
+            start = i * chunk
+            run(job, i, start, min(chunk, n - start))
+        cconv_ftz_restore(ftz)
+        return
+    with parallel(num_threads=n_threads):
+        ftz = cconv_ftz_enter()
+        for i in prange(nchunks, schedule="static"):
+            start = i * chunk
+            length = n - start
+            if length > chunk:
+                length = chunk
+            run(job, i, start, length)
+        cconv_ftz_restore(ftz)

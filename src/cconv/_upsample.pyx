@@ -16,7 +16,7 @@ Both are separable: the tables map each output row (column) to at most two weigh
 (columns). The forward passes gather per output row (a weighted sum of input rows, then of
 pixels of that row), the backward passes per input row with the transposed tables, so every
 element is summed by one thread in a fixed order: no scatter, no atomics, the same bits for any
-thread count. The kernel (``kernels/upsample.h``) is a plain C loop over the contiguous axis
+thread count. The kernel (``kernels/upsample/upsample.h``) is a plain C loop over the contiguous axis
 compiled per ISA and auto-vectorised; the passes are bound by memory, not arithmetic.
 """
 import functools
@@ -27,18 +27,15 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int32_t
 
 from cconv._runtime cimport ELEMENT_WORK, current_isa, data_ptr, resolve_threads, threads_for
+from cconv._kernels cimport cconv_ftz_enter, cconv_ftz_restore
 
 from ._validation import as_nhwc, check_index_range, check_workspace, nbytes_of, pair
-
-cdef extern from "isa.h" nogil:
-    unsigned cconv_ftz_enter()
-    void cconv_ftz_restore(unsigned previous)
 
 ctypedef void (*gather_fn)(size_t count, size_t len, const int32_t* offsets,
                            const int32_t* index, const float* weight, const float* src,
                            size_t stride, float* dst) noexcept nogil
 
-cdef extern from "upsample.h" nogil:
+cdef extern from "upsample/upsample.h" nogil:
     cdef struct cconv_upsample_kernels:
         gather_fn gather
     cconv_upsample_kernels cconv_upsample_select(int isa)

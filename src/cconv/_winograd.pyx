@@ -1,8 +1,8 @@
 """Winograd convolution F(4x4, 3x3) and F(2x2, 3x3): 3x3 kernels, stride 1, dilation 1, one group.
 
 Layers of the implementation:
-  kernels/f32_wino{2,4}x3__ISA.c  one block of tiles: input transform, alpha^2 igemm GEMMs,
-                                  output transform with bias and clamp (kernels/winograd.h)
+  kernels/winograd/f32_wino{2,4}x3__ISA.c  one block of tiles: input transform, alpha^2 igemm
+                                  GEMMs, output transform with bias and clamp (winograd.h there)
   this module                     argument checks, weight transform, block sizing, OpenMP: one
                                   equal share of the tiles per thread, in cache-sized blocks
 Every output element is computed inside one block, from its own tile only, with the igemm
@@ -30,7 +30,7 @@ from cconv._validation import (as_float32, as_nhwc, check_finite, check_shape, c
 from cconv._kernels cimport (FC_IGEMM_ACCUMULATE, cconv_ftz_enter, cconv_ftz_restore,
                              f32_igemm_config, f32_igemm_select)
 
-cdef extern from "winograd.h":
+cdef extern from "winograd/winograd.h":
     struct cconv_wino_shape:
         size_t batch, in_h, in_w, in_c
         size_t out_h, out_w, out_c

@@ -774,8 +774,8 @@ class Sequential(Model):
 
     def summary(self, input_shape=None, print_fn=print):
         """Print each layer with its output shape, parameter count, forward FLOPs per image and,
-        for convolutions, the algorithm their forward pass runs (direct, depthwise, winograd-f4
-        or winograd-f2; see ``cconv.conv2d_algorithm``).
+        for convolutions, the kernels their forward pass runs (direct-igemm, direct-planar,
+        depthwise, winograd-f4 or winograd-f2; see ``cconv.conv2d_algorithm``).
 
         ``input_shape`` is one sample's (H, W, C); by default the model's ``input_shape``.
         """

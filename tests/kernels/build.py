@@ -10,6 +10,7 @@ aarch64-linux-gnu-gcc and links statically, so that `qemu-aarch64 harness` needs
 Objects are rebuilt only when a source or any header is newer. Prints the path of the program.
 """
 import argparse
+import concurrent.futures
 import glob
 import importlib.util
 import os
@@ -43,10 +44,15 @@ def build_flags(machine):
     return build_flags_module.common_flags(), build_flags_module.isa_flags(machine)
 
 
+def kernel_files(pattern):
+    """The kernels' files matching `pattern`, in every family's folder."""
+    return sorted(glob.glob(os.path.join(KERNELS, "**", pattern), recursive=True))
+
+
 def sources(isa_flags):
     """[(source, extra flags)] of the kernels (meson.build's rule) and of the harness."""
     out = []
-    for path in sorted(glob.glob(os.path.join(KERNELS, "*.c"))):
+    for path in kernel_files("*.c"):
         base = os.path.basename(path)
         if "__" not in base:
             out.append((path, []))
@@ -81,7 +87,7 @@ def build(target="native", out=None, cc=None, verbose=False):
     out = out or os.path.join(ROOT, "build", "kernel-harness", target)
     os.makedirs(out, exist_ok=True)
     common, isa_flags = build_flags(machine)
-    headers = glob.glob(os.path.join(KERNELS, "*.h")) + glob.glob(os.path.join(HERE, "*.h"))
+    headers = kernel_files("*.h") + glob.glob(os.path.join(HERE, "*.h"))
     flags_file = os.path.join(out, "flags")
     flags_text = repr((cc, common, isa_flags, link))
     if not os.path.exists(flags_file) or open(flags_file).read() != flags_text:
@@ -89,15 +95,13 @@ def build(target="native", out=None, cc=None, verbose=False):
             os.remove(old)
         with open(flags_file, "w") as f:
             f.write(flags_text)
-    objects = []
+    objects, commands = [], []
     for src, extra in sources(isa_flags):
         obj = os.path.join(out, os.path.basename(src)[:-2] + ".o")
         objects.append(obj)
         if _stale(obj, [src, flags_file] + headers):
-            cmd = [cc, *common, *extra, "-I", KERNELS, "-I", HERE, "-c", src, "-o", obj]
-            if verbose:
-                print(" ".join(cmd), file=sys.stderr)
-            subprocess.run(cmd, check=True)
+            commands.append([cc, *common, *extra, "-I", KERNELS, "-I", HERE, "-c", src, "-o", obj])
+    run_all(commands, verbose)
     program = os.path.join(out, "harness")
     if _stale(program, objects):
         cmd = [cc, *link, "-o", program, *objects, "-lm"]
@@ -105,6 +109,16 @@ def build(target="native", out=None, cc=None, verbose=False):
             print(" ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True)
     return program
+
+
+def run_all(commands, verbose=False):
+    """Run independent compiler commands on every core; the first failure raises."""
+    def run(cmd):
+        if verbose:
+            print(" ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True)
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(run, commands))
 
 
 def main():

@@ -1,9 +1,0 @@
-/* Winograd F(2x2, 3x3), scalar path. Body: f32_wino_impl.h; contract: winograd.h. */
-#define SIMD_ISA_SCALAR
-#define WINO_M 2
-#define WINO_BLOCK f32_wino2x3_block__scalar
-#define WINO_WEIGHTS f32_wino2x3_weights__scalar
-#define WINO_WGRAD_BLOCK f32_wino2x3_wgrad_block__scalar
-#define WINO_WGRAD_OUT f32_wino2x3_wgrad_out__scalar
-#include "simd_vec.h"
-#include "f32_wino_impl.h"

@@ -1,0 +1,9 @@
+/* Winograd F(2x2, 3x3), avx2 path. Body: winograd_impl.h; contract: winograd.h. */
+#define SIMD_ISA_AVX2
+#define WINO_M 2
+#define WINO_BLOCK f32_wino2x3_block__avx2
+#define WINO_WEIGHTS f32_wino2x3_weights__avx2
+#define WINO_WGRAD_BLOCK f32_wino2x3_wgrad_block__avx2
+#define WINO_WGRAD_OUT f32_wino2x3_wgrad_out__avx2
+#include "core/simd_vec.h"
+#include "winograd_impl.h"
