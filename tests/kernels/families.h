@@ -11,6 +11,10 @@
     X(pool)                 \
     X(upsample)             \
     X(igemm)                \
+    X(conv)                 \
+    X(dwconv)               \
+    X(winograd)             \
+    X(optim)                \
     X(peak)
 
 #endif

@@ -1,6 +1,6 @@
 /* Activations (activation.h): relu, leaky relu, sigmoid, tanh, relu6, hard sigmoid, hard swish,
  * silu, gelu (erf and tanh forms) and their gradients. */
-#include "activation.h"
+#include "activation/activation.h"
 #include "harness.h"
 
 /* sigmoid and tanh are polynomials with FMAs where the ISA has them: a few ulp apart. */

@@ -1,7 +1,7 @@
 /* Batch-norm kernels (batchnorm.h) over (rows, c) chunks. The float64 reductions sum every
  * channel in row order on every ISA (vectors run across channels), so they match exactly. */
 #include <math.h>
-#include "batchnorm.h"
+#include "batchnorm/batchnorm.h"
 #include "harness.h"
 
 #define TOL 1e-5

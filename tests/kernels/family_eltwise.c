@@ -2,7 +2,7 @@
  * double, per channel in pixel order), the same bits on every ISA. */
 #include <string.h>
 
-#include "eltwise.h"
+#include "eltwise/eltwise.h"
 #include "harness.h"
 
 void family_eltwise(struct harness* h, int isa) {

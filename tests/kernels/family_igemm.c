@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "igemm.h"
+#include "igemm/igemm.h"
 
 #define TOL 1e-5
 #define SENTINEL 12345.0f

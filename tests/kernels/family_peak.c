@@ -3,7 +3,7 @@
 #include <math.h>
 
 #include "harness.h"
-#include "peak.h"
+#include "peak/peak.h"
 
 void family_peak(struct harness* h, int isa) {
     const f32_fma_peak_fn s = f32_fma_peak_select(CCONV_ISA_SCALAR);

@@ -3,7 +3,7 @@
 #include <math.h>
 
 #include "harness.h"
-#include "pool.h"
+#include "pool/pool.h"
 
 /* Window values: small integers half of the time, so that ties (first one wins) are common. */
 static void fill_window(struct harness* h, float* x, size_t n, int specials) {

@@ -2,7 +2,7 @@
 #include <math.h>
 
 #include "harness.h"
-#include "softmax.h"
+#include "softmax/softmax.h"
 
 #define TOL 1e-5
 

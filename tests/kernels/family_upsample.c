@@ -1,6 +1,6 @@
 /* The upsampling gather (upsample.h): weighted sums of rows, with FMAs where the ISA has them. */
 #include "harness.h"
-#include "upsample.h"
+#include "upsample/upsample.h"
 
 void family_upsample(struct harness* h, int isa) {
     const struct cconv_upsample_kernels s = cconv_upsample_select(CCONV_ISA_SCALAR);

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "isa.h"
+#include "core/isa.h"
 
 #define HARNESS_MAX_BUFFERS 128
 
